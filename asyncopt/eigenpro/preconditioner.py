@@ -1,0 +1,121 @@
+"""The EigenPro 2 Nystrom preconditioner and its automatic hyperparameters.
+
+Ma & Belkin, "Kernel machines that adapt to GPUs for effective large batch training"
+(SysML 2019), section 1.2 of docs/algorithms.md. Differences from the public code:
+the eigensolve is an exact float64 one (no lobpcg cap q <= s/3), the batch is not capped
+at s, and K(X_S, X_B) is never evaluated separately (blocks.kernel_product gathers it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from asyncopt.kernels.blocks import KernelData, kernel_matrix
+
+EIGEN_EXPONENT = 0.95  # the "a" of the preconditioner: D_i = (1 - (lam_q/lam_i)^a) / lam_i
+# Nystrom eigenvectors beyond a fraction of s are dominated by sampling noise.
+MAX_COMPONENT_FRACTION = 0.25
+# Large enough for a kernel chunk to run matmul at full speed, small enough that the
+# automatic q stays where the Nystrom estimate is accurate (see benchmarks/README.md).
+DEFAULT_TARGET_BATCH = 4096
+
+
+def auto_subsample_size(n: int) -> int:
+    """EigenPro 2's default: min(n, 2000) below 100,000 points, else 12,000."""
+    return min(n, 2000) if n < 100_000 else 12_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Preconditioner:
+    """Read-only state every worker shares: the subsample S and the correction V diag(D) V^T."""
+
+    indices: torch.Tensor  # (s,) sorted indices of the Nystrom subsample S
+    V: torch.Tensor  # (s, q-1) eigenvectors of K_S / s, divided by sqrt(s)
+    D: torch.Tensor  # (q-1,)
+    eigenvalues: np.ndarray  # top eigenvalues of K_S / s, float64, descending
+    beta: float  # max_i k(x_i, x_i) over S
+    n_components: int  # q
+    top_eigenvalue: float  # lam1p, top eigenvalue of the preconditioned operator
+
+    @property
+    def critical_batch_size(self) -> float:
+        """m* = beta / lam1p + 1: the largest batch with linear scaling of the step."""
+        return self.beta / self.top_eigenvalue + 1.0
+
+    def correction(self, K_BS: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Rows of S to add, (eta/m) times this: V diag(D) V^T K(X_S, X_B) g."""
+        if self.V.shape[1] == 0:
+            return torch.zeros(len(self.indices), g.shape[1], dtype=g.dtype, device=g.device)
+        return self.V @ (self.D.unsqueeze(1) * (self.V.T @ (K_BS.T @ g)))
+
+
+def step_size(batch_size: int, beta: float, top_eigenvalue: float, rule: str = "stability") -> float:
+    """Step size eta for batch size m.
+
+    ``"stability"`` (asyncopt's default): ``0.99 * 2m / (beta + (m-1) lam1p)`` at every m, the
+    bound EigenPro 2 uses above the critical batch m*, applied below it too. Below m* it gives a
+    per-sample step between 1/beta and 2/beta, where EigenPro 2's linear-scaling rule gives 1/beta.
+    ``"eigenpro2"``: ``m / beta`` below m*, the same bound above it (the public implementation).
+    """
+    m = float(batch_size)
+    if rule == "eigenpro2" and m < beta / top_eigenvalue + 1.0:
+        return m / beta
+    if rule not in ("stability", "eigenpro2"):
+        raise ValueError(f"unknown step rule {rule!r}; use 'stability' or 'eigenpro2'")
+    return 0.99 * 2.0 * m / (beta + (m - 1.0) * top_eigenvalue)
+
+
+def choose_n_components(eigenvalues: np.ndarray, max_batch: int) -> int:
+    """EigenPro 2's rule: the count of lam_i with lam_i^-a < max_batch, minus one, at least 5.
+
+    That makes the critical batch m* of the preconditioned operator about `max_batch`.
+    """
+    s = len(eigenvalues)
+    positive = eigenvalues[eigenvalues > 0]
+    q = int(np.sum(np.power(positive, -EIGEN_EXPONENT) < max_batch)) - 1
+    q_cap = max(2, int(MAX_COMPONENT_FRACTION * s))
+    return int(min(max(q, 5), q_cap, s))
+
+
+def nystrom_preconditioner(
+    data: KernelData,
+    subsample_size: int,
+    n_components: int | str,
+    target_batch: int,
+    rng: np.random.Generator,
+) -> Preconditioner:
+    """Draw S, eigendecompose K_S / s in float64 and build the EigenPro correction."""
+    n = data.n
+    s = int(min(subsample_size, n))
+    indices = np.sort(rng.choice(n, size=s, replace=False))
+    idx = torch.as_tensor(indices, device=data.X.device)
+    K_S = kernel_matrix(data, idx, idx).to(torch.float64)
+    beta = float(K_S.diagonal().max())
+    # float64: float32 eigensolvers fail on near-singular kernel matrices
+    evals, evecs = torch.linalg.eigh(K_S / s)
+    evals, evecs = evals.flip(0), evecs.flip(1)
+    eigenvalues = evals.cpu().numpy()
+    if n_components == "auto":
+        q = choose_n_components(eigenvalues, target_batch)
+    else:
+        q = int(min(n_components, s))
+    q = max(q, 1)
+    lam = eigenvalues[:q].clip(min=np.finfo(np.float64).tiny)
+    lam_q = lam[q - 1]
+    D = (1.0 - np.power(lam_q / lam[: q - 1], EIGEN_EXPONENT)) / lam[: q - 1]
+    top = float(lam[0] * (lam_q / lam[0]) ** EIGEN_EXPONENT) if q > 1 else float(lam[0])
+    if not top > 0:
+        top = beta  # degenerate subsample (all points equal): plain SGD bound
+    V = evecs[:, : q - 1] / np.sqrt(s)
+    return Preconditioner(
+        indices=idx,
+        V=V.to(data.options.dtype),
+        D=torch.as_tensor(D, dtype=data.options.dtype, device=data.X.device),
+        eigenvalues=eigenvalues[: max(q, min(s, 10))].copy(),
+        beta=beta,
+        n_components=q,
+        top_eigenvalue=top,
+    )

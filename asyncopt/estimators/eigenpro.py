@@ -1,0 +1,360 @@
+"""scikit-learn estimators for EigenPro kernel interpolation."""
+
+from __future__ import annotations
+
+import math
+import time
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.metrics import r2_score
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from asyncopt.eigenpro.preconditioner import (
+    DEFAULT_TARGET_BATCH,
+    auto_subsample_size,
+    nystrom_preconditioner,
+    step_size,
+)
+from asyncopt.eigenpro.solver import EigenProSettings, run_eigenpro
+from asyncopt.eigenpro.step import KernelProblem
+from asyncopt.kernels.blocks import KernelData, MemoryBudgetError, kernel_product
+from asyncopt.kernels.functions import RADIAL_PROFILES, make_kernel
+from asyncopt.options import ComputeOptions
+
+QUERY_ROWS = 4096
+# The automatic batch is m*/4: with the stability step rule a sample then moves the weights
+# 1.6x as far as at m = m*, while the batch stays large enough for full matmul speed
+# (benchmarks/README.md has the measurements behind this choice).
+AUTO_BATCH_FRACTION = 0.25  # predict() evaluates queries in row blocks of this size
+
+
+def median_distance(X: np.ndarray, rng: np.random.Generator, sample: int = 1000) -> float:
+    """Median Euclidean distance between distinct points of a random subsample (the 'auto' bandwidth)."""
+    idx = rng.choice(len(X), size=min(len(X), sample), replace=False)
+    Z = torch.as_tensor(X[idx], dtype=torch.float64)
+    d = torch.cdist(Z, Z)
+    d = d[torch.triu(torch.ones_like(d, dtype=torch.bool), diagonal=1)]
+    d = d[d > 0]
+    return float(d.median()) if len(d) else 1.0
+
+
+class _EigenProBase(BaseEstimator):
+    _parameter_constraints: dict = {
+        "kernel": [StrOptions(set(RADIAL_PROFILES)), callable],
+        "bandwidth": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "epochs": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "subsample_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "step_size": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto", "eigenpro2"})],
+        "device": [str, torch.device],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "memory_gb": [Interval(Real, 0, None, closed="neither")],
+        "evals_per_epoch": [Interval(Integral, 1, None, closed="left")],
+        "time_limit": [Interval(Real, 0, None, closed="neither"), None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callback": [callable, None],
+    }
+
+    def __init__(
+        self,
+        kernel="laplacian",
+        *,
+        bandwidth="auto",
+        epochs=10,
+        batch_size="auto",
+        subsample_size="auto",
+        n_components="auto",
+        step_size="auto",
+        device="cpu",
+        dtype="float32",
+        memory_gb=4.0,
+        evals_per_epoch=1,
+        time_limit=None,
+        random_state=None,
+        verbose=0,
+        callback=None,
+    ):
+        self.kernel = kernel
+        self.bandwidth = bandwidth
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.subsample_size = subsample_size
+        self.n_components = n_components
+        self.step_size = step_size
+        self.device = device
+        self.dtype = dtype
+        self.memory_gb = memory_gb
+        self.evals_per_epoch = evals_per_epoch
+        self.time_limit = time_limit
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callback = callback
+
+    # -- fitting -----------------------------------------------------------------------
+    def _validate_X(self, X, reset):
+        X = validate_data(self, X, reset=reset, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
+        return X.toarray() if sp.issparse(X) else X
+
+    def _fit_targets(self, X, Y, validation):
+        started = time.perf_counter()
+        options = ComputeOptions.from_params(self.device, self.dtype, self.memory_gb)
+        rng = np.random.default_rng(
+            self.random_state if not isinstance(self.random_state, np.random.RandomState)
+            else self.random_state.randint(2**31)
+        )
+        n = X.shape[0]
+        itemsize = options.itemsize
+        persistent = (X.shape[1] + 2 * Y.shape[1]) * n * itemsize
+        if persistent > options.memory_bytes:
+            raise MemoryBudgetError(
+                f"memory budget too small: the training data, targets and weights need "
+                f"{persistent / 2**30:.3f} GiB on {options.device} but memory_gb={self.memory_gb}"
+            )
+        self.bandwidth_ = median_distance(X, rng) if self.bandwidth == "auto" else float(self.bandwidth)
+        kernel = make_kernel(self.kernel, self.bandwidth_)
+        data = KernelData.from_array(X, kernel, options)
+        problem = KernelProblem(data, torch.as_tensor(Y).to(options.device, options.dtype))
+        s = auto_subsample_size(n) if self.subsample_size == "auto" else min(self.subsample_size, n)
+        eigen_bytes = 3 * s * s * 8
+        if persistent + eigen_bytes > options.memory_bytes:
+            raise MemoryBudgetError(
+                f"memory budget too small: the float64 eigensolve of the {s} x {s} Nystrom block needs "
+                f"{eigen_bytes / 2**30:.3f} GiB beyond the data's {persistent / 2**30:.3f} GiB; raise "
+                f"memory_gb (now {self.memory_gb}) or lower subsample_size"
+            )
+        target = DEFAULT_TARGET_BATCH if self.batch_size == "auto" else self.batch_size
+        precond = nystrom_preconditioner(data, s, self.n_components, target, rng)
+        m_star = precond.critical_batch_size
+        if self.batch_size != "auto":
+            m = int(min(self.batch_size, n))
+        elif self.step_size == "eigenpro2":
+            m = int(min(max(1, round(m_star)), n))
+        else:
+            m = int(min(max(1, round(m_star * AUTO_BATCH_FRACTION)), n))
+        if isinstance(self.step_size, str):
+            rule = "eigenpro2" if self.step_size == "eigenpro2" else "stability"
+            eta = step_size(m, precond.beta, precond.top_eigenvalue, rule)
+        else:
+            eta = float(self.step_size)
+        self.subsample_size_, self.n_components_ = s, precond.n_components
+        self.batch_size_, self.step_size_, self.critical_batch_size_ = m, eta, m_star
+        self.setup_seconds_ = time.perf_counter() - started
+        budget = options.memory_bytes - persistent - precond.V.numel() * itemsize
+        validate = None
+        if validation is not None:
+            validate = self._validation_scorer(data, *validation, budget)
+        settings = EigenProSettings(batch_size=m, eta=eta, epochs=float(self.epochs),
+                                    evals_per_epoch=self.evals_per_epoch, time_limit=self.time_limit)
+        progress = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=int(math.ceil(self.epochs * n)), unit="samples", unit_scale=True,
+                            desc=type(self).__name__)
+        try:
+            alpha, history = run_eigenpro(problem, precond, settings, rng, budget_bytes=budget,
+                                          validate=validate, callback=self.callback,
+                                          progress=progress, started=started)
+        finally:
+            if progress is not None:
+                progress.close()
+        self._data = data
+        self.weights_ = alpha.cpu().numpy()
+        self.history_ = [entry.as_dict() for entry in history]
+        self.n_iter_ = history[-1].steps if history else 0
+        self._budget = budget
+        return self
+
+    def _validation_scorer(self, data, X_val, y_val, budget):
+        X_val = self._validate_X(X_val, reset=False)
+
+        def score(alpha):
+            return self._score_decision(self._decision(data, alpha, X_val, budget), y_val)
+
+        return score
+
+    @staticmethod
+    def _decision(data, alpha, X, budget):
+        blocks = []
+        for start in range(0, X.shape[0], QUERY_ROWS):
+            block = X[start:start + QUERY_ROWS]
+            if len(block) < QUERY_ROWS:
+                block = np.concatenate([block, np.zeros((QUERY_ROWS - len(block), X.shape[1]), X.dtype)])
+            out, _ = kernel_product(data, alpha, queries=block, budget_bytes=budget)
+            blocks.append(out[: min(QUERY_ROWS, X.shape[0] - start)])
+        if not blocks:
+            return torch.zeros(0, alpha.shape[1], dtype=alpha.dtype)
+        return torch.cat(blocks)
+
+    def _predict_raw(self, X):
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        alpha = torch.as_tensor(self.weights_, device=self._data.options.device)
+        return self._decision(self._data, alpha, X, self._budget).cpu().numpy().astype(np.float64)
+
+    def __getstate__(self):
+        # the prepared training data holds tensors; pickle them as numpy-backed tensors on CPU
+        state = self.__dict__.copy()
+        if "_data" in state:
+            data = state["_data"]
+            state["_data_cpu"] = (data.X.cpu(), data.sqnorm.cpu() if data.sqnorm is not None else None,
+                                  data.kept_columns, data.dropped_values)
+            state["_data_meta"] = (data.kernel, data.options)
+            del state["_data"]
+        return state
+
+    def __setstate__(self, state):
+        if "_data_cpu" in state:
+            X, sq, kept, dropped = state.pop("_data_cpu")
+            kernel, options = state.pop("_data_meta")
+            state["_data"] = KernelData(kernel, X, sq, kept, dropped, options)
+        self.__dict__.update(state)
+
+
+class EigenProRegressor(RegressorMixin, _EigenProBase):
+    """Kernel interpolation (ridgeless regression) trained by EigenPro 2.
+
+    Finds weights ``alpha`` with ``K(X, X) alpha = y`` by preconditioned stochastic gradient
+    descent; ``predict(x) = K(x, X) alpha``. Multi-output targets are supported.
+
+    Parameters
+    ----------
+    kernel : {"laplacian", "gaussian", "rbf", "matern12", "matern32", "matern52"} or callable
+        Kernel name, or ``f(A, B, bandwidth) -> (len(A), len(B))`` torch tensor or array.
+    bandwidth : float or "auto"
+        Kernel bandwidth h; "auto" is the median distance between training points.
+    epochs : float
+        Passes over the training data (fractions allowed).
+    batch_size, subsample_size, n_components : int or "auto"
+        EigenPro's m, s and q. "auto": s and q as in docs/algorithms.md section 1.2; m = m*/4
+        (m = m* with step_size="eigenpro2").
+    step_size : float, "auto" or "eigenpro2"
+        eta. "auto": 0.99 * 2m / (beta + (m-1) lam1p), the stability bound of the preconditioned
+        iteration; "eigenpro2": the public implementation's rule (m / beta below m*).
+    device : str or torch.device
+        Torch device for all kernel arithmetic ("cpu", "cuda", "cuda:1", ...).
+    dtype : {"float32", "float64"}
+        Precision of kernel evaluation and weights (the eigensolve is always float64).
+    memory_gb : float
+        Budget in GiB for everything the solver allocates on ``device``.
+    evals_per_epoch : int
+        History entries (and callback calls) per epoch.
+    time_limit : float or None
+        Stop after this many training seconds.
+    random_state : int, RandomState or None
+        Seeds the Nystrom subsample, the batch order and the 'auto' bandwidth sample.
+    verbose : int
+        Show a progress bar when > 0.
+    callback : callable or None
+        Called with each `HistoryEntry`; returning True or raising StopIteration stops training.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_samples, n_outputs)
+    history_ : list of dict
+        Per evaluation point: epoch, samples, seconds, train_mse, val_metric (R^2), steps.
+    bandwidth_, batch_size_, step_size_, subsample_size_, n_components_, critical_batch_size_
+        The values used, automatic or given.
+    setup_seconds_ : float
+        Seconds spent before the first step (data transfer, eigensolve).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from asyncopt import EigenProRegressor
+    >>> X = np.random.default_rng(0).normal(size=(200, 3))
+    >>> y = np.sin(X[:, 0])
+    >>> model = EigenProRegressor(bandwidth=2.0, epochs=20, random_state=0).fit(X, y)
+    >>> float(np.abs(model.predict(X) - y).max()) < 0.05
+    True
+
+    References
+    ----------
+    S. Ma, M. Belkin. Kernel machines that adapt to GPUs for effective large batch training.
+    SysML 2019.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.input_tags.sparse = True
+        return tags
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, X_val=None, y_val=None):
+        """Fit to (X, y); optional (X_val, y_val) is scored (R^2) at every history entry."""
+        X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32],
+                             multi_output=True, y_numeric=True)
+        X = X.toarray() if sp.issparse(X) else X
+        self._y_1d = y.ndim == 1
+        Y = y.reshape(-1, 1) if self._y_1d else y
+        validation = None if X_val is None else (X_val, np.asarray(y_val))
+        return self._fit_targets(X, np.asarray(Y, dtype=np.float64), validation)
+
+    def _score_decision(self, decision, y):
+        pred = decision.cpu().numpy()
+        return float(r2_score(y, pred[:, 0] if self._y_1d else pred))
+
+    def predict(self, X):
+        """K(X, X_train) @ weights_."""
+        out = self._predict_raw(X)
+        return out[:, 0] if self._y_1d else out
+
+
+class EigenProClassifier(ClassifierMixin, _EigenProBase):
+    """Kernel interpolation classifier: EigenPro on one-hot targets, prediction by argmax.
+
+    Parameters are those of `EigenProRegressor`; the validation metric is accuracy.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    weights_ : ndarray of shape (n_samples, n_classes)
+    history_, bandwidth_, batch_size_, step_size_, subsample_size_, n_components_,
+    critical_batch_size_, setup_seconds_ : as in `EigenProRegressor`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from asyncopt import EigenProClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = EigenProClassifier(epochs=5, random_state=0).fit(X[:1000] / 16, y[:1000])
+    >>> float(clf.score(X[1000:] / 16, y[1000:])) > 0.95
+    True
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, X_val=None, y_val=None):
+        """Fit to (X, y); optional (X_val, y_val) is scored (accuracy) at every history entry."""
+        X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
+        X = X.toarray() if sp.issparse(X) else X
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        Y = np.eye(len(self.classes_))[codes]
+        validation = None if X_val is None else (X_val, np.asarray(y_val))
+        return self._fit_targets(X, Y, validation)
+
+    def _score_decision(self, decision, y):
+        return float(np.mean(self.classes_[decision.argmax(1).cpu().numpy()] == y))
+
+    def decision_function(self, X):
+        """Kernel scores: one column per class, or for two classes one score (> 0 means classes_[1])."""
+        scores = self._predict_raw(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def predict(self, X):
+        check_is_fitted(self)
+        return self.classes_[self._predict_raw(X).argmax(1)]

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import torch
+
+from asyncopt.eigenpro.preconditioner import choose_n_components, nystrom_preconditioner, step_size
+from asyncopt.eigenpro.step import KernelProblem, apply_update, eigenpro_step
+from asyncopt.kernels import KernelData, kernel_matrix, make_kernel
+from asyncopt.options import ComputeOptions
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5))
+    Y = np.stack([np.sin(X[:, 0]), X[:, 1] ** 2], axis=1)
+    data = KernelData.from_array(X, make_kernel("laplacian", 2.0), ComputeOptions(dtype=torch.float64))
+    return KernelProblem(data, torch.as_tensor(Y))
+
+
+def test_preconditioner_spectrum_and_vectors(problem):
+    pre = nystrom_preconditioner(problem.data, 150, 20, 1000, np.random.default_rng(0))
+    assert pre.n_components == 20 and pre.V.shape == (150, 19)
+    K_S = kernel_matrix(problem.data, pre.indices, pre.indices).numpy()
+    lam = np.linalg.eigvalsh(K_S / 150)[::-1]
+    np.testing.assert_allclose(pre.eigenvalues[:20], lam[:20], rtol=1e-8)
+    # V = U / sqrt(s) with orthonormal U
+    np.testing.assert_allclose(pre.V.T @ pre.V * 150, np.eye(19), atol=1e-8)
+    # D_i = (1 - (lam_q / lam_i)^0.95) / lam_i and lam1p = lam_1 (lam_q / lam_1)^0.95
+    np.testing.assert_allclose(pre.D.numpy(), (1 - (lam[19] / lam[:19]) ** 0.95) / lam[:19], rtol=1e-8)
+    assert pre.top_eigenvalue == pytest.approx(lam[0] * (lam[19] / lam[0]) ** 0.95)
+    assert pre.beta == pytest.approx(1.0)
+
+
+def test_preconditioned_operator_has_the_predicted_top_eigenvalue(problem):
+    """On the subsample itself, (I - V D V^T K_S) K_S / s has top eigenvalue lam1p."""
+    s = 150
+    pre = nystrom_preconditioner(problem.data, s, 20, 1000, np.random.default_rng(0))
+    K_S = kernel_matrix(problem.data, pre.indices, pre.indices).numpy()
+    V, D = pre.V.numpy(), pre.D.numpy()
+    P = np.eye(s) - V @ np.diag(D) @ V.T @ K_S
+    top = np.max(np.abs(np.linalg.eigvals(P @ K_S / s)))
+    assert top == pytest.approx(pre.top_eigenvalue, rel=1e-6)
+
+
+def test_choose_n_components_rule():
+    lam = 1.0 / np.arange(1, 2001) ** 1.0
+    # lam_i^-0.95 < 100  <=>  i^0.95 < 100  <=>  i < 127.4 -> 127 values, minus one
+    assert choose_n_components(lam, 100) == 126
+    assert choose_n_components(lam, 2) == 5  # at least 5
+    assert choose_n_components(lam, 10**9) == 500  # at most s/4
+
+
+def test_step_size_rules_are_continuous_at_the_critical_batch():
+    beta, lam1p = 1.0, 1e-3
+    m_star = beta / lam1p + 1
+    assert step_size(int(m_star) - 1, beta, lam1p, rule="eigenpro2") == pytest.approx(m_star - 1)
+    assert step_size(int(m_star) + 1, beta, lam1p, rule="eigenpro2") == pytest.approx(0.99 * m_star, rel=1e-2)
+    # the stability rule: 0.99 * 2m / (beta + (m-1) lam1p) at every m
+    assert step_size(500, beta, lam1p) == pytest.approx(0.99 * 2 * 500 / (1 + 499e-3))
+    assert step_size(int(m_star), beta, lam1p) == pytest.approx(step_size(int(m_star), beta, lam1p, "eigenpro2"),
+                                                                  rel=1e-2)
+
+
+def test_step_update_is_sparse_and_matches_the_formula(problem):
+    pre = nystrom_preconditioner(problem.data, 100, 10, 1000, np.random.default_rng(1))
+    rng = np.random.default_rng(2)
+    alpha = torch.as_tensor(rng.normal(size=(400, 2)) * 1e-2)
+    batch = torch.as_tensor(rng.choice(400, 32, replace=False))
+    upd = eigenpro_step(problem, pre, alpha, batch, eta=5.0, budget_bytes=2**24)
+    K_B = kernel_matrix(problem.data, batch, torch.arange(400)).numpy()
+    g = K_B @ alpha.numpy() - problem.Y[batch].numpy()
+    np.testing.assert_allclose(upd.rows_delta.numpy(), -(5.0 / 32) * g, rtol=1e-10)
+    K_SB = kernel_matrix(problem.data, pre.indices, batch).numpy()
+    V, D = pre.V.numpy(), pre.D.numpy()
+    np.testing.assert_allclose(upd.subsample_delta.numpy(), (5.0 / 32) * V @ np.diag(D) @ V.T @ K_SB @ g,
+                               rtol=1e-8, atol=1e-14)
+    before = alpha.clone()
+    apply_update(alpha, upd, pre.indices)
+    changed = torch.nonzero((alpha != before).any(1)).squeeze(1)
+    allowed = set(batch.tolist()) | set(pre.indices.tolist())
+    assert set(changed.tolist()) <= allowed  # the write set is B u S
+
+
+def test_iterations_interpolate_the_training_targets(problem):
+    from asyncopt.eigenpro.solver import EigenProSettings, run_eigenpro
+
+    pre = nystrom_preconditioner(problem.data, 200, "auto", 64, np.random.default_rng(0))
+    m = 64
+    eta = step_size(m, pre.beta, pre.top_eigenvalue)
+    alpha, hist = run_eigenpro(problem, pre, EigenProSettings(m, eta, epochs=300), np.random.default_rng(0),
+                               budget_bytes=2**26)
+    K = kernel_matrix(problem.data, torch.arange(400), torch.arange(400)).numpy()
+    fit = K @ alpha.numpy()
+    assert np.linalg.norm(fit - problem.Y.numpy()) / np.linalg.norm(problem.Y.numpy()) < 1e-4
+    assert hist[-1].train_mse < 1e-8

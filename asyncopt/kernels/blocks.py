@@ -160,6 +160,7 @@ def kernel_product(
             lo, hi = torch.searchsorted(gather, torch.tensor([start, stop], device=gather.device)).tolist()
             if hi > lo:
                 K_gather[:, lo:hi] = Kc[:, gather[lo:hi] - start]
+        del Kc  # free this chunk before the next one is allocated: one chunk alive at a time
     return out[:, :c], K_gather
 
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One-command set-up: creates .venv/ in the checkout, installs asyncopt into it, then runs
+#   bash dev.sh demo [ARGS]   the main job (EigenPro on the digits bundled with scikit-learn)
+#   bash dev.sh test [ARGS]   the test suite
+#   bash dev.sh bench         the full-MNIST benchmark (needs ../shared/data)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.asyncopt-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
+  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0
+  .venv/bin/python -m pip install -q -e ".[test,plot]"
+  touch "$stamp"
+fi
+cmd=${1:-demo}; shift || true
+case "$cmd" in
+  demo)  exec .venv/bin/asyncopt demo "$@" ;;
+  test)  exec .venv/bin/python -m pytest "$@" ;;
+  bench) exec .venv/bin/python benchmarks/bench_mnist.py "$@" ;;
+  *) echo "usage: bash dev.sh {demo|test|bench} [args]" >&2; exit 2 ;;
+esac

@@ -23,24 +23,35 @@ def _demo(args) -> int:
         if args.n_train:
             X_train, y_train = X_train[: args.n_train], y_train[: args.n_train]
         name = "MNIST"
-    print(f"EigenPro kernel interpolation on {name}: {len(X_train)} train / {len(X_test)} test points, "
-          f"{X_train.shape[1]} features, {len(np.unique(y_train))} classes")
+    print(
+        f"EigenPro kernel interpolation on {name}: {len(X_train)} train / {len(X_test)} test points, "
+        f"{X_train.shape[1]} features, {len(np.unique(y_train))} classes"
+    )
     clf = EigenProClassifier(
-        kernel=args.kernel, bandwidth=args.bandwidth, epochs=args.epochs, device=args.device,
-        dtype=args.dtype, evals_per_epoch=args.evals_per_epoch, random_state=args.seed,
+        kernel=args.kernel,
+        bandwidth=args.bandwidth,
+        epochs=args.epochs,
+        device=args.device,
+        dtype=args.dtype,
+        evals_per_epoch=args.evals_per_epoch,
+        random_state=args.seed,
         verbose=0 if args.quiet else 1,
     )
     t0 = time.perf_counter()
     clf.fit(X_train, y_train, X_val=X_test, y_val=y_test)
     wall = time.perf_counter() - t0
-    print(f"setup: bandwidth={clf.bandwidth_:.4g}  subsample s={clf.subsample_size_}  q={clf.n_components_}  "
-          f"critical batch m*={clf.critical_batch_size_:.0f}  batch m={clf.batch_size_}  "
-          f"step eta={clf.step_size_:.4g}  ({clf.setup_seconds_:.2f} s)")
+    print(
+        f"setup: bandwidth={clf.bandwidth_:.4g}  subsample s={clf.subsample_size_}  q={clf.n_components_}  "
+        f"critical batch m*={clf.critical_batch_size_:.0f}  batch m={clf.batch_size_}  "
+        f"step eta={clf.step_size_:.4g}  ({clf.setup_seconds_:.2f} s)"
+    )
     print(f"{'epoch':>6} {'seconds':>8} {'train MSE':>10} {'test acc':>9}")
     for h in clf.history_:
         print(f"{h['epoch']:6.2f} {h['seconds']:8.2f} {h['train_mse']:10.3e} {h['val_metric']:9.4f}")
-    print(f"train accuracy {clf.score(X_train, y_train):.4f}, test accuracy {clf.score(X_test, y_test):.4f}, "
-          f"wall {wall:.1f} s")
+    print(
+        f"train accuracy {clf.score(X_train, y_train):.4f}, test accuracy {clf.score(X_test, y_test):.4f}, "
+        f"wall {wall:.1f} s"
+    )
     if args.plot:
         from asyncopt.plotting import plot_history
 
@@ -53,8 +64,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="asyncopt", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="train an EigenPro classifier on real data and print its convergence")
-    demo.add_argument("--data", choices=["digits", "mnist"], default="digits",
-                      help="digits: bundled with scikit-learn (default); mnist: from --data-path")
+    demo.add_argument(
+        "--data",
+        choices=["digits", "mnist"],
+        default="digits",
+        help="digits: bundled with scikit-learn (default); mnist: from --data-path",
+    )
     demo.add_argument("--data-path", default=None, help="folder with mnist/ (default ../shared/data)")
     demo.add_argument("--n-train", type=int, default=None, help="use the first N MNIST training points")
     demo.add_argument("--kernel", default="laplacian")

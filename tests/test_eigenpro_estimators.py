@@ -35,10 +35,13 @@ def test_matches_exact_interpolant_on_mnist(mnist, dtype):
     assert rel < 1e-3
 
 
-@pytest.mark.parametrize("kernel,profile", [
-    ("laplacian", lambda d: np.exp(-d / 2.0)),
-    ("matern32", lambda d: (1 + np.sqrt(3) * d / 2.0) * np.exp(-np.sqrt(3) * d / 2.0)),
-])
+@pytest.mark.parametrize(
+    "kernel,profile",
+    [
+        ("laplacian", lambda d: np.exp(-d / 2.0)),
+        ("matern32", lambda d: (1 + np.sqrt(3) * d / 2.0) * np.exp(-np.sqrt(3) * d / 2.0)),
+    ],
+)
 def test_matches_exact_interpolant_on_digits(digits, kernel, profile):
     X, y = digits
     X, Q, Y = X[:1000], X[1000:1300], np.eye(10)[y[:1000]]
@@ -83,8 +86,15 @@ def test_history_callback_and_automatic_choices_are_reported(digits):
     secs = [h["seconds"] for h in clf.history_]
     assert secs == sorted(secs) and secs[0] > 0
     assert all(0 <= h["val_metric"] <= 1 for h in clf.history_)
-    for name in ["bandwidth_", "batch_size_", "step_size_", "subsample_size_", "n_components_",
-                 "critical_batch_size_", "setup_seconds_"]:
+    for name in [
+        "bandwidth_",
+        "batch_size_",
+        "step_size_",
+        "subsample_size_",
+        "n_components_",
+        "critical_batch_size_",
+        "setup_seconds_",
+    ]:
         assert getattr(clf, name) > 0
     assert clf.batch_size_ == max(1, round(clf.critical_batch_size_ / 4))
 
@@ -95,11 +105,24 @@ def test_stop_iteration_and_overrides(digits):
     def stop(entry):
         raise StopIteration
 
-    clf = EigenProClassifier(epochs=5, batch_size=100, subsample_size=300, n_components=20, step_size=50.0,
-                             bandwidth=3.0, callback=stop, random_state=0).fit(X, y)
+    clf = EigenProClassifier(
+        epochs=5,
+        batch_size=100,
+        subsample_size=300,
+        n_components=20,
+        step_size=50.0,
+        bandwidth=3.0,
+        callback=stop,
+        random_state=0,
+    ).fit(X, y)
     assert len(clf.history_) == 1
     assert (clf.batch_size_, clf.subsample_size_, clf.n_components_, clf.step_size_, clf.bandwidth_) == (
-        100, 300, 20, 50.0, 3.0)
+        100,
+        300,
+        20,
+        50.0,
+        3.0,
+    )
 
 
 def test_time_limit_stops_mid_epoch(digits):
@@ -128,14 +151,18 @@ def test_multioutput_regression_and_pickle(digits):
 
 # -- bad input: every case names the problem --------------------------------------------
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda X, y: (np.where(X == X[0, 1], np.nan, X), y), "NaN"),
-    (lambda X, y: (np.where(X == X[0, 1], np.inf, X), y), "infinity"),
-    (lambda X, y: (X[:0], y[:0]), "0 sample"),
-    (lambda X, y: (X, y[:-3]), "inconsistent numbers of samples"),
-    (lambda X, y: (X[:, 0], y), "Expected 2D array"),
-    (lambda X, y: (X.astype(str).astype(object) + "px", y), "could not convert|convert string"),
-])
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda X, y: (np.where(X == X[0, 1], np.nan, X), y), "NaN"),
+        (lambda X, y: (np.where(X == X[0, 1], np.inf, X), y), "infinity"),
+        (lambda X, y: (X[:0], y[:0]), "0 sample"),
+        (lambda X, y: (X, y[:-3]), "inconsistent numbers of samples"),
+        (lambda X, y: (X[:, 0], y), "Expected 2D array"),
+        (lambda X, y: (X.astype(str).astype(object) + "px", y), "could not convert|convert string"),
+    ],
+)
 def test_bad_training_data(digits, mutate, match):
     X, y = digits
     Xb, yb = mutate(X[:100], y[:100])
@@ -152,15 +179,18 @@ def test_nan_targets_and_wrong_feature_count(digits):
         clf.predict(X[:5, :10])
 
 
-@pytest.mark.parametrize("params,match", [
-    ({"bandwidth": 0.0}, "'bandwidth' parameter"),
-    ({"bandwidth": -2.0}, "'bandwidth' parameter"),
-    ({"kernel": "cosine"}, "'kernel' parameter"),
-    ({"dtype": "float16"}, "'dtype' parameter"),
-    ({"epochs": 0}, "'epochs' parameter"),
-    ({"memory_gb": -1}, "'memory_gb' parameter"),
-    ({"device": "gpu7"}, "not a valid torch device"),
-])
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"bandwidth": 0.0}, "'bandwidth' parameter"),
+        ({"bandwidth": -2.0}, "'bandwidth' parameter"),
+        ({"kernel": "cosine"}, "'kernel' parameter"),
+        ({"dtype": "float16"}, "'dtype' parameter"),
+        ({"epochs": 0}, "'epochs' parameter"),
+        ({"memory_gb": -1}, "'memory_gb' parameter"),
+        ({"device": "gpu7"}, "not a valid torch device"),
+    ],
+)
 def test_bad_parameters(digits, params, match):
     X, y = digits
     with pytest.raises(ValueError, match=match):

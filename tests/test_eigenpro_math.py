@@ -57,8 +57,9 @@ def test_step_size_rules_are_continuous_at_the_critical_batch():
     assert step_size(int(m_star) + 1, beta, lam1p, rule="eigenpro2") == pytest.approx(0.99 * m_star, rel=1e-2)
     # the stability rule: 0.99 * 2m / (beta + (m-1) lam1p) at every m
     assert step_size(500, beta, lam1p) == pytest.approx(0.99 * 2 * 500 / (1 + 499e-3))
-    assert step_size(int(m_star), beta, lam1p) == pytest.approx(step_size(int(m_star), beta, lam1p, "eigenpro2"),
-                                                                  rel=1e-2)
+    assert step_size(int(m_star), beta, lam1p) == pytest.approx(
+        step_size(int(m_star), beta, lam1p, "eigenpro2"), rel=1e-2
+    )
 
 
 def test_step_update_is_sparse_and_matches_the_formula(problem):
@@ -72,8 +73,9 @@ def test_step_update_is_sparse_and_matches_the_formula(problem):
     np.testing.assert_allclose(upd.rows_delta.numpy(), -(5.0 / 32) * g, rtol=1e-10)
     K_SB = kernel_matrix(problem.data, pre.indices, batch).numpy()
     V, D = pre.V.numpy(), pre.D.numpy()
-    np.testing.assert_allclose(upd.subsample_delta.numpy(), (5.0 / 32) * V @ np.diag(D) @ V.T @ K_SB @ g,
-                               rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(
+        upd.subsample_delta.numpy(), (5.0 / 32) * V @ np.diag(D) @ V.T @ K_SB @ g, rtol=1e-8, atol=1e-14
+    )
     before = alpha.clone()
     apply_update(alpha, upd, pre.indices)
     changed = torch.nonzero((alpha != before).any(1)).squeeze(1)
@@ -87,8 +89,9 @@ def test_iterations_interpolate_the_training_targets(problem):
     pre = nystrom_preconditioner(problem.data, 200, "auto", 64, np.random.default_rng(0))
     m = 64
     eta = step_size(m, pre.beta, pre.top_eigenvalue)
-    alpha, hist = run_eigenpro(problem, pre, EigenProSettings(m, eta, epochs=300), np.random.default_rng(0),
-                               budget_bytes=2**26)
+    alpha, hist = run_eigenpro(
+        problem, pre, EigenProSettings(m, eta, epochs=300), np.random.default_rng(0), budget_bytes=2**26
+    )
     K = kernel_matrix(problem.data, torch.arange(400), torch.arange(400)).numpy()
     fit = K @ alpha.numpy()
     assert np.linalg.norm(fit - problem.Y.numpy()) / np.linalg.norm(problem.Y.numpy()) < 1e-4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -67,8 +67,9 @@ def run_eigenpro(
     """Train alpha from zero; returns (alpha, history). Raises TrainingDiverged on non-finite weights."""
     n, c = problem.Y.shape
     alpha = torch.zeros(n, c, dtype=problem.Y.dtype, device=problem.Y.device)
-    monitor = torch.as_tensor(np.sort(rng.choice(n, size=min(n, settings.monitor_size), replace=False)),
-                              device=problem.Y.device)
+    monitor = torch.as_tensor(
+        np.sort(rng.choice(n, size=min(n, settings.monitor_size), replace=False)), device=problem.Y.device
+    )
     eval_at = _evaluation_samples(n, settings)
     started = time.perf_counter() if started is None else started
     eval_seconds = 0.0
@@ -95,8 +96,10 @@ def run_eigenpro(
         steps += 1
         if progress is not None:
             progress.update(take)
-        over_time = (settings.time_limit is not None
-                     and time.perf_counter() - started - eval_seconds >= settings.time_limit)
+        over_time = (
+            settings.time_limit is not None
+            and time.perf_counter() - started - eval_seconds >= settings.time_limit
+        )
         if samples == eval_at[next_eval] or over_time:
             t0 = time.perf_counter()
             entry = HistoryEntry(
@@ -114,8 +117,10 @@ def run_eigenpro(
                 )
             history.append(entry)
             if progress is not None:
-                progress.set_postfix(train_mse=f"{entry.train_mse:.3g}",
-                                     **({"val": f"{entry.val_metric:.4g}"} if entry.val_metric is not None else {}))
+                progress.set_postfix(
+                    train_mse=f"{entry.train_mse:.3g}",
+                    **({"val": f"{entry.val_metric:.4g}"} if entry.val_metric is not None else {}),
+                )
             eval_seconds += time.perf_counter() - t0
             if samples == eval_at[next_eval]:
                 next_eval += 1

@@ -107,7 +107,8 @@ class _EigenProBase(BaseEstimator):
         started = time.perf_counter()
         options = ComputeOptions.from_params(self.device, self.dtype, self.memory_gb)
         rng = np.random.default_rng(
-            self.random_state if not isinstance(self.random_state, np.random.RandomState)
+            self.random_state
+            if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31)
         )
         n = X.shape[0]
@@ -151,18 +152,35 @@ class _EigenProBase(BaseEstimator):
         validate = None
         if validation is not None:
             validate = self._validation_scorer(data, *validation, budget)
-        settings = EigenProSettings(batch_size=m, eta=eta, epochs=float(self.epochs),
-                                    evals_per_epoch=self.evals_per_epoch, time_limit=self.time_limit)
+        settings = EigenProSettings(
+            batch_size=m,
+            eta=eta,
+            epochs=float(self.epochs),
+            evals_per_epoch=self.evals_per_epoch,
+            time_limit=self.time_limit,
+        )
         progress = None
         if self.verbose:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=int(math.ceil(self.epochs * n)), unit="samples", unit_scale=True,
-                            desc=type(self).__name__)
+            progress = tqdm(
+                total=int(math.ceil(self.epochs * n)),
+                unit="samples",
+                unit_scale=True,
+                desc=type(self).__name__,
+            )
         try:
-            alpha, history = run_eigenpro(problem, precond, settings, rng, budget_bytes=budget,
-                                          validate=validate, callback=self.callback,
-                                          progress=progress, started=started)
+            alpha, history = run_eigenpro(
+                problem,
+                precond,
+                settings,
+                rng,
+                budget_bytes=budget,
+                validate=validate,
+                callback=self.callback,
+                progress=progress,
+                started=started,
+            )
         finally:
             if progress is not None:
                 progress.close()
@@ -185,7 +203,7 @@ class _EigenProBase(BaseEstimator):
     def _decision(data, alpha, X, budget):
         blocks = []
         for start in range(0, X.shape[0], QUERY_ROWS):
-            block = X[start:start + QUERY_ROWS]
+            block = X[start : start + QUERY_ROWS]
             if len(block) < QUERY_ROWS:
                 block = np.concatenate([block, np.zeros((QUERY_ROWS - len(block), X.shape[1]), X.dtype)])
             out, _ = kernel_product(data, alpha, queries=block, budget_bytes=budget)
@@ -205,8 +223,12 @@ class _EigenProBase(BaseEstimator):
         state = self.__dict__.copy()
         if "_data" in state:
             data = state["_data"]
-            state["_data_cpu"] = (data.X.cpu(), data.sqnorm.cpu() if data.sqnorm is not None else None,
-                                  data.kept_columns, data.dropped_values)
+            state["_data_cpu"] = (
+                data.X.cpu(),
+                data.sqnorm.cpu() if data.sqnorm is not None else None,
+                data.kept_columns,
+                data.dropped_values,
+            )
             state["_data_meta"] = (data.kernel, data.options)
             del state["_data"]
         return state
@@ -291,8 +313,15 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, X_val=None, y_val=None):
         """Fit to (X, y); optional (X_val, y_val) is scored (R^2) at every history entry."""
-        X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32],
-                             multi_output=True, y_numeric=True)
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=("csr", "csc"),
+            dtype=[np.float64, np.float32],
+            multi_output=True,
+            y_numeric=True,
+        )
         X = X.toarray() if sp.issparse(X) else X
         self._y_1d = y.ndim == 1
         Y = y.reshape(-1, 1) if self._y_1d else y

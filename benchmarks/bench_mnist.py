@@ -1,0 +1,200 @@
+"""EigenPro on full MNIST against the exact solver, with kernel throughput against matmul.
+
+Run:  .venv/bin/python benchmarks/bench_mnist.py [--threads 2] [--out benchmarks/results/mnist.md]
+
+Everything is measured in this one run, side by side:
+1. asyncopt EigenProClassifier (Laplacian, bandwidth 10, automatic settings) for 5 epochs, test
+   accuracy 10 times during epoch 1 and after each epoch; time to 97.7 / 98.0 / 98.3% with setup.
+2. the same solver with the public EigenPro 2 step rule (step_size="eigenpro2": batch m*, eta = m/beta)
+   until it reaches 98.0%, isolating the effect of asyncopt's step rule from the implementation.
+3. the exact interpolant, scipy.linalg.solve (Cholesky) in float64 and float32 on 10,000 and 20,000
+   points, kernel matrix construction included.
+4. GFLOP/s of asyncopt's chunked kernel product K(X_B, X) @ alpha for the batch it chose, next to
+   plain torch matmuls X_B @ X.T of the same shapes: one call, and chunked like asyncopt.
+Timings exclude test-accuracy evaluation (asyncopt's history seconds do). Seconds are wall time on
+a shared machine: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from asyncopt import EigenProClassifier
+from asyncopt.datasets import load_mnist
+from asyncopt.kernels import KernelData, kernel_product, make_kernel
+from asyncopt.kernels.blocks import PREFERRED_CHUNK_ELEMENTS
+from asyncopt.options import ComputeOptions
+
+BANDWIDTH = 10.0
+TARGETS = (0.977, 0.980, 0.983)
+
+
+def time_to(history, target):
+    for h in history:
+        if h["val_metric"] is not None and h["val_metric"] >= target:
+            return h["seconds"], h["epoch"]
+    return None, None
+
+
+def asyncopt_run(X, y, Xt, yt, step_size, epochs, stop_at=None):
+    history = []
+
+    def per_epoch_evals(entry):
+        history.append(entry)
+        return stop_at is not None and entry.val_metric >= stop_at
+
+    clf = EigenProClassifier(
+        bandwidth=BANDWIDTH,
+        epochs=epochs,
+        evals_per_epoch=10,
+        step_size=step_size,
+        random_state=0,
+        callback=per_epoch_evals,
+    )
+    clf.fit(X, y, X_val=Xt, y_val=yt)
+    return clf
+
+
+def exact_solve(X, y, Xt, yt, dtype):
+    t0 = time.perf_counter()
+    Xd = torch.as_tensor(X, dtype=dtype)
+    K = torch.cdist(Xd, Xd).div_(-BANDWIDTH).exp_().numpy()
+    Y = np.eye(10, dtype=K.dtype)[y]
+    alpha = scipy.linalg.solve(K, Y, assume_a="pos", overwrite_a=True, check_finite=False)
+    seconds = time.perf_counter() - t0
+    del K
+    Kt = torch.cdist(torch.as_tensor(Xt, dtype=dtype), Xd).div_(-BANDWIDTH).exp_().numpy()
+    acc = float(np.mean((Kt @ alpha).argmax(1) == yt))
+    return seconds, acc
+
+
+def throughput(X, m, repeats=3):
+    """GFLOP/s of kernel_product for m rows against plain matmuls of the same shapes."""
+    options = ComputeOptions()
+    data = KernelData.from_array(X, make_kernel("laplacian", BANDWIDTH), options)
+    n, d = data.X.shape
+    flops = 2.0 * m * n * d
+    rng = np.random.default_rng(0)
+    alpha = torch.randn(n, 10)
+    rows = torch.as_tensor(rng.choice(n, m, replace=False))
+    A = data.X[rows]
+    width = max(128, PREFERRED_CHUNK_ELEMENTS // m)
+
+    def kernel():
+        kernel_product(data, alpha, rows=rows, budget_bytes=2**32)
+
+    def matmul_one_call():
+        torch.mm(A, data.X.T)
+
+    def matmul_chunked():
+        for j in range(0, n, width):
+            torch.mm(A, data.X[j : j + width].T)
+
+    results = {}
+    for name, fn in [("kernel", kernel), ("mm1", matmul_one_call), ("mmc", matmul_chunked)]:
+        fn()
+        best = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            best.append(time.perf_counter() - t0)
+        results[name] = flops / min(best) / 1e9
+    # interleave a second round so drift on a shared machine shows up in both
+    for name, fn in [("kernel2", kernel), ("mm12", matmul_one_call)]:
+        t0 = time.perf_counter()
+        fn()
+        results[name] = flops / (time.perf_counter() - t0) / 1e9
+    return results, d, width
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--out", default=None, help="also write the report (markdown) here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    X, y, Xt, yt = load_mnist()
+    lines = [
+        f"# MNIST benchmark ({time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {args.threads} threads)",
+        "",
+        f"Command: `{' '.join(['python', *sys.argv])}`",
+        "",
+    ]
+
+    def emit(text=""):
+        print(text, flush=True)
+        lines.append(text)
+
+    clf = asyncopt_run(X, y, Xt, yt, "auto", args.epochs)
+    emit(f"## asyncopt EigenPro, full MNIST (60,000 x 784), Laplacian h={BANDWIDTH}")
+    emit(
+        f"automatic settings: s={clf.subsample_size_}, q={clf.n_components_}, m*={clf.critical_batch_size_:.0f}, "
+        f"batch m={clf.batch_size_}, eta={clf.step_size_:.1f}; setup {clf.setup_seconds_:.2f} s "
+        f"(included in every time below); features kept after dropping constant ones: {clf._data.X.shape[1]}"
+    )
+    emit("")
+    emit("| epoch | seconds | test accuracy | train MSE (1,000-point subsample) |")
+    emit("|---:|---:|---:|---:|")
+    for h in clf.history_:
+        if h["epoch"] <= 1 or abs(h["epoch"] - round(h["epoch"])) < 1e-9:
+            emit(f"| {h['epoch']:.1f} | {h['seconds']:.1f} | {h['val_metric']:.4f} | {h['train_mse']:.4f} |")
+    ep2 = asyncopt_run(X, y, Xt, yt, "eigenpro2", 2, stop_at=0.98)
+    emit("")
+    emit("## time to test accuracy (setup included)")
+    emit("| target | asyncopt (auto step) | same code, EigenPro 2 step rule | public EigenPro 2 (issue reference) |")
+    emit("|---:|---:|---:|---:|")
+    for target in TARGETS:
+        a, ae = time_to(clf.history_, target)
+        b, be = time_to(ep2.history_, target)
+        cell_a = f"{a:.1f} s ({ae:.1f} ep)" if a else "not reached"
+        cell_b = f"{b:.1f} s ({be:.1f} ep)" if b else ("not reached" if target <= 0.98 else "not run")
+        ref = {0.980: "about 49 s (1 epoch, 98.1%)"}.get(target, "")
+        emit(f"| {target:.1%} | {cell_a} | {cell_b} | {ref} |")
+    a98, _ = time_to(clf.history_, 0.98)
+    if a98:
+        emit("")
+        emit(
+            f"asyncopt time to 98.0% / public EigenPro 2's (49 s + 0.45 s setup, measured by the issue's author "
+            f"on this kind of machine, not in this run): {a98 / 49.45:.2f}x (goal <= 0.8x)"
+        )
+    emit(f"EigenPro 2 step rule settings: batch m={ep2.batch_size_}, eta={ep2.step_size_:.1f}")
+    emit("")
+    emit("## exact interpolant (scipy.linalg.solve, Cholesky; kernel matrix included)")
+    emit("| n | dtype | seconds | test accuracy | asyncopt time to the same accuracy |")
+    emit("|---:|---|---:|---:|---:|")
+    for n in (10_000, 20_000):
+        for dtype in (torch.float64, torch.float32):
+            secs, acc = exact_solve(X[:n], y[:n], Xt, yt, dtype)
+            a, ae = time_to(clf.history_, acc)
+            cell = f"{a:.1f} s ({ae:.1f} ep), {secs / a:.1f}x faster" if a else "not reached"
+            emit(f"| {n} | {str(dtype).replace('torch.', '')} | {secs:.1f} | {acc:.4f} | {cell} |")
+    emit("")
+    res, d, width = throughput(X, clf.batch_size_)
+    emit(f"## kernel throughput, batch m={clf.batch_size_} x n=60,000 x d={d} (2 m n d flops)")
+    emit("| computation | GFLOP/s |")
+    emit("|---|---:|")
+    emit(f"| asyncopt kernel_product K(X_B, X) @ alpha (Laplacian, chunks of {width} columns) | {res['kernel']:.0f} |")
+    emit(f"| torch.mm(X_B, X.T), one call | {res['mm1']:.0f} |")
+    emit(f"| torch.mm(X_B, X[chunk].T), same chunks | {res['mmc']:.0f} |")
+    emit(f"| second round: kernel / one-call matmul | {res['kernel2']:.0f} / {res['mm12']:.0f} |")
+    emit("")
+    emit(
+        f"kernel / one-call matmul: {res['kernel'] / res['mm1']:.2f}; kernel / chunked matmul: "
+        f"{res['kernel'] / res['mmc']:.2f} (goal >= 0.90)"
+    )
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

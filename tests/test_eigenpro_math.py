@@ -89,7 +89,7 @@ def test_iterations_interpolate_the_training_targets(problem):
     pre = nystrom_preconditioner(problem.data, 200, "auto", 64, np.random.default_rng(0))
     m = 64
     eta = step_size(m, pre.beta, pre.top_eigenvalue)
-    alpha, hist = run_eigenpro(
+    alpha, hist, _ = run_eigenpro(
         problem, pre, EigenProSettings(m, eta, epochs=300), np.random.default_rng(0), budget_bytes=2**26
     )
     K = kernel_matrix(problem.data, torch.arange(400), torch.arange(400)).numpy()

@@ -1,22 +1,23 @@
-"""The synchronous EigenPro loop: epochs of random batches, evaluation points, stopping rules."""
+"""Training loop glue: EigenPro's algorithm run by an engine, with history and stopping rules."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from collections.abc import Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
+from asyncopt.eigenpro.algorithm import EigenProAlgorithm, TrainingDiverged
 from asyncopt.eigenpro.preconditioner import Preconditioner
-from asyncopt.eigenpro.step import KernelProblem, apply_update, eigenpro_step
+from asyncopt.eigenpro.step import KernelProblem
+from asyncopt.engines.base import Monitor, Schedule
+from asyncopt.engines.serial import SerialEngine
+from asyncopt.engines.telemetry import Telemetry
 from asyncopt.kernels.blocks import kernel_product
 
-
-class TrainingDiverged(FloatingPointError):
-    """The weights became non-finite."""
+__all__ = ["EigenProSettings", "HistoryEntry", "TrainingDiverged", "run_eigenpro"]
 
 
 @dataclasses.dataclass
@@ -28,7 +29,9 @@ class HistoryEntry:
     seconds: float  # training seconds since fit started, setup included, evaluations excluded
     train_mse: float  # mean squared error on a fixed training subsample
     val_metric: float | None = None  # the estimator's validation score, when a validation set is given
-    steps: int = 0
+    steps: int = 0  # updates applied
+    staleness_mean: float = 0.0  # mean staleness of the updates so far (engines' telemetry)
+    staleness_max: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -36,20 +39,12 @@ class HistoryEntry:
 
 @dataclasses.dataclass(frozen=True)
 class EigenProSettings:
-    batch_size: int
-    eta: float
+    batch_size: int  # per worker step
+    eta: float  # step size for one batch of batch_size (of the whole round when synchronous)
     epochs: float
     evals_per_epoch: int = 1
     time_limit: float | None = None
     monitor_size: int = 1000
-
-
-def _evaluation_samples(n: int, settings: EigenProSettings) -> list[int]:
-    """Sample counts after which to evaluate: evals_per_epoch per epoch, and the end."""
-    total = int(math.ceil(settings.epochs * n))
-    per = max(1, settings.evals_per_epoch)
-    points = {int(round(k * n / per)) for k in range(1, int(math.ceil(settings.epochs * per)) + 1)}
-    return sorted(p for p in points if 0 < p < total) + [total]
 
 
 def run_eigenpro(
@@ -59,81 +54,41 @@ def run_eigenpro(
     rng: np.random.Generator,
     *,
     budget_bytes: int,
+    engine=None,
     validate: Callable[[torch.Tensor], float] | None = None,
     callback: Callable[[HistoryEntry], bool | None] | None = None,
     progress=None,
     started: float | None = None,
-) -> tuple[torch.Tensor, list[HistoryEntry]]:
-    """Train alpha from zero; returns (alpha, history). Raises TrainingDiverged on non-finite weights."""
-    n, c = problem.Y.shape
-    alpha = torch.zeros(n, c, dtype=problem.Y.dtype, device=problem.Y.device)
-    monitor = torch.as_tensor(
-        np.sort(rng.choice(n, size=min(n, settings.monitor_size), replace=False)), device=problem.Y.device
-    )
-    eval_at = _evaluation_samples(n, settings)
-    started = time.perf_counter() if started is None else started
-    eval_seconds = 0.0
-    history: list[HistoryEntry] = []
-    samples = steps = 0
-    m = settings.batch_size
-    order = torch.empty(0, dtype=torch.long)
-    next_eval = 0
-    while samples < eval_at[-1]:
-        if len(order) == 0:
-            order = torch.as_tensor(rng.permutation(n), device=problem.Y.device)
-        # never step past an evaluation point, so fractions of an epoch are seen exactly
-        take = min(m, len(order), eval_at[next_eval] - samples)
-        batch, order = order[:take], order[take:]
-        update = eigenpro_step(problem, precond, alpha, batch, settings.eta * take / m, budget_bytes)
-        if not math.isfinite(update.residual_sq_sum):
-            raise TrainingDiverged(
-                f"training diverged at step {steps} (epoch {samples / n:.2f}): the residual became "
-                f"non-finite. Lower step_size (now {settings.eta:.4g}) or batch_size (now {m}), or use "
-                "dtype='float64'"
-            )
-        apply_update(alpha, update, precond.indices)
-        samples += take
-        steps += 1
-        if progress is not None:
-            progress.update(take)
-        over_time = (
-            settings.time_limit is not None
-            and time.perf_counter() - started - eval_seconds >= settings.time_limit
+) -> tuple[torch.Tensor, list[HistoryEntry], Telemetry]:
+    """Train alpha from zero with `engine` (serial by default); returns (alpha, history, telemetry)."""
+    n = problem.n
+    algo = EigenProAlgorithm(problem, precond, settings.eta, budget_bytes)
+    rows = torch.as_tensor(np.sort(rng.choice(n, size=min(n, settings.monitor_size), replace=False)),
+                           device=problem.Y.device)
+
+    def evaluate(alpha, samples, steps, seconds):
+        summary = monitor.telemetry.staleness_summary() if hasattr(monitor, "telemetry") else {}
+        entry = HistoryEntry(
+            epoch=samples / n, samples=samples, seconds=seconds,
+            train_mse=_mse(problem, alpha, rows, budget_bytes),
+            val_metric=validate(alpha) if validate is not None else None, steps=steps,
+            staleness_mean=float(summary.get("mean", 0.0)), staleness_max=int(summary.get("max", 0)),
         )
-        if samples == eval_at[next_eval] or over_time:
-            t0 = time.perf_counter()
-            entry = HistoryEntry(
-                epoch=samples / n,
-                samples=samples,
-                seconds=t0 - started - eval_seconds,
-                train_mse=_mse(problem, alpha, monitor, budget_bytes),
-                val_metric=validate(alpha) if validate is not None else None,
-                steps=steps,
+        if not math.isfinite(entry.train_mse):
+            raise TrainingDiverged(
+                f"training diverged by epoch {entry.epoch:.2f}: the weights are non-finite. "
+                f"Lower step_size (now {settings.eta:.4g}) or batch_size (now {settings.batch_size})"
             )
-            if not math.isfinite(entry.train_mse):
-                raise TrainingDiverged(
-                    f"training diverged by epoch {entry.epoch:.2f}: the weights are non-finite. "
-                    f"Lower step_size (now {settings.eta:.4g}) or batch_size (now {m})"
-                )
-            history.append(entry)
-            if progress is not None:
-                progress.set_postfix(
-                    train_mse=f"{entry.train_mse:.3g}",
-                    **({"val": f"{entry.val_metric:.4g}"} if entry.val_metric is not None else {}),
-                )
-            eval_seconds += time.perf_counter() - t0
-            if samples == eval_at[next_eval]:
-                next_eval += 1
-            if over_time or (callback is not None and _wants_stop(callback, entry)):
-                break
-    return alpha, history
+        if progress is not None:
+            progress.set_postfix(train_mse=f"{entry.train_mse:.3g}",
+                                 **({"val": f"{entry.val_metric:.4g}"} if entry.val_metric is not None else {}))
+        return entry
 
-
-def _wants_stop(callback, entry: HistoryEntry) -> bool:
-    try:
-        return bool(callback(entry))
-    except StopIteration:
-        return True
+    monitor = Monitor(evaluate, callback, started)
+    schedule = Schedule(n, settings.batch_size, settings.epochs, settings.evals_per_epoch)
+    engine = SerialEngine() if engine is None else engine
+    alpha, telemetry = engine.run(algo, schedule, rng, monitor, settings.time_limit, monitor.started, progress)
+    return alpha, monitor.history, telemetry
 
 
 def _mse(problem: KernelProblem, alpha: torch.Tensor, rows: torch.Tensor, budget_bytes: int) -> float:

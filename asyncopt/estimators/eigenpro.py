@@ -23,6 +23,7 @@ from asyncopt.eigenpro.preconditioner import (
 )
 from asyncopt.eigenpro.solver import EigenProSettings, run_eigenpro
 from asyncopt.eigenpro.step import KernelProblem
+from asyncopt.engines import make_engine
 from asyncopt.kernels.blocks import KernelData, MemoryBudgetError, kernel_product
 from asyncopt.kernels.functions import RADIAL_PROFILES, make_kernel
 from asyncopt.options import ComputeOptions
@@ -61,6 +62,13 @@ class _EigenProBase(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callback": [callable, None],
+        "backend": [StrOptions({"serial", "threads", "processes"})],
+        "n_workers": [Interval(Integral, 1, None, closed="left")],
+        "threads_per_worker": [Interval(Integral, 1, None, closed="left"), None],
+        "max_delay": [Interval(Integral, 0, None, closed="left")],
+        "delay": [StrOptions({"fixed", "random"})],
+        "inconsistent_reads": ["boolean"],
+        "synchronous": ["boolean"],
     }
 
     def __init__(
@@ -81,6 +89,13 @@ class _EigenProBase(BaseEstimator):
         random_state=None,
         verbose=0,
         callback=None,
+        backend="serial",
+        n_workers=1,
+        threads_per_worker=None,
+        max_delay=0,
+        delay="fixed",
+        inconsistent_reads=False,
+        synchronous=False,
     ):
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -97,6 +112,13 @@ class _EigenProBase(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.callback = callback
+        self.backend = backend
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.max_delay = max_delay
+        self.delay = delay
+        self.inconsistent_reads = inconsistent_reads
+        self.synchronous = synchronous
 
     # -- fitting -----------------------------------------------------------------------
     def _validate_X(self, X, reset):
@@ -134,15 +156,21 @@ class _EigenProBase(BaseEstimator):
         target = DEFAULT_TARGET_BATCH if self.batch_size == "auto" else self.batch_size
         precond = nystrom_preconditioner(data, s, self.n_components, target, rng)
         m_star = precond.critical_batch_size
+        parallel = self.backend != "serial"
+        workers = self.n_workers if parallel else 1
+        # in-flight rule (docs/algorithms.md 1.3): updates in flight times batch stays near the
+        # single-worker batch, so each of P asynchronous workers (or each step of a tau-delayed
+        # read) takes a P-th (a (tau+1)-th) of it; synchronous rounds split one batch P ways.
+        in_flight = workers if parallel else self.max_delay + 1
         if self.batch_size != "auto":
             m = int(min(self.batch_size, n))
-        elif self.step_size == "eigenpro2":
-            m = int(min(max(1, round(m_star)), n))
         else:
-            m = int(min(max(1, round(m_star * AUTO_BATCH_FRACTION)), n))
+            full = m_star if self.step_size == "eigenpro2" else m_star * AUTO_BATCH_FRACTION
+            m = int(min(max(1, round(full / in_flight)), n))
+        round_batch = m * workers if (parallel and self.synchronous) else m
         if isinstance(self.step_size, str):
             rule = "eigenpro2" if self.step_size == "eigenpro2" else "stability"
-            eta = step_size(m, precond.beta, precond.top_eigenvalue, rule)
+            eta = step_size(round_batch, precond.beta, precond.top_eigenvalue, rule)
         else:
             eta = float(self.step_size)
         self.subsample_size_, self.n_components_ = s, precond.n_components
@@ -187,6 +215,7 @@ class _EigenProBase(BaseEstimator):
         self._data = data
         self.weights_ = alpha.cpu().numpy()
         self.history_ = [entry.as_dict() for entry in history]
+        self.telemetry_ = telemetry.as_dict()
         self.n_iter_ = history[-1].steps if history else 0
         self._budget = budget
         return self
@@ -277,6 +306,18 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         Show a progress bar when > 0.
     callback : callable or None
         Called with each `HistoryEntry`; returning True or raising StopIteration stops training.
+    backend : {"serial", "threads", "processes"}
+        The engine: "serial" is deterministic (and can simulate delays), "threads" runs workers
+        on one shared weight tensor, "processes" runs spawned workers over shared memory.
+    n_workers : int
+        Parallel workers (threads and processes backends).
+    threads_per_worker : int or None
+        Torch threads per worker; None divides the machine's cores among the workers.
+    max_delay, delay, inconsistent_reads : int, {"fixed", "random"}, bool
+        Serial backend only: read the weights ``max_delay`` updates late (exactly, or uniformly
+        0..max_delay), optionally each block of rows at its own age.
+    synchronous : bool
+        Threads/processes: the data-parallel baseline, a barrier every step (round of n_workers batches).
 
     Attributes
     ----------
@@ -287,6 +328,8 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         The values used, automatic or given.
     setup_seconds_ : float
         Seconds spent before the first step (data transfer, eigensolve).
+    telemetry_ : dict
+        Staleness histogram of all updates and per-worker steps, samples, compute and wait seconds.
 
     Examples
     --------

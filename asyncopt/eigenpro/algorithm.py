@@ -1,0 +1,63 @@
+"""EigenPro as an engine algorithm: the pure step and the additive server rule, nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from asyncopt.eigenpro.preconditioner import Preconditioner
+from asyncopt.eigenpro.step import KernelProblem, Update, apply_update, eigenpro_step
+
+
+class TrainingDiverged(FloatingPointError):
+    """The weights became non-finite."""
+
+
+@dataclasses.dataclass
+class EigenProAlgorithm:
+    problem: KernelProblem
+    precond: Preconditioner
+    eta: float  # step size for a full batch of the schedule's batch size
+    budget_bytes: int
+
+    @property
+    def n_samples(self) -> int:
+        return self.problem.n
+
+    def init_params(self) -> torch.Tensor:
+        Y = self.problem.Y
+        return torch.zeros(Y.shape, dtype=Y.dtype, device=Y.device)
+
+    def compute(self, params: torch.Tensor, batch: torch.Tensor, scale: float) -> Update:
+        batch = batch.to(self.problem.Y.device)
+        return eigenpro_step(self.problem, self.precond, params, batch, self.eta * scale, self.budget_bytes)
+
+    def apply(self, params: torch.Tensor, update: Update) -> None:
+        apply_update(params, update, self.precond.indices)
+
+    def check(self, update: Update, step: int, samples: int) -> None:
+        if not math.isfinite(update.residual_sq_sum):
+            raise TrainingDiverged(
+                f"training diverged at step {step} (sample {samples}): the residual became non-finite. "
+                f"Lower step_size (now {self.eta:.4g}) or batch_size, or use dtype='float64'"
+            )
+
+    # processes exchange plain arrays: pickled bytes, no shared-memory segment per update
+    def update_to_numpy(self, update: Update):
+        return (update.rows.cpu().numpy(), update.rows_delta.cpu().numpy(),
+                update.subsample_delta.cpu().numpy(), update.residual_sq_sum)
+
+    def update_from_numpy(self, payload) -> Update:
+        rows, rows_delta, sub_delta, res = payload
+        device = self.problem.Y.device
+        return Update(torch.as_tensor(rows, device=device), torch.as_tensor(rows_delta, device=device),
+                      torch.as_tensor(sub_delta, device=device), res)
+
+    def share_memory(self) -> None:
+        """Move the read-only tensors to shared memory once, so spawned workers map, not copy, them."""
+        data = self.problem.data
+        for t in (data.X, data.sqnorm, self.problem.Y, self.precond.V, self.precond.D, self.precond.indices):
+            if t is not None:
+                t.share_memory_()

@@ -1,0 +1,112 @@
+"""The contract between an algorithm and the engines that run it.
+
+An engine knows nothing about kernels or losses. The algorithm supplies pure functions:
+``compute(params, task)`` (what a worker computes from the parameters as it read them) and
+``apply(params, update)`` (how the parameter server folds an update in). The engine decides
+where and when they run, measures staleness, and stops on the schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+
+class AsyncAlgorithm(Protocol):
+    n_samples: int
+
+    def init_params(self) -> torch.Tensor:
+        """The parameter store, created once (the engine shares or replicates it)."""
+
+    def compute(self, params: torch.Tensor, batch: torch.Tensor, scale: float) -> Any:
+        """A worker's step on `batch` against `params` as read; `scale` multiplies its step size."""
+
+    def apply(self, params: torch.Tensor, update: Any) -> None:
+        """The parameter server's rule: fold `update` into `params` in place."""
+
+    def check(self, update: Any, step: int, samples: int) -> None:
+        """Raise when an update shows divergence."""
+
+    def update_to_numpy(self, update: Any) -> Any: ...
+
+    def update_from_numpy(self, payload: Any) -> Any: ...
+
+
+class WorkerFailed(RuntimeError):
+    """A worker raised; the message carries its traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Which samples are processed, in what batches, and when to evaluate.
+
+    Batches are consecutive slices of one random permutation per epoch, handed to whichever
+    worker asks next; a batch never crosses an evaluation point, so history entries fall at
+    exact sample counts.
+    """
+
+    n_samples: int
+    batch_size: int
+    epochs: float
+    evals_per_epoch: int = 1
+
+    def evaluation_points(self) -> list[int]:
+        n, per = self.n_samples, max(1, self.evals_per_epoch)
+        total = int(math.ceil(self.epochs * n))
+        points = {int(round(k * n / per)) for k in range(1, int(math.ceil(self.epochs * per)) + 1)}
+        return sorted(p for p in points if 0 < p < total) + [total]
+
+
+class BatchStream:
+    """Draws batches from per-epoch permutations (deterministic from the generator)."""
+
+    def __init__(self, schedule: Schedule, rng: np.random.Generator):
+        self.schedule, self.rng = schedule, rng
+        self.order = np.empty(0, dtype=np.int64)
+        self.issued = 0
+
+    def next(self, limit: int) -> np.ndarray:
+        """The next batch, at most `limit` samples."""
+        if len(self.order) == 0:
+            self.order = self.rng.permutation(self.schedule.n_samples)
+        take = min(self.schedule.batch_size, len(self.order), limit)
+        batch, self.order = self.order[:take], self.order[take:]
+        self.issued += take
+        return batch
+
+
+class Monitor:
+    """Evaluation points: engines call ``monitor(params, samples, steps) -> stop?`` with workers drained.
+
+    ``evaluate(params, samples, steps, seconds)`` (the algorithm's) returns a history entry;
+    ``callback(entry)`` may stop training by returning True or raising StopIteration.
+    Evaluation time is excluded from the training seconds.
+    """
+
+    def __init__(self, evaluate: Callable, callback: Callable | None = None, started: float | None = None):
+        import time
+
+        self._clock = time.perf_counter
+        self.evaluate, self.callback = evaluate, callback
+        self.started = self._clock() if started is None else started
+        self.eval_seconds = 0.0
+        self.history: list = []
+
+    def training_seconds(self) -> float:
+        return self._clock() - self.started - self.eval_seconds
+
+    def __call__(self, params: torch.Tensor, samples: int, steps: int) -> bool:
+        t0 = self._clock()
+        entry = self.evaluate(params, samples, steps, t0 - self.started - self.eval_seconds)
+        self.history.append(entry)
+        self.eval_seconds += self._clock() - t0
+        if self.callback is None:
+            return False
+        try:
+            return bool(self.callback(entry))
+        except StopIteration:
+            return True

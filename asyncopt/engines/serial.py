@@ -1,0 +1,97 @@
+"""The serial engine: one process, deterministic from the seed, with a simulated delay.
+
+With ``max_delay = tau > 0`` every step reads the parameters as they were some updates ago:
+``tau`` exactly (``delay="fixed"``) or uniformly 0..tau (``delay="random"``). With
+``inconsistent_reads`` the parameter rows are split into blocks and each block is read at its
+own, independently drawn age, as when a worker's read overlaps other workers' writes.
+Delays are simulated exactly: the engine keeps the last tau parameter differences and
+subtracts the newest ones from the current parameters.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from asyncopt.engines.base import AsyncAlgorithm, BatchStream, Monitor, Schedule
+from asyncopt.engines.telemetry import Telemetry
+
+
+@dataclasses.dataclass
+class SerialEngine:
+    max_delay: int = 0
+    delay: str = "fixed"  # "fixed" or "random"
+    inconsistent_reads: bool = False
+    read_blocks: int = 16
+
+    def __post_init__(self):
+        if self.delay not in ("fixed", "random"):
+            raise ValueError(f"delay={self.delay!r} must be 'fixed' or 'random'")
+        if self.max_delay < 0:
+            raise ValueError(f"max_delay={self.max_delay} must be >= 0")
+
+    def _read(self, params, diffs, rng):
+        """Parameters as a worker would have read them, and the read's staleness."""
+        tau = min(self.max_delay, len(diffs))
+        if tau == 0:
+            return params, 0
+        n_blocks = self.read_blocks if self.inconsistent_reads else 1
+        if self.delay == "fixed" and not self.inconsistent_reads:
+            ages = np.full(n_blocks, tau)
+        else:
+            ages = rng.integers(0, tau + 1, size=n_blocks)
+        if ages.max() == 0:
+            return params, 0
+        seen = params.clone()
+        bounds = np.linspace(0, params.shape[0], n_blocks + 1).astype(int)
+        for b, age in enumerate(ages):
+            lo, hi = bounds[b], bounds[b + 1]
+            for k in range(1, int(age) + 1):  # undo the `age` newest updates in this block
+                seen[lo:hi] -= diffs[-k][lo:hi]
+        return seen, int(ages.max())
+
+    def run(
+        self,
+        algo: AsyncAlgorithm,
+        schedule: Schedule,
+        rng: np.random.Generator,
+        monitor: Monitor,
+        time_limit: float | None = None,
+        started: float | None = None,
+        progress=None,
+    ) -> tuple[torch.Tensor, Telemetry]:
+        params = algo.init_params()
+        telemetry = Telemetry(n_workers=1)
+        monitor.telemetry = telemetry
+        diffs: collections.deque = collections.deque(maxlen=max(self.max_delay, 1))
+        stream = BatchStream(schedule, rng)
+        eval_at = schedule.evaluation_points()
+        started = time.perf_counter() if started is None else started
+        steps = next_eval = 0
+        while stream.issued < eval_at[-1]:
+            batch = stream.next(eval_at[next_eval] - stream.issued)
+            t0 = time.perf_counter()
+            seen, staleness = self._read(params, diffs, rng)
+            update = algo.compute(seen, torch.as_tensor(batch), len(batch) / schedule.batch_size)
+            algo.check(update, steps, stream.issued)
+            if self.max_delay:
+                before = params.clone()
+                algo.apply(params, update)
+                diffs.append(params - before)
+            else:
+                algo.apply(params, update)
+            steps += 1
+            telemetry.record(0, staleness, len(batch), time.perf_counter() - t0, 0.0)
+            if progress is not None:
+                progress.update(len(batch))
+            over_time = time_limit is not None and monitor.training_seconds() >= time_limit
+            if stream.issued == eval_at[next_eval] or over_time:
+                if stream.issued == eval_at[next_eval]:
+                    next_eval += 1
+                if monitor(params, stream.issued, steps) or over_time:
+                    break
+        return params, telemetry

@@ -1,0 +1,59 @@
+"""What every engine run records: staleness of each update and per-worker work and waiting."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+
+@dataclasses.dataclass
+class WorkerStats:
+    steps: int = 0
+    samples: int = 0
+    compute_seconds: float = 0.0  # reading parameters and computing updates
+    wait_seconds: float = 0.0  # waiting for a task (idle)
+
+
+@dataclasses.dataclass
+class Telemetry:
+    """Staleness = updates applied between a worker's read and the application of its update."""
+
+    n_workers: int
+    staleness: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    workers: list[WorkerStats] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.workers:
+            self.workers = [WorkerStats() for _ in range(self.n_workers)]
+
+    def record(self, worker: int, staleness: int, samples: int, compute: float, wait: float) -> None:
+        self.staleness[int(staleness)] += 1
+        w = self.workers[worker]
+        w.steps += 1
+        w.samples += samples
+        w.compute_seconds += compute
+        w.wait_seconds += wait
+
+    @property
+    def updates(self) -> int:
+        return sum(self.staleness.values())
+
+    def staleness_summary(self) -> dict:
+        if not self.staleness:
+            return {"mean": 0.0, "max": 0, "p50": 0, "p99": 0}
+        values = sorted(self.staleness.elements())
+        return {
+            "mean": sum(values) / len(values),
+            "max": values[-1],
+            "p50": values[len(values) // 2],
+            "p99": values[min(len(values) - 1, int(0.99 * len(values)))],
+        }
+
+    def as_dict(self) -> dict:
+        return {
+            "n_workers": self.n_workers,
+            "updates": self.updates,
+            "staleness_histogram": dict(sorted(self.staleness.items())),
+            "staleness": self.staleness_summary(),
+            "workers": [dataclasses.asdict(w) for w in self.workers],
+        }

@@ -1,0 +1,217 @@
+"""Engines with real parallel workers: threads (one shared parameter tensor) and processes
+(spawned workers over shared memory).
+
+One coordinator, in the calling thread, plays the parameter server: it hands out batches, applies
+each returned update as it arrives (the only writer), and measures staleness as the number of
+updates applied between a worker's read and the application of its update. Workers read the
+shared parameters without any lock, while the server writes: reads are stale and may mix
+versions, exactly the regime AsyncEigenPro and AsyB-ProxSGD are designed for. With
+``synchronous=True`` the same workers form the data-parallel baseline: a round of P batches is
+read from one version and applied together (a barrier every step).
+
+Every wait is bounded: a worker that raises or dies makes `run` raise `WorkerFailed` with its
+traceback, and Ctrl-C stops the workers before it propagates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+import time
+import traceback
+
+import numpy as np
+import torch
+
+from asyncopt.engines.base import AsyncAlgorithm, BatchStream, Monitor, Schedule, WorkerFailed
+from asyncopt.engines.telemetry import Telemetry
+
+POLL_SECONDS = 0.2
+
+
+class _Counter:
+    """The version counter for threads (a multiprocessing.Value stands in for processes)."""
+
+    def __init__(self):
+        self.value = 0
+
+
+def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, to_numpy):
+    """Body of one worker (thread or process): take a batch, read params, compute, push."""
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                task = tasks.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if stop.is_set():
+                    return
+                continue
+            if task is None:
+                return
+            batch, scale = task
+            t1 = time.perf_counter()
+            read_version = version.value
+            update = algo.compute(params, torch.as_tensor(batch), scale)
+            payload = algo.update_to_numpy(update) if to_numpy else update
+            results.put(("ok", worker, read_version, payload, len(batch), time.perf_counter() - t1, t1 - t0))
+    except BaseException:  # noqa: BLE001 - every failure must reach the caller
+        results.put(("error", worker, traceback.format_exc()))
+
+
+def _process_main(worker, algo, params, version, tasks, results, stop, threads):
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    _worker_loop(worker, algo, params, version, tasks, results, stop, threads, True)
+
+
+@dataclasses.dataclass
+class WorkerEngine:
+    backend: str = "threads"  # "threads" or "processes"
+    n_workers: int = 2
+    threads_per_worker: int | None = None
+    synchronous: bool = False
+    timeout: float = 300.0  # longest wait for any one update before the run is declared hung
+
+    def __post_init__(self):
+        if self.backend not in ("threads", "processes"):
+            raise ValueError(f"backend={self.backend!r} must be 'threads' or 'processes'")
+        if self.n_workers < 1:
+            raise ValueError(f"n_workers={self.n_workers} must be >= 1")
+        if self.threads_per_worker is None:
+            self.threads_per_worker = max(1, (os.cpu_count() or 1) // self.n_workers)
+
+    # -- workers -------------------------------------------------------------------------
+    def _start(self, algo, params):
+        if self.backend == "threads":
+            self._version = _Counter()
+            self._tasks, self._results = queue.Queue(), queue.Queue()
+            self._stop = threading.Event()
+            self._saved_threads = torch.get_num_threads()
+            self._workers = [
+                threading.Thread(
+                    target=_worker_loop,
+                    args=(i, algo, params, self._version, self._tasks, self._results, self._stop,
+                          self.threads_per_worker, False),
+                    daemon=True, name=f"asyncopt-worker-{i}",
+                )
+                for i in range(self.n_workers)
+            ]
+        else:
+            import torch.multiprocessing as mp
+
+            ctx = mp.get_context("spawn")
+            algo.share_memory()
+            params.share_memory_()
+            self._version = ctx.Value("q", 0, lock=False)
+            self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+            self._workers = [
+                ctx.Process(
+                    target=_process_main,
+                    args=(i, algo, params, self._version, self._tasks, self._results, self._stop,
+                          self.threads_per_worker),
+                    daemon=True, name=f"asyncopt-worker-{i}",
+                )
+                for i in range(self.n_workers)
+            ]
+        for w in self._workers:
+            w.start()
+
+    def _alive_check(self):
+        for i, w in enumerate(self._workers):
+            dead = (not w.is_alive()) if self.backend == "threads" else (w.exitcode is not None)
+            if dead:
+                code = "" if self.backend == "threads" else f" with exit code {w.exitcode}"
+                raise WorkerFailed(f"worker {i} ({self.backend}) stopped unexpectedly{code}")
+
+    def _next_result(self):
+        waited = 0.0
+        while True:
+            try:
+                msg = self._results.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                waited += POLL_SECONDS
+                self._alive_check()
+                if waited > self.timeout:
+                    raise WorkerFailed(f"no update from any worker for {self.timeout:.0f} s") from None
+                continue
+            if msg[0] == "error":
+                raise WorkerFailed(f"worker {msg[1]} ({self.backend}) raised:\n{msg[2]}")
+            return msg
+
+    def _shutdown(self):
+        self._stop.set()
+        for _ in self._workers:
+            self._tasks.put(None)
+        for w in self._workers:
+            w.join(timeout=5.0)
+            if self.backend == "processes" and w.is_alive():
+                w.terminate()
+                w.join(timeout=5.0)
+        if self.backend == "threads":
+            torch.set_num_threads(self._saved_threads)
+        else:
+            self._tasks.cancel_join_thread()
+            self._results.cancel_join_thread()
+
+    # -- the parameter server ------------------------------------------------------------
+    def run(
+        self,
+        algo: AsyncAlgorithm,
+        schedule: Schedule,
+        rng: np.random.Generator,
+        monitor: Monitor,
+        time_limit: float | None = None,
+        started: float | None = None,
+        progress=None,
+    ) -> tuple[torch.Tensor, Telemetry]:
+        params = algo.init_params()
+        telemetry = Telemetry(n_workers=self.n_workers)
+        monitor.telemetry = telemetry
+        stream = BatchStream(schedule, rng)
+        eval_at = schedule.evaluation_points()
+        round_batch = schedule.batch_size * (self.n_workers if self.synchronous else 1)
+        next_eval = steps = applied = in_flight = 0
+        stopping = False
+        self._start(algo, params)
+        try:
+            while True:
+                if in_flight == 0:
+                    if stopping or stream.issued == eval_at[next_eval]:
+                        if stream.issued == eval_at[next_eval]:
+                            next_eval += 1
+                        if monitor(params, applied, steps) or stopping or next_eval == len(eval_at):
+                            break
+                    for _ in range(self.n_workers):  # fill every worker (a full round when synchronous)
+                        if stream.issued < eval_at[next_eval]:
+                            batch = stream.next(eval_at[next_eval] - stream.issued)
+                            self._tasks.put((batch, len(batch) / round_batch))
+                            in_flight += 1
+                    continue
+                pending = [self._next_result() for _ in range(in_flight if self.synchronous else 1)]
+                for _, worker, read_version, payload, n, compute, wait in pending:
+                    update = algo.update_from_numpy(payload) if self.backend == "processes" else payload
+                    algo.check(update, steps, applied)
+                    algo.apply(params, update)
+                    telemetry.record(worker, self._version.value - read_version, n, compute, wait)
+                    if not self.synchronous:
+                        self._version.value += 1
+                    applied += n
+                    steps += 1
+                    in_flight -= 1
+                    if progress is not None:
+                        progress.update(n)
+                if self.synchronous:
+                    self._version.value += 1
+                if time_limit is not None and monitor.training_seconds() >= time_limit:
+                    stopping = True
+                if not self.synchronous and not stopping and stream.issued < eval_at[next_eval]:
+                    batch = stream.next(eval_at[next_eval] - stream.issued)
+                    self._tasks.put((batch, len(batch) / round_batch))
+                    in_flight += 1
+        finally:
+            self._shutdown()
+        return params, telemetry

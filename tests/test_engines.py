@@ -1,0 +1,145 @@
+"""Engines: serial delay simulation, threads and processes workers, telemetry and lifecycle."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from asyncopt import EigenProClassifier
+from asyncopt.engines import Monitor, Schedule, SerialEngine, WorkerEngine, WorkerFailed
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return (X / 16.0).astype(np.float32), y
+
+
+class Counting:
+    """A toy algorithm: params count how often each sample was processed (apply is additive)."""
+
+    n_samples = 50
+
+    def __init__(self, fail_at=None, sleep=0.0):
+        self.fail_at, self.sleep = fail_at, sleep
+
+    def init_params(self):
+        return torch.zeros(self.n_samples, 1)
+
+    def compute(self, params, batch, scale):
+        if self.sleep:
+            time.sleep(self.sleep)
+        if self.fail_at is not None and int(params.sum()) >= self.fail_at:
+            raise ArithmeticError("worker exploded on purpose")
+        return batch.clone()
+
+    def apply(self, params, update):
+        params.index_add_(0, update, torch.ones(len(update), 1))
+
+    def check(self, update, step, samples):
+        pass
+
+    def update_to_numpy(self, update):
+        return update.numpy()
+
+    def update_from_numpy(self, payload):
+        return torch.as_tensor(payload)
+
+    def share_memory(self):
+        pass
+
+
+def run(engine, algo, epochs=3, batch=7, evals=2, callback=None, time_limit=None):
+    seen = []
+
+    def evaluate(params, samples, steps, seconds):
+        seen.append((samples, float(params.sum())))
+        return {"samples": samples, "steps": steps, "seconds": seconds}
+
+    monitor = Monitor(evaluate, callback)
+    params, telemetry = engine.run(algo, Schedule(algo.n_samples, batch, epochs, evals), np.random.default_rng(0),
+                                   monitor, time_limit=time_limit)
+    return params, telemetry, seen
+
+
+ENGINES = [
+    SerialEngine(),
+    SerialEngine(max_delay=3),
+    WorkerEngine("threads", n_workers=2, threads_per_worker=1),
+    WorkerEngine("threads", n_workers=2, threads_per_worker=1, synchronous=True),
+    WorkerEngine("processes", n_workers=2, threads_per_worker=1),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: repr(e))
+def test_every_sample_is_processed_once_per_epoch_and_evaluations_are_exact(engine):
+    params, telemetry, seen = run(engine, Counting())
+    np.testing.assert_array_equal(params.numpy(), np.full((50, 1), 3.0))  # nothing lost, nothing twice
+    assert [s for s, _ in seen] == [25, 50, 75, 100, 125, 150]
+    assert [total for _, total in seen] == [25, 50, 75, 100, 125, 150]  # workers were drained
+    assert telemetry.updates == sum(w.steps for w in telemetry.workers)
+    assert sum(w.samples for w in telemetry.workers) == 150
+
+
+def test_parallel_workers_share_work_and_report_staleness():
+    _, telemetry, _ = run(WorkerEngine("threads", n_workers=2, threads_per_worker=1), Counting(sleep=0.002),
+                          epochs=4, batch=3)
+    assert all(w.steps > 0 for w in telemetry.workers)
+    assert max(telemetry.staleness) >= 1  # with two workers some updates are applied on top of a read
+
+
+def test_serial_delay_is_simulated_exactly():
+    _, telemetry, _ = run(SerialEngine(max_delay=3), Counting())
+    # the first three steps cannot be older than the number of updates so far
+    assert telemetry.staleness[0] == 1 and telemetry.staleness[1] == 1 and telemetry.staleness[2] == 1
+    assert set(telemetry.staleness) == {0, 1, 2, 3}
+    _, telemetry, _ = run(SerialEngine(max_delay=3, delay="random", inconsistent_reads=True), Counting())
+    assert max(telemetry.staleness) <= 3
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_worker_exception_reaches_the_caller_quickly(backend):
+    t0 = time.perf_counter()
+    with pytest.raises(WorkerFailed, match="(?s)ArithmeticError: worker exploded on purpose"):
+        run(WorkerEngine(backend, n_workers=2, threads_per_worker=1), Counting(fail_at=20))
+    assert time.perf_counter() - t0 < 30
+
+
+def test_callback_and_time_limit_stop_the_workers():
+    engine = WorkerEngine("threads", n_workers=2, threads_per_worker=1)
+    _, _, seen = run(engine, Counting(), epochs=100, callback=lambda entry: entry["samples"] >= 75)
+    assert seen[-1][0] == 75
+    t0 = time.perf_counter()
+    _, _, seen = run(engine, Counting(sleep=0.01), epochs=10_000, time_limit=0.3)
+    assert time.perf_counter() - t0 < 5 and seen[-1][0] < 10_000 * 50
+
+
+def test_serial_engine_is_bit_reproducible(digits):
+    X, y = digits
+    kw = dict(epochs=2, random_state=0, max_delay=3, delay="random", inconsistent_reads=True)
+    a = EigenProClassifier(**kw).fit(X, y)
+    b = EigenProClassifier(**kw).fit(X, y)
+    np.testing.assert_array_equal(a.weights_, b.weights_)
+    assert a.history_ == [{**h, "seconds": a.history_[i]["seconds"]} for i, h in enumerate(b.history_)]
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_eigenpro_workers_interpolate_the_digits(digits, backend):
+    X, y = digits
+    clf = EigenProClassifier(epochs=4, backend=backend, n_workers=2, threads_per_worker=1, random_state=0)
+    clf.fit(X[:1400], y[:1400])
+    assert clf.score(X[:1400], y[:1400]) == 1.0
+    assert clf.score(X[1400:], y[1400:]) > 0.95
+    tel = clf.telemetry_
+    assert tel["n_workers"] == 2 and all(w["steps"] > 0 for w in tel["workers"])
+    assert clf.history_[-1]["staleness_max"] >= 0
+
+
+def test_processes_refuse_an_unpicklable_kernel(digits):
+    X, y = digits
+    clf = EigenProClassifier(kernel=lambda a, b, h: torch.exp(-torch.cdist(a, b) / h), bandwidth=3.0, epochs=1,
+                             backend="processes", n_workers=2, threads_per_worker=1)
+    with pytest.raises(Exception, match="(?i)pickle"):
+        clf.fit(X[:300], y[:300])

@@ -209,3 +209,12 @@ def test_divergence_says_which_setting_to_change(digits):
     X, y = digits
     with pytest.raises(TrainingDiverged, match="step_size"):
         EigenProClassifier(epochs=3, step_size=1e6, random_state=0).fit(X, y)
+
+
+def test_validation_target_stops_training(digits):
+    X, y = digits
+    clf = EigenProClassifier(epochs=50, evals_per_epoch=4, val_target=0.9, random_state=0)
+    clf.fit(X[:1200], y[:1200], X_val=X[1200:], y_val=y[1200:])
+    assert clf.history_[-1]["val_metric"] >= 0.9
+    assert clf.history_[-1]["epoch"] < 50
+    assert all(h["val_metric"] < 0.9 for h in clf.history_[:-1])

@@ -50,6 +50,12 @@ class Counting:
     def share_memory(self):
         pass
 
+    def to(self, device):
+        return self
+
+    def update_to(self, update, device):
+        return update.to(device)
+
 
 def run(engine, algo, epochs=3, batch=7, evals=2, callback=None, time_limit=None):
     seen = []
@@ -70,6 +76,7 @@ ENGINES = [
     WorkerEngine("threads", n_workers=2, threads_per_worker=1),
     WorkerEngine("threads", n_workers=2, threads_per_worker=1, synchronous=True),
     WorkerEngine("processes", n_workers=2, threads_per_worker=1),
+    WorkerEngine("threads", devices=["cpu", "cpu"], threads_per_worker=1),
 ]
 
 
@@ -143,3 +150,56 @@ def test_processes_refuse_an_unpicklable_kernel(digits):
                              backend="processes", n_workers=2, threads_per_worker=1)
     with pytest.raises(Exception, match="(?i)pickle"):
         clf.fit(X[:300], y[:300])
+
+
+@pytest.fixture(scope="module")
+def mnist_serial(mnist):
+    X, y, Xt, yt = mnist
+    clf = EigenProClassifier(bandwidth=10.0, epochs=4, random_state=0).fit(X[:10_000], y[:10_000])
+    return clf.score(Xt[:5000], yt[:5000])
+
+
+@pytest.mark.parametrize("params", [
+    dict(backend="threads", n_workers=2, threads_per_worker=1),
+    dict(backend="processes", n_workers=2, threads_per_worker=1),
+    dict(backend="threads", n_workers=2, threads_per_worker=1, synchronous=True),
+    dict(backend="serial", max_delay=3, delay="random"),
+    dict(backend="threads", devices=["cpu", "cpu"], threads_per_worker=1),
+], ids=["threads", "processes", "synchronous", "serial-delay3", "device-replicas"])
+def test_engines_agree_with_serial_on_mnist(mnist, mnist_serial, params):
+    X, y, Xt, yt = mnist
+    clf = EigenProClassifier(bandwidth=10.0, epochs=4, random_state=0, **params).fit(X[:10_000], y[:10_000])
+    assert clf.history_[-1]["train_mse"] < 0.02
+    assert clf.score(X[:10_000], y[:10_000]) >= 0.999
+    assert abs(clf.score(Xt[:5000], yt[:5000]) - mnist_serial) <= 0.005
+    assert clf.telemetry_["updates"] == clf.history_[-1]["steps"]
+
+
+CTRL_C_SCRIPT = """
+import sys, numpy as np
+from sklearn.datasets import load_digits
+from asyncopt import EigenProClassifier
+X, y = load_digits(return_X_y=True)
+print("ready", flush=True)
+EigenProClassifier(epochs=10**6, batch_size=20, backend=sys.argv[1], n_workers=2, threads_per_worker=1).fit(X, y)
+"""
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_ctrl_c_stops_cleanly(backend):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, backend], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(4.0)  # let the workers start and train
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("fit did not stop within 30 s of Ctrl-C")
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in err

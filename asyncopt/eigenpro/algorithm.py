@@ -44,6 +44,22 @@ class EigenProAlgorithm:
                 f"Lower step_size (now {self.eta:.4g}) or batch_size, or use dtype='float64'"
             )
 
+    def to(self, device) -> EigenProAlgorithm:
+        data, pre = self.problem.data, self.precond
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        options = dataclasses.replace(data.options, device=torch.device(device))
+        new_data = dataclasses.replace(data, X=move(data.X), sqnorm=move(data.sqnorm),
+                                       kept_columns=move(data.kept_columns), dropped_values=move(data.dropped_values),
+                                       options=options)
+        new_pre = dataclasses.replace(pre, indices=move(pre.indices), V=move(pre.V), D=move(pre.D))
+        return EigenProAlgorithm(KernelProblem(new_data, move(self.problem.Y)), new_pre, self.eta, self.budget_bytes)
+
+    def update_to(self, update: Update, device) -> Update:
+        if update.rows.device == torch.device(device):
+            return update
+        return Update(update.rows.to(device), update.rows_delta.to(device), update.subsample_delta.to(device),
+                      update.residual_sq_sum)
+
     # processes exchange plain arrays: pickled bytes, no shared-memory segment per update
     def update_to_numpy(self, update: Update):
         return (update.rows.cpu().numpy(), update.rows_delta.cpu().numpy(),

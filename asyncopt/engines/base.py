@@ -31,6 +31,11 @@ class AsyncAlgorithm(Protocol):
     def check(self, update: Any, step: int, samples: int) -> None:
         """Raise when an update shows divergence."""
 
+    def to(self, device: torch.device) -> AsyncAlgorithm:
+        """A copy whose read-only data lives on `device` (for per-device replicas)."""
+
+    def update_to(self, update: Any, device: torch.device) -> Any: ...
+
     def update_to_numpy(self, update: Any) -> Any: ...
 
     def update_from_numpy(self, payload: Any) -> Any: ...

@@ -9,6 +9,11 @@ versions, exactly the regime AsyncEigenPro and AsyB-ProxSGD are designed for. Wi
 ``synchronous=True`` the same workers form the data-parallel baseline: a round of P batches is
 read from one version and applied together (a barrier every step).
 
+With ``devices=[...]`` (threads) each worker owns a replica of the parameters and of the read-only
+data on its device; the server sends every applied update (the sparse rows it touched) to each
+replica's inbox, and a worker applies what arrived before it reads. The same code runs on CPU
+devices (tested) and on GPUs.
+
 Every wait is bounded: a worker that raises or dies makes `run` raise `WorkerFailed` with its
 traceback, and Ctrl-C stops the workers before it propagates.
 """
@@ -38,11 +43,37 @@ class _Counter:
         self.value = 0
 
 
-def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, to_numpy):
-    """Body of one worker (thread or process): take a batch, read params, compute, push."""
+class _Replica:
+    """A worker's own copy of the parameters (on its device), kept current from an inbox of deltas."""
+
+    def __init__(self, algo, params, device):
+        self.algo = algo.to(device)
+        self.params = params.to(device, copy=True)
+        self.device = device
+        self.inbox: queue.Queue = queue.Queue()
+        self.value = 0  # updates applied to this replica: its version
+
+    def catch_up(self):
+        while True:
+            try:
+                update = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self.algo.apply(self.params, self.algo.update_to(update, self.device))
+            self.value += 1
+
+
+def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, to_numpy, replica=None):
+    """Body of one worker (thread or process): take a batch, read params, compute, push.
+
+    With a `replica` the worker reads its own copy, first applying the deltas the server sent.
+    """
     try:
         if threads:
             torch.set_num_threads(threads)
+        if replica is not None:
+            algo, params, version = replica.algo, replica.params, replica
+        results.put(("ready", worker))
         while True:
             t0 = time.perf_counter()
             try:
@@ -55,6 +86,8 @@ def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, t
                 return
             batch, scale = task
             t1 = time.perf_counter()
+            if replica is not None:
+                replica.catch_up()
             read_version = version.value
             update = algo.compute(params, torch.as_tensor(batch), scale)
             payload = algo.update_to_numpy(update) if to_numpy else update
@@ -74,6 +107,7 @@ class WorkerEngine:
     n_workers: int = 2
     threads_per_worker: int | None = None
     synchronous: bool = False
+    devices: list | None = None  # threads only: one worker per torch device, each with a replica
     timeout: float = 300.0  # longest wait for any one update before the run is declared hung
 
     def __post_init__(self):
@@ -81,6 +115,10 @@ class WorkerEngine:
             raise ValueError(f"backend={self.backend!r} must be 'threads' or 'processes'")
         if self.n_workers < 1:
             raise ValueError(f"n_workers={self.n_workers} must be >= 1")
+        if self.devices is not None:
+            if self.backend != "threads":
+                raise ValueError("devices= needs backend='threads' (one worker thread per device)")
+            self.n_workers = len(self.devices)
         if self.threads_per_worker is None:
             self.threads_per_worker = max(1, (os.cpu_count() or 1) // self.n_workers)
 
@@ -91,11 +129,13 @@ class WorkerEngine:
             self._tasks, self._results = queue.Queue(), queue.Queue()
             self._stop = threading.Event()
             self._saved_threads = torch.get_num_threads()
+            self._replicas = ([_Replica(algo, params, torch.device(d)) for d in self.devices]
+                              if self.devices is not None else [None] * self.n_workers)
             self._workers = [
                 threading.Thread(
                     target=_worker_loop,
                     args=(i, algo, params, self._version, self._tasks, self._results, self._stop,
-                          self.threads_per_worker, False),
+                          self.threads_per_worker, False, self._replicas[i]),
                     daemon=True, name=f"asyncopt-worker-{i}",
                 )
                 for i in range(self.n_workers)
@@ -106,6 +146,7 @@ class WorkerEngine:
             ctx = mp.get_context("spawn")
             algo.share_memory()
             params.share_memory_()
+            self._replicas = [None] * self.n_workers
             self._version = ctx.Value("q", 0, lock=False)
             self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
             self._workers = [
@@ -119,6 +160,11 @@ class WorkerEngine:
             ]
         for w in self._workers:
             w.start()
+        # wait until every worker is up (spawned processes import torch first), so that all
+        # of them take part from the first batch
+        for _ in self._workers:
+            if self._next_result()[0] != "ready":
+                raise WorkerFailed("a worker sent an update before reporting ready")
 
     def _alive_check(self):
         for i, w in enumerate(self._workers):
@@ -128,6 +174,7 @@ class WorkerEngine:
                 raise WorkerFailed(f"worker {i} ({self.backend}) stopped unexpectedly{code}")
 
     def _next_result(self):
+        """The next message from any worker; raises if one failed, died, or all went silent."""
         waited = 0.0
         while True:
             try:
@@ -143,6 +190,8 @@ class WorkerEngine:
             return msg
 
     def _shutdown(self):
+        if not self._workers:
+            return
         self._stop.set()
         for _ in self._workers:
             self._tasks.put(None)
@@ -176,8 +225,9 @@ class WorkerEngine:
         round_batch = schedule.batch_size * (self.n_workers if self.synchronous else 1)
         next_eval = steps = applied = in_flight = 0
         stopping = False
-        self._start(algo, params)
+        self._workers = []
         try:
+            self._start(algo, params)
             while True:
                 if in_flight == 0:
                     if stopping or stream.issued == eval_at[next_eval]:
@@ -194,8 +244,13 @@ class WorkerEngine:
                 pending = [self._next_result() for _ in range(in_flight if self.synchronous else 1)]
                 for _, worker, read_version, payload, n, compute, wait in pending:
                     update = algo.update_from_numpy(payload) if self.backend == "processes" else payload
+                    if self.devices is not None:
+                        update = algo.update_to(update, params.device)
                     algo.check(update, steps, applied)
                     algo.apply(params, update)
+                    for replica in self._replicas:  # sparse deltas to every device's replica
+                        if replica is not None:
+                            replica.inbox.put(update)
                     telemetry.record(worker, self._version.value - read_version, n, compute, wait)
                     if not self.synchronous:
                         self._version.value += 1

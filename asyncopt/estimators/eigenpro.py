@@ -69,6 +69,8 @@ class _EigenProBase(BaseEstimator):
         "delay": [StrOptions({"fixed", "random"})],
         "inconsistent_reads": ["boolean"],
         "synchronous": ["boolean"],
+        "devices": [list, tuple, None],
+        "val_target": [Real, None],
     }
 
     def __init__(
@@ -96,6 +98,8 @@ class _EigenProBase(BaseEstimator):
         delay="fixed",
         inconsistent_reads=False,
         synchronous=False,
+        devices=None,
+        val_target=None,
     ):
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -119,6 +123,8 @@ class _EigenProBase(BaseEstimator):
         self.delay = delay
         self.inconsistent_reads = inconsistent_reads
         self.synchronous = synchronous
+        self.devices = devices
+        self.val_target = val_target
 
     # -- fitting -----------------------------------------------------------------------
     def _validate_X(self, X, reset):
@@ -157,7 +163,9 @@ class _EigenProBase(BaseEstimator):
         precond = nystrom_preconditioner(data, s, self.n_components, target, rng)
         m_star = precond.critical_batch_size
         parallel = self.backend != "serial"
-        workers = self.n_workers if parallel else 1
+        if self.devices is not None and self.backend != "threads":
+            raise ValueError(f"devices={self.devices!r} needs backend='threads' (one worker thread per device)")
+        workers = (len(self.devices) if self.devices is not None else self.n_workers) if parallel else 1
         # in-flight rule (docs/algorithms.md 1.3): updates in flight times batch stays near the
         # single-worker batch, so each of P asynchronous workers (or each step of a tau-delayed
         # read) takes a P-th (a (tau+1)-th) of it; synchronous rounds split one batch P ways.
@@ -167,10 +175,15 @@ class _EigenProBase(BaseEstimator):
         else:
             full = m_star if self.step_size == "eigenpro2" else m_star * AUTO_BATCH_FRACTION
             m = int(min(max(1, round(full / in_flight)), n))
-        round_batch = m * workers if (parallel and self.synchronous) else m
+        # The step is that of the logical batch L = m * (updates in flight): each worker's step
+        # is its m/L share of it, so P workers (or tau delayed reads) move the weights per sample
+        # as one worker with batch L does, instead of P times as far (which diverged).
+        logical = m * in_flight
         if isinstance(self.step_size, str):
             rule = "eigenpro2" if self.step_size == "eigenpro2" else "stability"
-            eta = step_size(round_batch, precond.beta, precond.top_eigenvalue, rule)
+            eta = step_size(logical, precond.beta, precond.top_eigenvalue, rule)
+            if not (parallel and self.synchronous):  # a synchronous round applies the whole L at once
+                eta *= m / logical
         else:
             eta = float(self.step_size)
         self.subsample_size_, self.n_components_ = s, precond.n_components
@@ -197,15 +210,18 @@ class _EigenProBase(BaseEstimator):
                 unit_scale=True,
                 desc=type(self).__name__,
             )
+        engine = make_engine(self.backend, self.n_workers, self.threads_per_worker, self.max_delay, self.delay,
+                             self.inconsistent_reads, self.synchronous, self.devices)
         try:
-            alpha, history = run_eigenpro(
+            alpha, history, telemetry = run_eigenpro(
                 problem,
                 precond,
                 settings,
                 rng,
                 budget_bytes=budget,
+                engine=engine,
                 validate=validate,
-                callback=self.callback,
+                callback=self._stopping_rule(),
                 progress=progress,
                 started=started,
             )
@@ -219,6 +235,18 @@ class _EigenProBase(BaseEstimator):
         self.n_iter_ = history[-1].steps if history else 0
         self._budget = budget
         return self
+
+    def _stopping_rule(self):
+        """The user's callback, plus the validation target when one is set."""
+        if self.val_target is None:
+            return self.callback
+
+        def stop(entry):
+            if entry.val_metric is not None and entry.val_metric >= self.val_target:
+                return True
+            return self.callback(entry) if self.callback is not None else False
+
+        return stop
 
     def _validation_scorer(self, data, X_val, y_val, budget):
         X_val = self._validate_X(X_val, reset=False)
@@ -289,7 +317,9 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         (m = m* with step_size="eigenpro2").
     step_size : float, "auto" or "eigenpro2"
         eta. "auto": 0.99 * 2m / (beta + (m-1) lam1p), the stability bound of the preconditioned
-        iteration; "eigenpro2": the public implementation's rule (m / beta below m*).
+        iteration; "eigenpro2": the public implementation's rule (m / beta below m*). With P
+        asynchronous workers (or max_delay tau) the rule is applied to the logical batch
+        L = m * P (m * (tau + 1)) and each step takes its m / L share; a number is used as given.
     device : str or torch.device
         Torch device for all kernel arithmetic ("cpu", "cuda", "cuda:1", ...).
     dtype : {"float32", "float64"}
@@ -318,6 +348,11 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         0..max_delay), optionally each block of rows at its own age.
     synchronous : bool
         Threads/processes: the data-parallel baseline, a barrier every step (round of n_workers batches).
+    val_target : float or None
+        Stop once the validation metric (given X_val, y_val) reaches this value.
+    devices : list of str or torch.device, or None
+        Threads backend: one worker per device, each keeping a replica of the weights and data
+        there and receiving the sparse updates of the others (e.g. ["cuda:0", "cuda:1"]).
 
     Attributes
     ----------

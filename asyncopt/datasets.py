@@ -39,9 +39,7 @@ def load_mnist(path=None, dtype=np.float32):
 
 def load_california_housing(path=None):
     """California housing as (X, y): 20,640 x 8 features, target the median house value."""
-    table = np.loadtxt(
-        data_home(path) / "california_housing" / "cal_housing.csv.gz", delimiter=",", skiprows=1
-    )
+    table = np.loadtxt(data_home(path) / "california_housing" / "cal_housing.csv.gz", delimiter=",", skiprows=1)
     return table[:, :-1], table[:, -1]
 
 

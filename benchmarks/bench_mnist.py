@@ -177,8 +177,10 @@ def main(argv=None):
     emit("Exact: Cholesky solve of K alpha = Y (scipy.linalg.solve at 10,000, torch.linalg.cholesky at 20,000).")
     emit("asyncopt: the same n points, 5 epochs, test accuracy 4 times an epoch; and full MNIST from above.")
     emit("")
-    emit("| n | exact float64 | exact float32 | asyncopt on n points: time to float32's accuracy "
-         "| asyncopt on n points, 5 epochs | full-MNIST asyncopt: time to float32's accuracy |")
+    emit(
+        "| n | exact float64 | exact float32 | asyncopt on n points: time to float32's accuracy "
+        "| asyncopt on n points, 5 epochs | full-MNIST asyncopt: time to float32's accuracy |"
+    )
     emit("|---:|---:|---:|---:|---:|---:|")
     for n in (10_000, 20_000):
         s64, a64 = exact_solve(X[:n], y[:n], Xt, yt, torch.float64)
@@ -188,10 +190,13 @@ def main(argv=None):
         t_sub, e_sub = time_to(sub.history_, a32)
         t_full, e_full = time_to(clf.history_, a32)
         last = sub.history_[-1]
-        emit(f"| {n} | {s64:.1f} s, {a64:.4f} | {s32:.1f} s, {a32:.4f} | "
-             + (f"{t_sub:.1f} s ({e_sub:.2f} ep), {s32 / t_sub:.1f}x faster" if t_sub else "not reached")
-             + f" | {last['seconds']:.1f} s, {last['val_metric']:.4f} | "
-             + (f"{t_full:.1f} s ({e_full:.1f} ep)" if t_full else "not reached") + " |")
+        emit(
+            f"| {n} | {s64:.1f} s, {a64:.4f} | {s32:.1f} s, {a32:.4f} | "
+            + (f"{t_sub:.1f} s ({e_sub:.2f} ep), {s32 / t_sub:.1f}x faster" if t_sub else "not reached")
+            + f" | {last['seconds']:.1f} s, {last['val_metric']:.4f} | "
+            + (f"{t_full:.1f} s ({e_full:.1f} ep)" if t_full else "not reached")
+            + " |"
+        )
     emit("")
     res, d, width = throughput(X, clf.batch_size_)
     emit(f"## kernel throughput, batch m={clf.batch_size_} x n=60,000 x d={d} (2 m n d flops)")

@@ -26,8 +26,11 @@ CONFIGS = [
     ("1 worker x 1 thread (processes)", dict(backend="processes", n_workers=1, threads_per_worker=1), 2),
     ("2 workers x 1 thread (processes)", dict(backend="processes", n_workers=2, threads_per_worker=1), 2),
     ("2 workers x 1 thread (threads)", dict(backend="threads", n_workers=2, threads_per_worker=1), 2),
-    ("2 workers x 1 thread, synchronous baseline (threads)",
-     dict(backend="threads", n_workers=2, threads_per_worker=1, synchronous=True), 2),
+    (
+        "2 workers x 1 thread, synchronous baseline (threads)",
+        dict(backend="threads", n_workers=2, threads_per_worker=1, synchronous=True),
+        2,
+    ),
 ]
 
 
@@ -41,28 +44,50 @@ def main(argv=None):
     rows = []
     for name, params, main_threads in CONFIGS:
         torch.set_num_threads(main_threads)
-        clf = EigenProClassifier(bandwidth=10.0, epochs=args.max_epochs, evals_per_epoch=10, random_state=0,
-                                 callback=lambda e: e.val_metric >= args.target, **params)
+        clf = EigenProClassifier(
+            bandwidth=10.0,
+            epochs=args.max_epochs,
+            evals_per_epoch=10,
+            random_state=0,
+            callback=lambda e: e.val_metric >= args.target,
+            **params,
+        )
         t0 = time.perf_counter()
         clf.fit(X, y, X_val=Xt, y_val=yt)
         wall = time.perf_counter() - t0
         last = clf.history_[-1]
         reached = last["val_metric"] >= args.target
         tel = clf.telemetry_
-        rows.append((name, last["seconds"] if reached else None, last["epoch"], last["val_metric"], clf.batch_size_,
-                     tel["staleness"]["mean"], tel["staleness"]["max"],
-                     sum(w["wait_seconds"] for w in tel["workers"]), wall))
+        rows.append(
+            (
+                name,
+                last["seconds"] if reached else None,
+                last["epoch"],
+                last["val_metric"],
+                clf.batch_size_,
+                tel["staleness"]["mean"],
+                tel["staleness"]["max"],
+                sum(w["wait_seconds"] for w in tel["workers"]),
+                wall,
+            )
+        )
         print(rows[-1], flush=True)
     base = rows[0][1]
-    lines = [f"# Workers benchmark: time to {args.target:.1%} test accuracy, full MNIST (60,000), Laplacian h=10",
-             "", "Command: `python benchmarks/bench_workers.py" + (f" --out {args.out}`" if args.out else "`"),
-             "", "| configuration | seconds to target | speedup vs 1x1 | epochs | test acc | batch per worker "
-             "| staleness mean / max | worker wait s | wall s (with evals) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Workers benchmark: time to {args.target:.1%} test accuracy, full MNIST (60,000), Laplacian h=10",
+        "",
+        "Command: `python benchmarks/bench_workers.py" + (f" --out {args.out}`" if args.out else "`"),
+        "",
+        "| configuration | seconds to target | speedup vs 1x1 | epochs | test acc | batch per worker "
+        "| staleness mean / max | worker wait s | wall s (with evals) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, secs, ep, acc, m, smean, smax, wait, wall in rows:
         speed = f"{base / secs:.2f}x" if secs and base else "n/a"
-        lines.append(f"| {name} | {f'{secs:.1f}' if secs else 'not reached'} | {speed} | {ep:.1f} | {acc:.4f} | {m} "
-                     f"| {smean:.2f} / {smax} | {wait:.1f} | {wall:.0f} |")
+        lines.append(
+            f"| {name} | {f'{secs:.1f}' if secs else 'not reached'} | {speed} | {ep:.1f} | {acc:.4f} | {m} "
+            f"| {smean:.2f} / {smax} | {wait:.1f} | {wall:.0f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

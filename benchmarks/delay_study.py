@@ -27,8 +27,14 @@ DELAYS = (0, 1, 3, 7, 15, 31)
 
 
 def epochs_to_target(X, y, Xv, yv, target, max_epochs, **params):
-    clf = EigenProClassifier(bandwidth=10.0, epochs=max_epochs, evals_per_epoch=10, random_state=0,
-                             callback=lambda entry: entry.val_metric >= target, **params)
+    clf = EigenProClassifier(
+        bandwidth=10.0,
+        epochs=max_epochs,
+        evals_per_epoch=10,
+        random_state=0,
+        callback=lambda entry: entry.val_metric >= target,
+        **params,
+    )
     try:
         clf.fit(X, y, X_val=Xv, y_val=yv)
     except TrainingDiverged:
@@ -62,24 +68,42 @@ def main(argv=None):
                 if rule == "fixed batch":
                     params.update(batch_size=m0, step_size=base.step_size_)
                 results[(rule, inconsistent, tau)] = epochs_to_target(
-                    X, y, Xv, yv, args.target, args.max_epochs, **params)
-                print(rule, "inconsistent" if inconsistent else "consistent", tau,
-                      results[(rule, inconsistent, tau)][1], flush=True)
-    lines = [f"# Delay study: epochs to {args.target:.1%} test accuracy, MNIST {args.n_train} training points",
-             "", f"Command: `python benchmarks/delay_study.py --n-train {args.n_train} --target {args.target}`",
-             f"(serial engine, Laplacian h=10, delay-0 automatic batch m={m0}, eta={base.step_size_:.1f}, "
-             f"m*={base.critical_batch_size_:.0f}; {time.perf_counter() - t0:.0f} s in all)", "",
-             "| batch rule | reads | " + " | ".join(f"tau={t}" for t in DELAYS) + " | tau=15 / tau=0 |",
-             "|---|---|" + "---:|" * (len(DELAYS) + 1)]
+                    X, y, Xv, yv, args.target, args.max_epochs, **params
+                )
+                print(
+                    rule,
+                    "inconsistent" if inconsistent else "consistent",
+                    tau,
+                    results[(rule, inconsistent, tau)][1],
+                    flush=True,
+                )
+    lines = [
+        f"# Delay study: epochs to {args.target:.1%} test accuracy, MNIST {args.n_train} training points",
+        "",
+        f"Command: `python benchmarks/delay_study.py --n-train {args.n_train} --target {args.target}`",
+        f"(serial engine, Laplacian h=10, delay-0 automatic batch m={m0}, eta={base.step_size_:.1f}, "
+        f"m*={base.critical_batch_size_:.0f}; {time.perf_counter() - t0:.0f} s in all)",
+        "",
+        "| batch rule | reads | " + " | ".join(f"tau={t}" for t in DELAYS) + " | tau=15 / tau=0 |",
+        "|---|---|" + "---:|" * (len(DELAYS) + 1),
+    ]
     for rule in ("fixed batch", "in-flight rule"):
         for inconsistent in (False, True):
             row = [results[(rule, inconsistent, t)] for t in DELAYS]
             e0, e15 = row[0][0], row[DELAYS.index(15)][0]
             ratio = f"{e15 / e0:.2f}" if e0 and e15 else "n/a"
-            batches = "" if rule == "fixed batch" else " (m = " + ", ".join(
-                str(max(1, round(base.critical_batch_size_ / 4 / (t + 1)))) for t in DELAYS) + ")"
-            lines.append(f"| {rule}{batches} | {'inconsistent' if inconsistent else 'consistent'} | "
-                         + " | ".join(r[1] for r in row) + f" | {ratio} |")
+            batches = (
+                ""
+                if rule == "fixed batch"
+                else " (m = "
+                + ", ".join(str(max(1, round(base.critical_batch_size_ / 4 / (t + 1)))) for t in DELAYS)
+                + ")"
+            )
+            lines.append(
+                f"| {rule}{batches} | {'inconsistent' if inconsistent else 'consistent'} | "
+                + " | ".join(r[1] for r in row)
+                + f" | {ratio} |"
+            )
     text = "\n".join(lines) + "\n"
     print(text)
     with open(args.out + ".md", "w") as f:
@@ -95,12 +119,16 @@ def main(argv=None):
             pts = [(t + 1, results[(rule, inconsistent, t)][0]) for t in DELAYS]
             xs = [p[0] for p in pts if p[1] is not None]
             ys = [p[1] for p in pts if p[1] is not None]
-            ax.plot(xs, ys, style, marker=marker,
-                    label=f"{rule}, {'inconsistent' if inconsistent else 'consistent'} reads")
+            ax.plot(
+                xs, ys, style, marker=marker, label=f"{rule}, {'inconsistent' if inconsistent else 'consistent'} reads"
+            )
     ax.set_xscale("log", base=2)
     ax.set_xticks([t + 1 for t in DELAYS], [str(t) for t in DELAYS])
-    ax.set(xlabel="max_delay tau", ylabel=f"epochs to {args.target:.0%} test accuracy",
-           title=f"EigenPro delay study (MNIST {args.n_train})")
+    ax.set(
+        xlabel="max_delay tau",
+        ylabel=f"epochs to {args.target:.0%} test accuracy",
+        title=f"EigenPro delay study (MNIST {args.n_train})",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out + ".png", dpi=110)

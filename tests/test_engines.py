@@ -65,8 +65,9 @@ def run(engine, algo, epochs=3, batch=7, evals=2, callback=None, time_limit=None
         return {"samples": samples, "steps": steps, "seconds": seconds}
 
     monitor = Monitor(evaluate, callback)
-    params, telemetry = engine.run(algo, Schedule(algo.n_samples, batch, epochs, evals), np.random.default_rng(0),
-                                   monitor, time_limit=time_limit)
+    params, telemetry = engine.run(
+        algo, Schedule(algo.n_samples, batch, epochs, evals), np.random.default_rng(0), monitor, time_limit=time_limit
+    )
     return params, telemetry, seen
 
 
@@ -91,8 +92,9 @@ def test_every_sample_is_processed_once_per_epoch_and_evaluations_are_exact(engi
 
 
 def test_parallel_workers_share_work_and_report_staleness():
-    _, telemetry, _ = run(WorkerEngine("threads", n_workers=2, threads_per_worker=1), Counting(sleep=0.002),
-                          epochs=4, batch=3)
+    _, telemetry, _ = run(
+        WorkerEngine("threads", n_workers=2, threads_per_worker=1), Counting(sleep=0.002), epochs=4, batch=3
+    )
     assert all(w.steps > 0 for w in telemetry.workers)
     assert max(telemetry.staleness) >= 1  # with two workers some updates are applied on top of a read
 
@@ -146,8 +148,14 @@ def test_eigenpro_workers_interpolate_the_digits(digits, backend):
 
 def test_processes_refuse_an_unpicklable_kernel(digits):
     X, y = digits
-    clf = EigenProClassifier(kernel=lambda a, b, h: torch.exp(-torch.cdist(a, b) / h), bandwidth=3.0, epochs=1,
-                             backend="processes", n_workers=2, threads_per_worker=1)
+    clf = EigenProClassifier(
+        kernel=lambda a, b, h: torch.exp(-torch.cdist(a, b) / h),
+        bandwidth=3.0,
+        epochs=1,
+        backend="processes",
+        n_workers=2,
+        threads_per_worker=1,
+    )
     with pytest.raises(Exception, match="(?i)pickle"):
         clf.fit(X[:300], y[:300])
 
@@ -159,13 +167,17 @@ def mnist_serial(mnist):
     return clf.score(Xt[:5000], yt[:5000])
 
 
-@pytest.mark.parametrize("params", [
-    dict(backend="threads", n_workers=2, threads_per_worker=1),
-    dict(backend="processes", n_workers=2, threads_per_worker=1),
-    dict(backend="threads", n_workers=2, threads_per_worker=1, synchronous=True),
-    dict(backend="serial", max_delay=3, delay="random"),
-    dict(backend="threads", devices=["cpu", "cpu"], threads_per_worker=1),
-], ids=["threads", "processes", "synchronous", "serial-delay3", "device-replicas"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(backend="threads", n_workers=2, threads_per_worker=1),
+        dict(backend="processes", n_workers=2, threads_per_worker=1),
+        dict(backend="threads", n_workers=2, threads_per_worker=1, synchronous=True),
+        dict(backend="serial", max_delay=3, delay="random"),
+        dict(backend="threads", devices=["cpu", "cpu"], threads_per_worker=1),
+    ],
+    ids=["threads", "processes", "synchronous", "serial-delay3", "device-replicas"],
+)
 def test_engines_agree_with_serial_on_mnist(mnist, mnist_serial, params):
     X, y, Xt, yt = mnist
     clf = EigenProClassifier(bandwidth=10.0, epochs=4, random_state=0, **params).fit(X[:10_000], y[:10_000])
@@ -191,8 +203,9 @@ def test_ctrl_c_stops_cleanly(backend):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, backend], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT, backend], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(4.0)  # let the workers start and train
     proc.send_signal(signal.SIGINT)

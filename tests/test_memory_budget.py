@@ -26,9 +26,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def peak_growth(memory_gb):
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(memory_gb)], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(memory_gb)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["growth"]
 
 

@@ -48,28 +48,45 @@ class EigenProAlgorithm:
         data, pre = self.problem.data, self.precond
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         options = dataclasses.replace(data.options, device=torch.device(device))
-        new_data = dataclasses.replace(data, X=move(data.X), sqnorm=move(data.sqnorm),
-                                       kept_columns=move(data.kept_columns), dropped_values=move(data.dropped_values),
-                                       options=options)
+        new_data = dataclasses.replace(
+            data,
+            X=move(data.X),
+            sqnorm=move(data.sqnorm),
+            kept_columns=move(data.kept_columns),
+            dropped_values=move(data.dropped_values),
+            options=options,
+        )
         new_pre = dataclasses.replace(pre, indices=move(pre.indices), V=move(pre.V), D=move(pre.D))
         return EigenProAlgorithm(KernelProblem(new_data, move(self.problem.Y)), new_pre, self.eta, self.budget_bytes)
 
     def update_to(self, update: Update, device) -> Update:
         if update.rows.device == torch.device(device):
             return update
-        return Update(update.rows.to(device), update.rows_delta.to(device), update.subsample_delta.to(device),
-                      update.residual_sq_sum)
+        return Update(
+            update.rows.to(device),
+            update.rows_delta.to(device),
+            update.subsample_delta.to(device),
+            update.residual_sq_sum,
+        )
 
     # processes exchange plain arrays: pickled bytes, no shared-memory segment per update
     def update_to_numpy(self, update: Update):
-        return (update.rows.cpu().numpy(), update.rows_delta.cpu().numpy(),
-                update.subsample_delta.cpu().numpy(), update.residual_sq_sum)
+        return (
+            update.rows.cpu().numpy(),
+            update.rows_delta.cpu().numpy(),
+            update.subsample_delta.cpu().numpy(),
+            update.residual_sq_sum,
+        )
 
     def update_from_numpy(self, payload) -> Update:
         rows, rows_delta, sub_delta, res = payload
         device = self.problem.Y.device
-        return Update(torch.as_tensor(rows, device=device), torch.as_tensor(rows_delta, device=device),
-                      torch.as_tensor(sub_delta, device=device), res)
+        return Update(
+            torch.as_tensor(rows, device=device),
+            torch.as_tensor(rows_delta, device=device),
+            torch.as_tensor(sub_delta, device=device),
+            res,
+        )
 
     def share_memory(self) -> None:
         """Move the read-only tensors to shared memory once, so spawned workers map, not copy, them."""

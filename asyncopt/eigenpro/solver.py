@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -63,16 +63,21 @@ def run_eigenpro(
     """Train alpha from zero with `engine` (serial by default); returns (alpha, history, telemetry)."""
     n = problem.n
     algo = EigenProAlgorithm(problem, precond, settings.eta, budget_bytes)
-    rows = torch.as_tensor(np.sort(rng.choice(n, size=min(n, settings.monitor_size), replace=False)),
-                           device=problem.Y.device)
+    rows = torch.as_tensor(
+        np.sort(rng.choice(n, size=min(n, settings.monitor_size), replace=False)), device=problem.Y.device
+    )
 
     def evaluate(alpha, samples, steps, seconds):
         summary = monitor.telemetry.staleness_summary() if hasattr(monitor, "telemetry") else {}
         entry = HistoryEntry(
-            epoch=samples / n, samples=samples, seconds=seconds,
+            epoch=samples / n,
+            samples=samples,
+            seconds=seconds,
             train_mse=_mse(problem, alpha, rows, budget_bytes),
-            val_metric=validate(alpha) if validate is not None else None, steps=steps,
-            staleness_mean=float(summary.get("mean", 0.0)), staleness_max=int(summary.get("max", 0)),
+            val_metric=validate(alpha) if validate is not None else None,
+            steps=steps,
+            staleness_mean=float(summary.get("mean", 0.0)),
+            staleness_max=int(summary.get("max", 0)),
         )
         if not math.isfinite(entry.train_mse):
             raise TrainingDiverged(
@@ -80,8 +85,10 @@ def run_eigenpro(
                 f"Lower step_size (now {settings.eta:.4g}) or batch_size (now {settings.batch_size})"
             )
         if progress is not None:
-            progress.set_postfix(train_mse=f"{entry.train_mse:.3g}",
-                                 **({"val": f"{entry.val_metric:.4g}"} if entry.val_metric is not None else {}))
+            progress.set_postfix(
+                train_mse=f"{entry.train_mse:.3g}",
+                **({"val": f"{entry.val_metric:.4g}"} if entry.val_metric is not None else {}),
+            )
         return entry
 
     monitor = Monitor(evaluate, callback, started)

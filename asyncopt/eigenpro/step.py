@@ -44,9 +44,7 @@ def eigenpro_step(
     budget_bytes: int,
 ) -> Update:
     """One preconditioned SGD step on batch B against the weights `alpha` as read."""
-    Ka, K_BS = kernel_product(
-        problem.data, alpha, rows=batch, gather=precond.indices, budget_bytes=budget_bytes
-    )
+    Ka, K_BS = kernel_product(problem.data, alpha, rows=batch, gather=precond.indices, budget_bytes=budget_bytes)
     g = Ka.sub_(problem.Y[batch])
     scale = eta / len(batch)
     return Update(

@@ -5,16 +5,37 @@ from asyncopt.engines.serial import SerialEngine
 from asyncopt.engines.telemetry import Telemetry
 from asyncopt.engines.workers import WorkerEngine
 
-__all__ = ["AsyncAlgorithm", "Monitor", "Schedule", "SerialEngine", "Telemetry", "WorkerEngine", "WorkerFailed",
-           "make_engine"]
+__all__ = [
+    "AsyncAlgorithm",
+    "Monitor",
+    "Schedule",
+    "SerialEngine",
+    "Telemetry",
+    "WorkerEngine",
+    "WorkerFailed",
+    "make_engine",
+]
 
 
-def make_engine(backend: str, n_workers: int = 1, threads_per_worker=None, max_delay: int = 0,
-                delay: str = "fixed", inconsistent_reads: bool = False, synchronous: bool = False, devices=None):
+def make_engine(
+    backend: str,
+    n_workers: int = 1,
+    threads_per_worker=None,
+    max_delay: int = 0,
+    delay: str = "fixed",
+    inconsistent_reads: bool = False,
+    synchronous: bool = False,
+    devices=None,
+):
     """The engine for an estimator's `backend` parameter."""
     if backend == "serial":
         return SerialEngine(max_delay=max_delay, delay=delay, inconsistent_reads=inconsistent_reads)
     if backend in ("threads", "processes"):
-        return WorkerEngine(backend=backend, n_workers=n_workers, threads_per_worker=threads_per_worker,
-                            synchronous=synchronous, devices=list(devices) if devices is not None else None)
+        return WorkerEngine(
+            backend=backend,
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            synchronous=synchronous,
+            devices=list(devices) if devices is not None else None,
+        )
     raise ValueError(f"backend={backend!r} must be 'serial', 'threads' or 'processes'")

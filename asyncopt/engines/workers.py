@@ -129,14 +129,28 @@ class WorkerEngine:
             self._tasks, self._results = queue.Queue(), queue.Queue()
             self._stop = threading.Event()
             self._saved_threads = torch.get_num_threads()
-            self._replicas = ([_Replica(algo, params, torch.device(d)) for d in self.devices]
-                              if self.devices is not None else [None] * self.n_workers)
+            self._replicas = (
+                [_Replica(algo, params, torch.device(d)) for d in self.devices]
+                if self.devices is not None
+                else [None] * self.n_workers
+            )
             self._workers = [
                 threading.Thread(
                     target=_worker_loop,
-                    args=(i, algo, params, self._version, self._tasks, self._results, self._stop,
-                          self.threads_per_worker, False, self._replicas[i]),
-                    daemon=True, name=f"asyncopt-worker-{i}",
+                    args=(
+                        i,
+                        algo,
+                        params,
+                        self._version,
+                        self._tasks,
+                        self._results,
+                        self._stop,
+                        self.threads_per_worker,
+                        False,
+                        self._replicas[i],
+                    ),
+                    daemon=True,
+                    name=f"asyncopt-worker-{i}",
                 )
                 for i in range(self.n_workers)
             ]
@@ -152,9 +166,18 @@ class WorkerEngine:
             self._workers = [
                 ctx.Process(
                     target=_process_main,
-                    args=(i, algo, params, self._version, self._tasks, self._results, self._stop,
-                          self.threads_per_worker),
-                    daemon=True, name=f"asyncopt-worker-{i}",
+                    args=(
+                        i,
+                        algo,
+                        params,
+                        self._version,
+                        self._tasks,
+                        self._results,
+                        self._stop,
+                        self.threads_per_worker,
+                    ),
+                    daemon=True,
+                    name=f"asyncopt-worker-{i}",
                 )
                 for i in range(self.n_workers)
             ]

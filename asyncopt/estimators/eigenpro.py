@@ -210,8 +210,16 @@ class _EigenProBase(BaseEstimator):
                 unit_scale=True,
                 desc=type(self).__name__,
             )
-        engine = make_engine(self.backend, self.n_workers, self.threads_per_worker, self.max_delay, self.delay,
-                             self.inconsistent_reads, self.synchronous, self.devices)
+        engine = make_engine(
+            self.backend,
+            self.n_workers,
+            self.threads_per_worker,
+            self.max_delay,
+            self.delay,
+            self.inconsistent_reads,
+            self.synchronous,
+            self.devices,
+        )
         try:
             alpha, history, telemetry = run_eigenpro(
                 problem,

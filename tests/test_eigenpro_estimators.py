@@ -128,8 +128,9 @@ def test_stop_iteration_and_overrides(digits):
 def test_time_limit_stops_mid_epoch(digits):
     X, y = digits
     clf = EigenProClassifier(epochs=10_000, batch_size=10, time_limit=0.3, random_state=0).fit(X, y)
-    assert clf.history_[-1]["epoch"] < 10_000
-    assert clf.history_[-1]["seconds"] < 5
+    last = clf.history_[-1]
+    assert last["seconds"] >= 0.3  # it ran until the limit ...
+    assert last["epoch"] < 10_000  # ... and stopped there, not at the end of the epochs
 
 
 def test_sparse_input_equals_dense(digits):

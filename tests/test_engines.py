@@ -156,7 +156,7 @@ def test_processes_refuse_an_unpicklable_kernel(digits):
         n_workers=2,
         threads_per_worker=1,
     )
-    with pytest.raises(Exception, match="(?i)pickle"):
+    with pytest.raises(WorkerFailed, match="(?i)pickl.*module-level"):
         clf.fit(X[:300], y[:300])
 
 

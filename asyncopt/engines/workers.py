@@ -182,7 +182,15 @@ class WorkerEngine:
                 for i in range(self.n_workers)
             ]
         for w in self._workers:
-            w.start()
+            try:
+                w.start()
+            except Exception as exc:  # typically pickling the algorithm for a spawned process
+                self._workers = [v for v in self._workers if v.ident is not None]
+                raise WorkerFailed(
+                    f"could not start a {self.backend} worker: {type(exc).__name__}: {exc}. The processes "
+                    "backend pickles the algorithm: kernel callables must be importable module-level "
+                    "functions, not lambdas or closures (or use backend='threads')"
+                ) from exc
         # wait until every worker is up (spawned processes import torch first), so that all
         # of them take part from the first batch
         for _ in self._workers:

@@ -49,7 +49,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=10_000)
     parser.add_argument("--target", type=float, default=0.94)
-    parser.add_argument("--max-epochs", type=float, default=8)
+    parser.add_argument("--max-epochs", type=float, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/delay_study")
     args = parser.parse_args(argv)
@@ -80,7 +80,8 @@ def main(argv=None):
     lines = [
         f"# Delay study: epochs to {args.target:.1%} test accuracy, MNIST {args.n_train} training points",
         "",
-        f"Command: `python benchmarks/delay_study.py --n-train {args.n_train} --target {args.target}`",
+        f"Command: `python benchmarks/delay_study.py --n-train {args.n_train} --target {args.target} "
+        f"--max-epochs {args.max_epochs:g}`",
         f"(serial engine, Laplacian h=10, delay-0 automatic batch m={m0}, eta={base.step_size_:.1f}, "
         f"m*={base.critical_batch_size_:.0f}; {time.perf_counter() - t0:.0f} s in all)",
         "",

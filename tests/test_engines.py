@@ -216,3 +216,31 @@ def test_ctrl_c_stops_cleanly(backend):
         pytest.fail("fit did not stop within 30 s of Ctrl-C")
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in err
+
+
+def test_fit_raises_a_failing_workers_exception(digits):
+    X, y = digits
+    import threading
+
+    calls = {"n": 0}
+
+    def flaky_kernel(a, b, h):
+        if threading.current_thread().name.startswith("asyncopt-worker"):
+            calls["n"] += 1
+            if calls["n"] > 20:
+                raise RuntimeError("kernel evaluation failed on purpose")
+        return torch.exp(-torch.cdist(a, b) / h)
+
+    clf = EigenProClassifier(
+        kernel=flaky_kernel,
+        bandwidth=3.0,
+        epochs=50,
+        backend="threads",
+        n_workers=2,
+        threads_per_worker=1,
+        random_state=0,
+    )
+    t0 = time.perf_counter()
+    with pytest.raises(WorkerFailed, match="(?s)worker .* raised.*kernel evaluation failed on purpose"):
+        clf.fit(X, y)
+    assert time.perf_counter() - t0 < 60

@@ -49,3 +49,39 @@ def load_digits_default():
 
     X, y = load_digits(return_X_y=True)
     return (X / 16.0).astype(np.float32), y
+
+
+def _svmlight(path: Path, n_features: int | None = None):
+    import bz2
+
+    from sklearn.datasets import load_svmlight_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; pass path= or set ASYNCOPT_DATA")
+    opener = bz2.open if path.suffix == ".bz2" else gzip.open
+    with opener(path, "rb") as f:
+        X, y = load_svmlight_file(f, n_features=n_features, dtype=np.float64)
+    X = X.tocsr()
+    # scikit-learn's solvers (liblinear, saga) accept only 32-bit sparse indices
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    return X, y
+
+
+def load_a9a(path=None):
+    """a9a (UCI Adult, LIBSVM) as sparse CSR (X_train, y_train, X_test, y_test); 123 features, labels -1/+1."""
+    root = data_home(path) / "a9a"
+    X_train, y_train = _svmlight(root / "a9a.gz", n_features=123)
+    X_test, y_test = _svmlight(root / "a9a.t.gz", n_features=123)
+    return X_train, y_train, X_test, y_test
+
+
+def load_news20(path=None, test_size=0.2, random_state=0):
+    """20 Newsgroups comp.* vs rest (TF-IDF, 130,108 features) as sparse CSR (X_train, y_train, X_test, y_test).
+
+    The set has no fixed split; this is the seeded 80/20 split the tests and benchmarks share.
+    """
+    from sklearn.model_selection import train_test_split
+
+    X, y = _svmlight(data_home(path) / "news20" / "news20_bydate_all_comp_vs_rest.svm.bz2", n_features=130_108)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, random_state=random_state)
+    return X_train, y_train, X_test, y_test

@@ -28,14 +28,14 @@ class Counting:
     def init_params(self):
         return torch.zeros(self.n_samples, 1)
 
-    def compute(self, params, batch, scale):
+    def compute(self, params, batch, scale, key=0):
         if self.sleep:
             time.sleep(self.sleep)
         if self.fail_at is not None and int(params.sum()) >= self.fail_at:
             raise ArithmeticError("worker exploded on purpose")
         return batch.clone()
 
-    def apply(self, params, update):
+    def apply(self, params, update, staleness=0):
         params.index_add_(0, update, torch.ones(len(update), 1))
 
     def check(self, update, step, samples):

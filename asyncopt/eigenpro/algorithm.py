@@ -30,11 +30,11 @@ class EigenProAlgorithm:
         Y = self.problem.Y
         return torch.zeros(Y.shape, dtype=Y.dtype, device=Y.device)
 
-    def compute(self, params: torch.Tensor, batch: torch.Tensor, scale: float) -> Update:
+    def compute(self, params: torch.Tensor, batch: torch.Tensor, scale: float, key: int = 0) -> Update:
         batch = batch.to(self.problem.Y.device)
         return eigenpro_step(self.problem, self.precond, params, batch, self.eta * scale, self.budget_bytes)
 
-    def apply(self, params: torch.Tensor, update: Update) -> None:
+    def apply(self, params: torch.Tensor, update: Update, staleness: int = 0) -> None:
         apply_update(params, update, self.precond.indices)
 
     def check(self, update: Update, step: int, samples: int) -> None:

@@ -23,11 +23,15 @@ class AsyncAlgorithm(Protocol):
     def init_params(self) -> torch.Tensor:
         """The parameter store, created once (the engine shares or replicates it)."""
 
-    def compute(self, params: torch.Tensor, batch: torch.Tensor, scale: float) -> Any:
-        """A worker's step on `batch` against `params` as read; `scale` multiplies its step size."""
+    def compute(self, params: torch.Tensor, batch: torch.Tensor, scale: float, key: int = 0) -> Any:
+        """A worker's step on `batch` against `params` as read; `scale` multiplies its step size.
 
-    def apply(self, params: torch.Tensor, update: Any) -> None:
-        """The parameter server's rule: fold `update` into `params` in place."""
+        `key` is a random integer drawn by the coordinator for this task (AsyB-ProxSGD draws its
+        block from it), so serial runs stay reproducible whatever worker takes the task."""
+
+    def apply(self, params: torch.Tensor, update: Any, staleness: int = 0) -> None:
+        """The parameter server's rule: fold `update` into `params` in place; `staleness` is the
+        number of updates applied since the worker read (for delay-adaptive steps)."""
 
     def check(self, update: Any, step: int, samples: int) -> None:
         """Raise when an update shows divergence."""
@@ -75,14 +79,14 @@ class BatchStream:
         self.order = np.empty(0, dtype=np.int64)
         self.issued = 0
 
-    def next(self, limit: int) -> np.ndarray:
-        """The next batch, at most `limit` samples."""
+    def next(self, limit: int) -> tuple[np.ndarray, int]:
+        """The next batch, at most `limit` samples, and the task's random key."""
         if len(self.order) == 0:
             self.order = self.rng.permutation(self.schedule.n_samples)
         take = min(self.schedule.batch_size, len(self.order), limit)
         batch, self.order = self.order[:take], self.order[take:]
         self.issued += take
-        return batch
+        return batch, int(self.rng.integers(2**62))
 
 
 class Monitor:

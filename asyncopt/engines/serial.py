@@ -73,14 +73,14 @@ class SerialEngine:
         started = time.perf_counter() if started is None else started
         steps = next_eval = 0
         while stream.issued < eval_at[-1]:
-            batch = stream.next(eval_at[next_eval] - stream.issued)
+            batch, key = stream.next(eval_at[next_eval] - stream.issued)
             t0 = time.perf_counter()
             seen, staleness = self._read(params, diffs, rng)
-            update = algo.compute(seen, torch.as_tensor(batch), len(batch) / schedule.batch_size)
+            update = algo.compute(seen, torch.as_tensor(batch), len(batch) / schedule.batch_size, key)
             algo.check(update, steps, stream.issued)
             if self.max_delay:
                 before = params.clone()
-                algo.apply(params, update)
+                algo.apply(params, update, staleness)
                 diffs.append(params - before)
             else:
                 algo.apply(params, update)

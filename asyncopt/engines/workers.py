@@ -56,10 +56,10 @@ class _Replica:
     def catch_up(self):
         while True:
             try:
-                update = self.inbox.get_nowait()
+                update, staleness = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            self.algo.apply(self.params, self.algo.update_to(update, self.device))
+            self.algo.apply(self.params, self.algo.update_to(update, self.device), staleness)
             self.value += 1
 
 
@@ -84,12 +84,12 @@ def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, t
                 continue
             if task is None:
                 return
-            batch, scale = task
+            batch, scale, key = task
             t1 = time.perf_counter()
             if replica is not None:
                 replica.catch_up()
             read_version = version.value
-            update = algo.compute(params, torch.as_tensor(batch), scale)
+            update = algo.compute(params, torch.as_tensor(batch), scale, key)
             payload = algo.update_to_numpy(update) if to_numpy else update
             results.put(("ok", worker, read_version, payload, len(batch), time.perf_counter() - t1, t1 - t0))
     except BaseException:  # noqa: BLE001 - every failure must reach the caller
@@ -268,8 +268,8 @@ class WorkerEngine:
                             break
                     for _ in range(self.n_workers):  # fill every worker (a full round when synchronous)
                         if stream.issued < eval_at[next_eval]:
-                            batch = stream.next(eval_at[next_eval] - stream.issued)
-                            self._tasks.put((batch, len(batch) / round_batch))
+                            batch, key = stream.next(eval_at[next_eval] - stream.issued)
+                            self._tasks.put((batch, len(batch) / round_batch, key))
                             in_flight += 1
                     continue
                 pending = [self._next_result() for _ in range(in_flight if self.synchronous else 1)]
@@ -277,12 +277,13 @@ class WorkerEngine:
                     update = algo.update_from_numpy(payload) if self.backend == "processes" else payload
                     if self.devices is not None:
                         update = algo.update_to(update, params.device)
+                    staleness = self._version.value - read_version
                     algo.check(update, steps, applied)
-                    algo.apply(params, update)
+                    algo.apply(params, update, staleness)
                     for replica in self._replicas:  # sparse deltas to every device's replica
                         if replica is not None:
-                            replica.inbox.put(update)
-                    telemetry.record(worker, self._version.value - read_version, n, compute, wait)
+                            replica.inbox.put((update, staleness))
+                    telemetry.record(worker, staleness, n, compute, wait)
                     if not self.synchronous:
                         self._version.value += 1
                     applied += n
@@ -295,8 +296,8 @@ class WorkerEngine:
                 if time_limit is not None and monitor.training_seconds() >= time_limit:
                     stopping = True
                 if not self.synchronous and not stopping and stream.issued < eval_at[next_eval]:
-                    batch = stream.next(eval_at[next_eval] - stream.issued)
-                    self._tasks.put((batch, len(batch) / round_batch))
+                    batch, key = stream.next(eval_at[next_eval] - stream.issued)
+                    self._tasks.put((batch, len(batch) / round_batch, key))
                     in_flight += 1
         finally:
             self._shutdown()

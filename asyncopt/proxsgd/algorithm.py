@@ -1,0 +1,147 @@
+"""AsyB-ProxSGD as an engine algorithm: workers push one block's stochastic gradient, the
+parameter server of that block applies the proximal step.
+
+worker (compute):  read the parameters the minibatch touches (the pull), draw the block j from the
+                   task's random key, return g_j = (1/N) sum_{i in I} grad_j f_i(x_hat) -- sparse:
+                   only the (column, value) pairs of the minibatch that fall in block j.
+server (apply):    x_j <- prox_{eta h_j}(x_j - eta g_j), eta = eta_0 * delay factor(staleness).
+
+``push="full"`` is Asyn-ProxSGD: a worker pushes the gradient of every block and every block's
+server applies its prox. One worker and one block is plain proximal SGD. The intercept (one
+unpenalized coordinate) travels with every push.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+from asyncopt.proxsgd.problem import LinearProblem
+from asyncopt.proxsgd.stepsize import delay_factor
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the parameters became non-finite."""
+
+
+@dataclasses.dataclass
+class BlockUpdate:
+    block: int  # the block j, or -1 for a full-vector push
+    index: torch.Tensor | None  # rows of the parameters with gradient entries (duplicates add up); None: dense
+    values: torch.Tensor  # (len(index), k) entries, or the dense block gradient (hi - lo, k)
+    intercept: torch.Tensor | None  # (k,) gradient of the intercept
+    weight: float  # multiplies the server's step (1, or 1/P for a synchronous round)
+    loss_sum: float  # summed minibatch loss at the read parameters (divergence check)
+
+
+@dataclasses.dataclass
+class ProxSGDAlgorithm:
+    problem: LinearProblem
+    batch_size: int
+    eta: float  # eta_0: the server's step for a delay-free update (halved by the plateau schedule)
+    push: str = "block"  # "block" (AsyB-ProxSGD) or "full" (Asyn-ProxSGD)
+    delay: float = 0.0  # the delay bound the step is coupled to (ignored when delay_adaptive)
+    delay_adaptive: bool = False
+
+    @property
+    def n_samples(self) -> int:
+        return self.problem.data.n
+
+    def init_params(self) -> torch.Tensor:
+        return self.problem.init_params()
+
+    def step_at(self, staleness: float) -> float:
+        tau = staleness if self.delay_adaptive else self.delay
+        blocks = self.problem.n_blocks if self.push == "block" else 1
+        return self.eta * delay_factor(tau, blocks)
+
+    # -- worker --------------------------------------------------------------------------
+    def compute(self, params: torch.Tensor, batch: torch.Tensor, scale: float, key: int = 0) -> BlockUpdate:
+        problem, data = self.problem, self.problem.data
+        mb = data.minibatch(batch)
+        D, loss_sum = problem.batch_loss_derivative(mb, params)
+        D /= mb.size
+        if self.push == "block":
+            j = int(key % problem.n_blocks)
+            lo, hi = int(problem.bounds[j]), int(problem.bounds[j + 1])
+        else:
+            j, lo, hi = -1, 0, data.d
+        if data.sparse:
+            mask = (mb.cols >= lo) & (mb.cols < hi) if j >= 0 else slice(None)
+            index = mb.cols[mask]
+            values = mb.vals[mask].unsqueeze(1) * D[mb.local_row[mask]]
+        else:
+            index, values = None, mb.dense[:, lo:hi].T @ D
+        if problem.regularizer.strength:  # its gradient is dense on the block
+            dense = torch.zeros(hi - lo, D.shape[1], dtype=D.dtype, device=D.device)
+            if index is None:
+                dense += values
+            else:
+                dense.index_add_(0, index - lo, values)
+            index, values = None, dense + problem.regularizer.gradient(params[lo:hi])
+        intercept = D.sum(0) if problem.fit_intercept else None
+        weight = scale * self.batch_size / mb.size
+        return BlockUpdate(j, index, values, intercept, weight, loss_sum)
+
+    # -- parameter server ----------------------------------------------------------------
+    def apply(self, params: torch.Tensor, update: BlockUpdate, staleness: int = 0) -> None:
+        problem = self.problem
+        eta = self.step_at(staleness) * update.weight
+        if update.block >= 0:
+            lo, hi = int(problem.bounds[update.block]), int(problem.bounds[update.block + 1])
+        else:
+            lo, hi = 0, problem.data.d
+        if update.index is None:
+            params[lo:hi].sub_(update.values, alpha=eta)
+        else:
+            params.index_add_(0, update.index, update.values, alpha=-eta)
+        if update.block >= 0:
+            problem.penalty.prox(params[lo:hi], eta, lo, hi)
+        else:
+            problem.prox_all(params, eta)
+        if update.intercept is not None:
+            params[problem.data.d].sub_(update.intercept, alpha=eta)
+
+    def check(self, update: BlockUpdate, step: int, samples: int) -> None:
+        if not math.isfinite(update.loss_sum):
+            raise TrainingDiverged(
+                f"training diverged at step {step} (sample {samples}): the minibatch loss became non-finite. "
+                f"Lower step_size (now {self.eta:.4g}) or use a smaller learning rate with max_delay / more workers"
+            )
+
+    # -- transport -------------------------------------------------------------------------
+    def to(self, device) -> ProxSGDAlgorithm:
+        data = self.problem.data
+        moved = dataclasses.replace(
+            data, **{f.name: getattr(data, f.name).to(device) for f in dataclasses.fields(data) if _is_tensor(data, f)}
+        )
+        problem = dataclasses.replace(self.problem, data=moved)
+        return dataclasses.replace(self, problem=problem)
+
+    def update_to(self, update: BlockUpdate, device) -> BlockUpdate:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return dataclasses.replace(
+            update, index=move(update.index), values=move(update.values), intercept=move(update.intercept)
+        )
+
+    def update_to_numpy(self, update: BlockUpdate):
+        as_np = lambda t: None if t is None else t.cpu().numpy()  # noqa: E731
+        return (update.block, as_np(update.index), as_np(update.values), as_np(update.intercept), update.weight,
+                update.loss_sum)  # fmt: skip
+
+    def update_from_numpy(self, payload) -> BlockUpdate:
+        block, index, values, intercept, weight, loss_sum = payload
+        device = self.problem.data.device
+        as_t = lambda a: None if a is None else torch.as_tensor(np.asarray(a), device=device)  # noqa: E731
+        return BlockUpdate(block, as_t(index), as_t(values), as_t(intercept), weight, loss_sum)
+
+    def share_memory(self) -> None:
+        for t in self.problem.data.tensors():
+            t.share_memory_()
+
+
+def _is_tensor(obj, field) -> bool:
+    return isinstance(getattr(obj, field.name), torch.Tensor)

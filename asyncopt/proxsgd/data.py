@@ -1,0 +1,135 @@
+"""Training data for linear models as torch tensors: dense, or CSR kept sparse (never densified).
+
+A worker's minibatch of a CSR matrix is gathered row by row into (row, column, value) triplets;
+the margins of the minibatch then read only the parameters at the columns it touches: the
+"pull" of AsyB-ProxSGD, which for sparse data is a small fraction of the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+@dataclasses.dataclass
+class MiniBatch:
+    rows: torch.Tensor  # sample indices (N,)
+    local_row: torch.Tensor | None = None  # sparse: for each stored entry, its row within the batch
+    cols: torch.Tensor | None = None  # sparse: column of each entry
+    vals: torch.Tensor | None = None  # sparse: value of each entry
+    dense: torch.Tensor | None = None  # dense: X[rows] (N, d)
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+
+@dataclasses.dataclass
+class LinearData:
+    """X (n x d) and targets Y (n x k). Sparse X is held as CSR arrays, and X^T as CSR for full gradients."""
+
+    n: int
+    d: int
+    Y: torch.Tensor
+    dense: torch.Tensor | None = None
+    indptr: torch.Tensor | None = None
+    indices: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    t_indptr: torch.Tensor | None = None  # CSR arrays of X^T (d x n)
+    t_indices: torch.Tensor | None = None
+    t_values: torch.Tensor | None = None
+
+    @classmethod
+    def from_array(cls, X, Y: np.ndarray, dtype=torch.float64, device="cpu") -> LinearData:
+        n, d = X.shape
+        Yt = torch.as_tensor(np.asarray(Y), dtype=dtype, device=device)
+        if not sp.issparse(X):
+            return cls(n, d, Yt, torch.as_tensor(np.asarray(X), dtype=dtype, device=device))
+        X = sp.csr_matrix(X)  # CSC arrives as CSR: a format change, still sparse
+        X.sum_duplicates()
+        XT = X.T.tocsr()
+
+        def arrays(M):
+            return (
+                torch.as_tensor(M.indptr.astype(np.int64), device=device),
+                torch.as_tensor(M.indices.astype(np.int64), device=device),
+                torch.as_tensor(M.data, dtype=dtype, device=device),
+            )
+
+        return cls(n, d, Yt, None, *arrays(X), *arrays(XT))
+
+    @staticmethod
+    def _csr(indptr, indices, values, shape):
+        with warnings.catch_warnings():  # torch notes that sparse CSR support is in beta
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(indptr, indices, values, shape, check_invariants=False)
+
+    @property
+    def sparse(self) -> bool:
+        return self.dense is None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.Y.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.Y.device
+
+    def tensors(self) -> list[torch.Tensor]:
+        fields = (
+            self.Y,
+            self.dense,
+            self.indptr,
+            self.indices,
+            self.values,
+            self.t_indptr,
+            self.t_indices,
+            self.t_values,
+        )
+        return [t for t in fields if t is not None]
+
+    def minibatch(self, rows: torch.Tensor) -> MiniBatch:
+        rows = rows.to(self.device)
+        if not self.sparse:
+            return MiniBatch(rows, dense=self.dense[rows])
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        lengths = ends - starts
+        local_row = torch.repeat_interleave(torch.arange(len(rows), device=self.device), lengths)
+        # position of every stored entry: its row's start plus its offset within the row
+        offsets = torch.arange(len(local_row), device=self.device) - torch.repeat_interleave(
+            torch.cumsum(lengths, 0) - lengths, lengths
+        )
+        pos = starts[local_row] + offsets
+        return MiniBatch(rows, local_row, self.indices[pos], self.values[pos])
+
+    def batch_margins(self, batch: MiniBatch, weights: torch.Tensor) -> torch.Tensor:
+        """X_batch @ weights (N x k), reading only the weight rows the batch touches."""
+        if not self.sparse:
+            return batch.dense @ weights
+        pulled = weights[batch.cols]  # the pull: only the touched coordinates
+        out = torch.zeros(batch.size, weights.shape[1], dtype=weights.dtype, device=weights.device)
+        return out.index_add_(0, batch.local_row, batch.vals.unsqueeze(1) * pulled)
+
+    def margins(self, weights: torch.Tensor) -> torch.Tensor:
+        """X @ weights on all samples."""
+        if not self.sparse:
+            return self.dense @ weights
+        return self._csr(self.indptr, self.indices, self.values, (self.n, self.d)) @ weights
+
+    def transpose_product(self, D: torch.Tensor) -> torch.Tensor:
+        """X^T @ D (d x k) on all samples."""
+        if not self.sparse:
+            return self.dense.T @ D
+        return self._csr(self.t_indptr, self.t_indices, self.t_values, (self.d, self.n)) @ D
+
+    def row_sq_norms(self) -> torch.Tensor:
+        if not self.sparse:
+            return (self.dense * self.dense).sum(1)
+        sq = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        row = torch.repeat_interleave(torch.arange(self.n, device=self.device), self.indptr[1:] - self.indptr[:-1])
+        return sq.index_add_(0, row, self.values * self.values)

@@ -1,0 +1,118 @@
+"""Training loop glue: AsyB-ProxSGD run by an engine, with history, the step schedule and stopping.
+
+At every evaluation point (workers drained) the full objective F, the squared norm of the
+gradient mapping G (at the fixed step eta_0, so entries are comparable) and the non-zeros are
+measured. The "plateau" schedule halves the servers' step when F improved by less than `tol`
+(relative to the best F so far); training stops after `n_iter_no_change` such evaluations in a
+row (never when tol is None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from asyncopt.engines.base import Monitor, Schedule
+from asyncopt.engines.serial import SerialEngine
+from asyncopt.engines.telemetry import Telemetry
+from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm, TrainingDiverged
+
+
+@dataclasses.dataclass
+class ProxHistoryEntry:
+    """One evaluation point; passed to ``callback`` and stored in ``history_``."""
+
+    epoch: float  # epochs completed
+    samples: int  # training samples processed
+    seconds: float  # training seconds since fit started (setup included, evaluations excluded)
+    objective: float  # F(x) on the whole training set
+    grad_mapping_sq: float  # ||G(x)||^2 at the step eta_0
+    nnz: int  # non-zero coefficients (intercept excluded)
+    step_size: float  # the servers' current eta_0
+    steps: int = 0  # block updates applied
+    staleness_mean: float = 0.0
+    staleness_max: int = 0
+    val_metric: float | None = None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxSGDSettings:
+    epochs: float
+    evals_per_epoch: int = 1
+    schedule: str = "plateau"  # "plateau" or "constant"
+    tol: float | None = 1e-4
+    n_iter_no_change: int = 5
+    time_limit: float | None = None
+
+
+def run_proxsgd(
+    algo: ProxSGDAlgorithm,
+    settings: ProxSGDSettings,
+    rng: np.random.Generator,
+    *,
+    engine=None,
+    validate: Callable[[torch.Tensor], float] | None = None,
+    callback: Callable[[ProxHistoryEntry], bool | None] | None = None,
+    progress=None,
+    started: float | None = None,
+) -> tuple[torch.Tensor, list[ProxHistoryEntry], Telemetry]:
+    """Train from zero with `engine` (serial by default); returns (params, history, telemetry)."""
+    n = algo.n_samples
+    eta_measure = algo.eta
+    state = {"best": math.inf, "flat": 0}
+
+    def evaluate(params, samples, steps, seconds):
+        summary = monitor.telemetry.staleness_summary() if hasattr(monitor, "telemetry") else {}
+        measures = algo.problem.measures(params, eta_measure)
+        entry = ProxHistoryEntry(
+            epoch=samples / n,
+            samples=samples,
+            seconds=seconds,
+            step_size=algo.eta,
+            steps=steps,
+            staleness_mean=float(summary.get("mean", 0.0)),
+            staleness_max=int(summary.get("max", 0)),
+            val_metric=validate(params) if validate is not None else None,
+            **measures,
+        )
+        if not math.isfinite(entry.objective):
+            raise TrainingDiverged(
+                f"training diverged by epoch {entry.epoch:.2f}: the objective is non-finite. "
+                f"Lower step_size (now {algo.eta:.4g})"
+            )
+        _schedule_step(algo, settings, state, entry.objective)
+        if progress is not None:
+            progress.set_postfix(objective=f"{entry.objective:.6g}", nnz=entry.nnz)
+        return entry
+
+    def stop(entry):
+        if settings.tol is not None and state["flat"] >= settings.n_iter_no_change:
+            return True
+        return callback(entry) if callback is not None else False
+
+    monitor = Monitor(evaluate, stop, started)
+    schedule = Schedule(n, algo.batch_size, settings.epochs, settings.evals_per_epoch)
+    engine = SerialEngine() if engine is None else engine
+    params, telemetry = engine.run(algo, schedule, rng, monitor, settings.time_limit, monitor.started, progress)
+    return params, monitor.history, telemetry
+
+
+def _schedule_step(algo, settings, state, objective):
+    """The plateau rule: count evaluations that improved F by less than tol, halve the step on each."""
+    threshold = settings.tol if settings.tol is not None else 0.0
+    best = state["best"]
+    improved = best - objective > threshold * max(abs(best), 1e-12) if math.isfinite(best) else True
+    if improved:
+        state["flat"] = 0
+    else:
+        state["flat"] += 1
+        if settings.schedule == "plateau":
+            algo.eta *= 0.5
+    state["best"] = min(best, objective)

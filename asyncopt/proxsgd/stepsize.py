@@ -1,0 +1,67 @@
+"""Automatic step size: smoothness estimated from the data, coupled to the delay.
+
+f's gradient is L-Lipschitz with L = curvature * lambda_1(A^T A / n) (+ 2r for the nonconvex
+regularizer), A the data with a column of ones when an intercept is fitted. A minibatch of N
+samples is smoother on average than one sample: its step is set by the expected smoothness
+``L_N = curvature * (beta / N + (1 - 1/N) lambda_1)`` with beta = max_i ||a_i||^2 (the minibatch
+rule of Ma, Bassily & Belkin 2018, the same one EigenPro uses), and eta_0 = 1 / L_N.
+
+Delay: gradient descent on a quadratic with curvature L and gradients tau steps old is stable iff
+eta L < 2 sin(pi / (2 (2 tau + 1))). Block updates change one of M blocks, so tau block updates
+move the iterate about as far as tau / M full ones; the automatic step keeps half that limit:
+``eta(tau) = eta_0 sin(pi / (2 (2 tau / M + 1)))`` (eta(0) = eta_0). With ``delay_adaptive`` the
+server evaluates eta(tau) at each update's measured staleness instead of the delay bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from asyncopt.proxsgd.data import LinearData
+
+
+@dataclasses.dataclass(frozen=True)
+class Smoothness:
+    top_eigenvalue: float  # lambda_1 of A^T A / n
+    max_row_sq_norm: float  # beta
+
+    def minibatch(self, curvature: float, batch_size: int, regularizer_smoothness: float = 0.0) -> float:
+        N = max(1, batch_size)
+        return curvature * (self.max_row_sq_norm / N + (1 - 1 / N) * self.top_eigenvalue) + regularizer_smoothness
+
+
+def estimate_smoothness(data: LinearData, fit_intercept: bool, iterations: int = 30, seed: int = 0) -> Smoothness:
+    """Power iteration on A^T A / n (A with the intercept column when fitted); a few sparse products."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    d = data.d
+    v = torch.randn(d + 1, 1, generator=gen, dtype=data.dtype).to(data.device)
+    if not fit_intercept:
+        v[d] = 0.0
+    lam = 0.0
+    for _ in range(iterations):
+        v /= v.norm().clamp(min=torch.finfo(v.dtype).tiny)
+        u = data.margins(v[:d]) + v[d]
+        w = torch.zeros_like(v)
+        w[:d] = data.transpose_product(u)
+        if fit_intercept:
+            w[d] = u.sum(0)
+        w /= data.n
+        lam = float((v * w).sum())
+        v = w
+    beta = float(data.row_sq_norms().max()) + (1.0 if fit_intercept else 0.0) if data.n else 0.0
+    # the Rayleigh quotient approaches lambda_1 from below: a 5% margin keeps the step safe
+    return Smoothness(1.05 * max(lam, 0.0), beta)
+
+
+def base_step(smoothness: Smoothness, curvature: float, batch_size: int, regularizer_smoothness: float) -> float:
+    L = smoothness.minibatch(curvature, batch_size, regularizer_smoothness)
+    return 1.0 / L if L > 0 else 1.0
+
+
+def delay_factor(staleness: float, n_blocks: int) -> float:
+    """eta(tau) / eta_0: half the stability limit of gradient descent with tau / M delayed full steps."""
+    tau = max(0.0, staleness) / max(1, n_blocks)
+    return math.sin(math.pi / (2 * (2 * tau + 1)))

@@ -1,7 +1,7 @@
 """asyncopt: training large models with asynchronous parallel workers."""
 
 from asyncopt.eigenpro.solver import HistoryEntry, TrainingDiverged
-from asyncopt.estimators import EigenProClassifier, EigenProRegressor
+from asyncopt.estimators import EigenProClassifier, EigenProRegressor, ProxSGDClassifier, ProxSGDRegressor
 from asyncopt.kernels import MemoryBudgetError
 from asyncopt.options import ComputeOptions
 
@@ -13,5 +13,7 @@ __all__ = [
     "EigenProRegressor",
     "HistoryEntry",
     "MemoryBudgetError",
+    "ProxSGDClassifier",
+    "ProxSGDRegressor",
     "TrainingDiverged",
 ]

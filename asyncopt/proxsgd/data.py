@@ -15,6 +15,11 @@ import scipy.sparse as sp
 import torch
 
 
+def _writable(a) -> np.ndarray:
+    """torch cannot wrap read-only arrays (e.g. a memmap): copy those, share the rest."""
+    return np.require(np.asarray(a), requirements="W")
+
+
 @dataclasses.dataclass
 class MiniBatch:
     rows: torch.Tensor  # sample indices (N,)
@@ -46,9 +51,9 @@ class LinearData:
     @classmethod
     def from_array(cls, X, Y: np.ndarray, dtype=torch.float64, device="cpu") -> LinearData:
         n, d = X.shape
-        Yt = torch.as_tensor(np.asarray(Y), dtype=dtype, device=device)
+        Yt = torch.as_tensor(_writable(Y), dtype=dtype, device=device)
         if not sp.issparse(X):
-            return cls(n, d, Yt, torch.as_tensor(np.asarray(X), dtype=dtype, device=device))
+            return cls(n, d, Yt, torch.as_tensor(_writable(X), dtype=dtype, device=device))
         X = sp.csr_matrix(X)  # CSC arrives as CSR: a format change, still sparse
         X.sum_duplicates()
         XT = X.T.tocsr()
@@ -57,7 +62,7 @@ class LinearData:
             return (
                 torch.as_tensor(M.indptr.astype(np.int64), device=device),
                 torch.as_tensor(M.indices.astype(np.int64), device=device),
-                torch.as_tensor(M.data, dtype=dtype, device=device),
+                torch.as_tensor(_writable(M.data), dtype=dtype, device=device),
             )
 
         return cls(n, d, Yt, None, *arrays(X), *arrays(XT))

@@ -2,9 +2,10 @@
 
 At every evaluation point (workers drained) the full objective F, the squared norm of the
 gradient mapping G (at the fixed step eta_0, so entries are comparable) and the non-zeros are
-measured. The "plateau" schedule halves the servers' step when F improved by less than `tol`
-(relative to the best F so far); training stops after `n_iter_no_change` such evaluations in a
-row (never when tol is None).
+measured. The "plateau" schedule halves the servers' step after two evaluations in a row that
+did not lower F below its best so far (noise dominates progress); training stops after
+`n_iter_no_change` evaluations in a row improved the best F by less than `tol` (relative; never
+when tol is None).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from asyncopt.engines.base import Monitor, Schedule
 from asyncopt.engines.serial import SerialEngine
 from asyncopt.engines.telemetry import Telemetry
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm, TrainingDiverged
+
+PLATEAU_PATIENCE = 2  # flat evaluations in a row before the step is halved
 
 
 @dataclasses.dataclass
@@ -105,14 +108,14 @@ def run_proxsgd(
 
 
 def _schedule_step(algo, settings, state, objective):
-    """The plateau rule: count evaluations that improved F by less than tol, halve the step on each."""
-    threshold = settings.tol if settings.tol is not None else 0.0
+    """Plateau rule. Halving: after PLATEAU_PATIENCE evaluations in a row that did not lower F below
+    the best so far (noise dominates progress), the step is halved. Stopping: evaluations that
+    improved the best F by less than `tol` (relative) are counted; n_iter_no_change in a row stop."""
     best = state["best"]
-    improved = best - objective > threshold * max(abs(best), 1e-12) if math.isfinite(best) else True
-    if improved:
-        state["flat"] = 0
-    else:
-        state["flat"] += 1
-        if settings.schedule == "plateau":
-            algo.eta *= 0.5
+    state["worse"] = 0 if objective < best else state.get("worse", 0) + 1
+    if settings.schedule == "plateau" and state["worse"] and state["worse"] % PLATEAU_PATIENCE == 0:
+        algo.eta *= 0.5
+    tol = settings.tol if settings.tol is not None else 0.0
+    flat = math.isfinite(best) and best - objective <= tol * max(abs(best), 1e-12)
+    state["flat"] = state["flat"] + 1 if flat else 0
     state["best"] = min(best, objective)

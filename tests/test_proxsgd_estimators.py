@@ -1,0 +1,180 @@
+"""ProxSGD estimators: agreement with exact solvers on real data, asynchrony, input errors."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+
+from asyncopt import ProxSGDClassifier, ProxSGDRegressor
+from asyncopt.proxsgd.prox import make_penalty
+from tests.conftest import require_data
+
+
+def l1_logistic_objective(X, y, coef, alpha):
+    z = np.where(y > 0, 1.0, -1.0) * (X @ coef)
+    return float(np.mean(np.logaddexp(0.0, -z)) + alpha * np.abs(coef).sum())
+
+
+@pytest.fixture(scope="module")
+def a9a():
+    require_data("a9a")
+    from asyncopt.datasets import load_a9a
+
+    return load_a9a()
+
+
+def test_a9a_l1_logistic_reaches_liblinear_optimum_within_1e_3(a9a):
+    X, y, X_test, y_test = a9a
+    alpha = 1e-4
+    # liblinear minimises ||w||_1 + C sum_i log(1 + exp(-y_i x_i.w)): the same problem as
+    # mean log-loss + alpha ||w||_1 when C = 1 / (alpha n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = LogisticRegression(
+            l1_ratio=1.0, solver="liblinear", C=1 / (alpha * X.shape[0]), tol=1e-8, max_iter=10_000, fit_intercept=False
+        ).fit(X, y)
+    f_star = l1_logistic_objective(X, y, ref.coef_.ravel(), alpha)
+    model = ProxSGDClassifier(
+        penalty="l1", alpha=alpha, fit_intercept=False, max_epochs=15, tol=None, evals_per_epoch=2, random_state=0
+    ).fit(X, y)
+    f = l1_logistic_objective(X, y, model.coef_.ravel(), alpha)
+    assert abs(f - model.history_[-1]["objective"]) < 1e-9  # the history measures the returned model
+    assert (f - f_star) / f_star < 1e-3
+    assert f > f_star - 1e-6  # and liblinear's optimum is not beaten (it is the optimum)
+    assert model.score(X_test, y_test) > 0.84
+
+
+def test_two_async_workers_agree_with_serial_on_a9a(a9a):
+    X, y, X_test, y_test = a9a
+    common = dict(
+        penalty="l1", alpha=1e-4, fit_intercept=False, max_epochs=15, evals_per_epoch=2, tol=None, random_state=0
+    )
+    serial = ProxSGDClassifier(**common).fit(X, y)
+    threads = ProxSGDClassifier(backend="threads", n_workers=2, threads_per_worker=1, **common).fit(X, y)
+    f_serial, f_threads = serial.history_[-1]["objective"], threads.history_[-1]["objective"]
+    assert abs(f_threads - f_serial) / f_serial < 3e-3
+    assert threads.telemetry_["updates"] == serial.telemetry_["updates"]
+    assert threads.telemetry_["staleness"]["max"] >= 1  # the run really was asynchronous
+    assert abs(threads.score(X_test, y_test) - serial.score(X_test, y_test)) < 0.01
+
+
+def test_processes_backend_agrees_with_serial_on_small_sparse_data():
+    rng = np.random.default_rng(0)
+    X = sp.random(600, 50, density=0.1, random_state=0, format="csr")
+    w = rng.normal(size=50) * (rng.random(50) < 0.3)
+    y = np.where(X @ w + 0.05 * rng.normal(size=600) > 0, 1, 0)
+    common = dict(penalty="l1", alpha=1e-3, max_epochs=20, tol=None, n_blocks=2, random_state=0)
+    serial = ProxSGDClassifier(**common).fit(X, y)
+    procs = ProxSGDClassifier(backend="processes", n_workers=2, threads_per_worker=1, **common).fit(X, y)
+    assert abs(procs.history_[-1]["objective"] - serial.history_[-1]["objective"]) < 0.02
+
+
+@pytest.mark.parametrize("push", ["block", "full"])
+def test_sparse_and_dense_input_give_the_same_model(push):
+    rng = np.random.default_rng(1)
+    X = sp.random(300, 40, density=0.2, random_state=1, format="csc")
+    y = X @ rng.normal(size=40) + 0.1
+    kw = dict(penalty="elasticnet", alpha=1e-3, n_blocks=3, push=push, max_epochs=5, random_state=0)
+    a = ProxSGDRegressor(**kw).fit(X, y)
+    b = ProxSGDRegressor(**kw).fit(X.toarray(), y)
+    np.testing.assert_allclose(a.coef_, b.coef_, atol=1e-10)
+    np.testing.assert_allclose(a.intercept_, b.intercept_, atol=1e-10)
+
+
+def test_group_l1_zeroes_whole_groups_and_keeps_coefficients_in_feature_order():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 9))
+    y = X[:, 4] - X[:, 7] + 0.01 * rng.normal(size=400)
+    groups = [0, 1, 2, 0, 1, 2, 0, 1, 2]  # feature 4 and 7 are both in group 1
+    model = ProxSGDRegressor(penalty="group_l1", alpha=0.05, groups=groups, n_blocks=2, max_epochs=40, random_state=0)
+    model.fit(X, y)
+    norms = [np.linalg.norm(model.coef_[np.array(groups) == g]) for g in range(3)]
+    assert norms[0] == 0 and norms[2] == 0 and norms[1] > 0.5
+    assert model.coef_[4] > 0.5 and model.coef_[7] < -0.5
+
+
+def test_multiclass_ovr_and_multinomial_learn_digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    for multi_class in ("ovr", "multinomial"):
+        clf = ProxSGDClassifier(multi_class=multi_class, alpha=1e-4, max_epochs=20, random_state=0)
+        clf.fit(X[:1200], y[:1200])
+        assert clf.coef_.shape == (10, 64)
+        assert clf.score(X[1200:], y[1200:]) > 0.88  # scikit-learn's exact multinomial fit: 0.925
+        np.testing.assert_allclose(clf.predict_proba(X[:5]).sum(1), 1.0)
+
+
+def test_history_records_the_measures_and_callback_can_stop():
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(200, 5)), rng.integers(0, 2, 200)
+    seen = []
+    model = ProxSGDClassifier(
+        penalty="l1", max_epochs=10, tol=None, callback=lambda e: seen.append(e) or len(seen) == 3
+    )
+    model.fit(X, y)
+    assert len(model.history_) == 3
+    entry = model.history_[-1]
+    for key in ("objective", "grad_mapping_sq", "nnz", "seconds", "samples", "staleness_mean", "step_size"):
+        assert key in entry
+    assert entry["samples"] == 3 * 200
+    assert model.telemetry_["updates"] == model.t_
+
+
+def test_positive_constraint_and_box():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 6))
+    y = X @ np.array([1.0, -1.0, 2.0, -2.0, 0.5, 0.0])
+    pos = ProxSGDRegressor(penalty="l1", alpha=1e-3, positive=True, max_epochs=20, random_state=0).fit(X, y)
+    assert (pos.coef_ >= 0).all() and pos.coef_[2] > 1
+    box = ProxSGDRegressor(penalty="box", bounds=(-0.5, 0.5), max_epochs=20, random_state=0).fit(X, y)
+    assert box.coef_.max() <= 0.5 and box.coef_.min() >= -0.5
+    assert box.coef_[2] == pytest.approx(0.5) and box.coef_[3] == pytest.approx(-0.5)
+
+
+# -- bad input -----------------------------------------------------------------------------
+def test_one_class_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least two classes"):
+        ProxSGDClassifier().fit(np.ones((5, 2)), np.zeros(5))
+
+
+def test_negative_alpha_is_a_clear_error():
+    with pytest.raises(ValueError, match="'alpha' parameter"):
+        ProxSGDClassifier(alpha=-1.0).fit(np.ones((5, 2)), [0, 1, 0, 1, 0])
+
+
+def test_groups_that_do_not_cover_the_features_are_a_clear_error():
+    X, y = np.random.default_rng(0).normal(size=(20, 5)), np.arange(20.0)
+    with pytest.raises(ValueError, match="do not cover the features: 2 feature"):
+        ProxSGDRegressor(penalty="group_l1", groups=[[0, 1], [2]]).fit(X, y)
+    with pytest.raises(ValueError, match="one group label per feature"):
+        ProxSGDRegressor(penalty="group_l1", groups=[0, 0, 1]).fit(X, y)
+    with pytest.raises(ValueError, match="overlap"):
+        ProxSGDRegressor(penalty="group_l1", groups=[[0, 1, 2], [2, 3, 4]]).fit(X, y)
+    with pytest.raises(ValueError, match="needs groups"):
+        ProxSGDRegressor(penalty="group_l1").fit(X, y)
+
+
+def test_sparse_matrix_with_explicit_nan_is_a_clear_error():
+    X = sp.csr_matrix(np.eye(4))
+    X.data[1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ProxSGDClassifier().fit(X, [0, 1, 0, 1])
+
+
+def test_non_classification_loss_and_multinomial_hinge_are_clear_errors():
+    X, y = np.random.default_rng(0).normal(size=(30, 3)), np.arange(30) % 3
+    with pytest.raises(ValueError, match="multinomial' needs loss='logistic'"):
+        ProxSGDClassifier(loss="smoothed_hinge", multi_class="multinomial").fit(X, y)
+    with pytest.raises(ValueError, match="not a classification loss"):
+        ProxSGDClassifier(loss="huber").fit(X, y)
+    with pytest.raises(ValueError, match="loss='squared'"):
+        ProxSGDRegressor(loss="logistic").fit(X, y.astype(float))
+
+
+def test_box_with_inverted_bounds_is_a_clear_error():
+    with pytest.raises(ValueError, match="lower bound"):
+        make_penalty("box", bounds=(1.0, -1.0))

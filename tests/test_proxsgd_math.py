@@ -1,0 +1,127 @@
+"""The pure pieces of AsyB-ProxSGD: prox operators against scalar references, loss gradients."""
+
+import numpy as np
+import pytest
+import scipy.optimize
+import torch
+
+from asyncopt.proxsgd.data import LinearData
+from asyncopt.proxsgd.losses import LOSSES, NonconvexRegularizer
+from asyncopt.proxsgd.problem import LinearProblem, block_bounds
+from asyncopt.proxsgd.prox import make_penalty
+
+
+def scalar_prox(h, v, eta):
+    """argmin_u h(u) + (u - v)^2 / (2 eta) by a bounded scalar search (the reference)."""
+    result = scipy.optimize.minimize_scalar(
+        lambda u: h(u) + (u - v) ** 2 / (2 * eta), bounds=(-abs(v) - 10, abs(v) + 10), method="bounded",
+        options={"xatol": 1e-12},
+    )  # fmt: skip
+    candidates = [result.x, 0.0]  # the kink at 0 is where bounded searches are least precise
+    return min(candidates, key=lambda u: h(u) + (u - v) ** 2 / (2 * eta))
+
+
+SCALAR_PENALTIES = {
+    "l1": (dict(alpha=0.7), lambda u: 0.7 * abs(u)),
+    "l2": (dict(alpha=0.7), lambda u: 0.35 * u * u),
+    "elasticnet": (dict(alpha=0.7, l1_ratio=0.3), lambda u: 0.7 * (0.3 * abs(u) + 0.35 * u * u)),
+    "box": (dict(bounds=(-0.5, 0.25)), lambda u: 0.0 if -0.5 <= u <= 0.25 else 1e6 * (1 + abs(u))),
+    "none": ({}, lambda u: 0.0),
+}
+
+
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize("name", sorted(SCALAR_PENALTIES))
+def test_prox_matches_scalar_reference(name, positive):
+    kwargs, h = SCALAR_PENALTIES[name]
+    penalty = make_penalty(name, positive=positive, **kwargs)
+    h_pos = (lambda u: h(u) if u >= 0 else 1e6 * (1 + abs(u))) if positive else h
+    values = np.array([-3.0, -0.9, -0.2, -0.05, 0.0, 0.04, 0.3, 0.69, 2.5])
+    for eta in (0.1, 1.0, 2.0):
+        v = torch.tensor(values, dtype=torch.float64).reshape(-1, 1)
+        penalty.prox(v, eta, 0, len(values))
+        expected = [scalar_prox(h_pos, x, eta) for x in values]
+        np.testing.assert_allclose(v[:, 0].numpy(), expected, atol=1e-6)
+
+
+def test_group_l1_prox_matches_a_numerical_minimizer_and_acts_per_block():
+    groups = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3])
+    penalty = make_penalty("group_l1", alpha=0.4, group_of_row=groups)
+    rng = np.random.default_rng(0)
+    V = rng.normal(size=(8, 2))
+    eta = 0.8
+    out = torch.tensor(V)
+    # apply per block, as servers do: blocks [0, 5) and [5, 8) hold whole groups
+    penalty.prox(out[:5], eta, 0, 5)
+    penalty.prox(out[5:], eta, 5, 8)
+    weights = np.sqrt(np.bincount(groups.numpy()))
+
+    def objective(u):
+        U = u.reshape(8, 2)
+        norms = np.array([np.linalg.norm(U[groups.numpy() == g]) for g in range(4)])
+        return 0.4 * (weights * norms).sum() + ((U - V) ** 2).sum() / (2 * eta)
+
+    ref = scipy.optimize.minimize(objective, V.ravel(), method="Powell", options={"xtol": 1e-10, "ftol": 1e-14})
+    assert objective(out.numpy().ravel()) <= ref.fun + 1e-9  # the closed form is at least as good
+    # group 2 (a single small row) is shrunk to exactly zero, group 0 only scaled
+    np.testing.assert_allclose(np.linalg.norm(V[:3]) - np.linalg.norm(out[:3].numpy()), eta * 0.4 * weights[0])
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_loss_derivative_passes_check_grad(name):
+    loss = LOSSES[name]
+    rng = np.random.default_rng(1)
+    k = 3 if loss.labels == "onehot" else 1
+    if loss.labels == "binary":
+        y = rng.choice([-1.0, 1.0], size=(6, k))
+    elif loss.labels == "onehot":
+        y = np.eye(k)[rng.integers(0, k, size=6)]
+    else:
+        y = rng.normal(size=(6, k))
+    Y = torch.tensor(y)
+
+    def f(z):
+        return float(loss.value(torch.tensor(z.reshape(6, k)), Y).sum())
+
+    def g(z):
+        return loss.derivative(torch.tensor(z.reshape(6, k)), Y).numpy().ravel()
+
+    for z0 in (rng.normal(size=6 * k), 3 * rng.normal(size=6 * k)):
+        assert scipy.optimize.check_grad(f, g, z0) < 1e-5
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("loss_name", ["logistic", "sigmoid", "squared", "multinomial"])
+def test_full_gradient_passes_check_grad(loss_name, sparse):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(2)
+    n, d = 40, 7
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5)
+    loss = LOSSES[loss_name]
+    k = 3 if loss.labels == "onehot" else 1
+    y = (
+        rng.choice([-1.0, 1.0], size=(n, 1))
+        if loss.labels == "binary"
+        else (np.eye(k)[rng.integers(0, k, n)] if loss.labels == "onehot" else rng.normal(size=(n, 1)))
+    )
+    data = LinearData.from_array(sp.csr_matrix(X) if sparse else X, y)
+    problem = LinearProblem(data, loss, make_penalty("none"), NonconvexRegularizer(0.3), True, block_bounds(d, 2))
+
+    def f(w):
+        value, _ = problem.smooth_value_and_gradient(torch.tensor(w.reshape(d + 1, k)))
+        return value
+
+    def g(w):
+        _, grad = problem.smooth_value_and_gradient(torch.tensor(w.reshape(d + 1, k)))
+        return grad.numpy().ravel()
+
+    assert scipy.optimize.check_grad(f, g, rng.normal(size=(d + 1) * k)) < 1e-6
+
+
+def test_block_bounds_never_cut_a_group():
+    groups = np.repeat(np.arange(6), [5, 1, 1, 8, 2, 3])
+    bounds = block_bounds(len(groups), 4, groups)
+    starts = set(np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]).tolist()) | {len(groups)}
+    assert set(bounds.tolist()) <= starts
+    assert bounds[0] == 0 and bounds[-1] == len(groups)

@@ -125,3 +125,35 @@ def test_block_bounds_never_cut_a_group():
     starts = set(np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]).tolist()) | {len(groups)}
     assert set(bounds.tolist()) <= starts
     assert bounds[0] == 0 and bounds[-1] == len(groups)
+
+
+@pytest.mark.parametrize("push", ["block", "full"])
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("penalty_name", ["l1", "elasticnet"])
+def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_name):
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(5)
+    n, d = 60, 11
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4)
+    y = rng.choice([-1.0, 1.0], size=(n, 1))
+    data = LinearData.from_array(sp.csr_matrix(X) if sparse else X, y)
+    problem = LinearProblem(
+        data, LOSSES["logistic"], make_penalty(penalty_name, 0.05), NonconvexRegularizer(0.0), True, block_bounds(d, 3)
+    )
+    results = []
+    for compiled in (True, False):
+        algo = ProxSGDAlgorithm(problem, 8, 0.7, push, use_compiled=compiled)
+        params = algo.init_params()
+        params += torch.tensor(rng.normal(size=params.shape)) if not results else 0
+        if results:
+            params.copy_(results[0][1])
+        start = params.clone()
+        for key in range(6):
+            batch = torch.as_tensor(np.random.default_rng(key).choice(n, 8, replace=False))
+            algo.apply(params, algo.compute(params, batch, 1.0, key), 0)
+        results.append((params.clone(), start))
+    np.testing.assert_allclose(results[0][0].numpy(), results[1][0].numpy(), rtol=1e-12, atol=1e-12)
+    assert not torch.equal(results[0][0], results[0][1])  # the steps moved the parameters

@@ -26,6 +26,7 @@ def make_engine(
     inconsistent_reads: bool = False,
     synchronous: bool = False,
     devices=None,
+    servers_in_workers: bool = False,
 ):
     """The engine for an estimator's `backend` parameter."""
     if backend == "serial":
@@ -37,5 +38,6 @@ def make_engine(
             threads_per_worker=threads_per_worker,
             synchronous=synchronous,
             devices=list(devices) if devices is not None else None,
+            servers_in_workers=servers_in_workers,
         )
     raise ValueError(f"backend={backend!r} must be 'serial', 'threads' or 'processes'")

@@ -21,6 +21,7 @@ class Telemetry:
     n_workers: int
     staleness: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     workers: list[WorkerStats] = dataclasses.field(default_factory=list)
+    startup_seconds: float = 0.0  # starting the workers (spawned processes import torch), inside fit's time
 
     def __post_init__(self):
         if not self.workers:
@@ -56,4 +57,5 @@ class Telemetry:
             "staleness_histogram": dict(sorted(self.staleness.items())),
             "staleness": self.staleness_summary(),
             "workers": [dataclasses.asdict(w) for w in self.workers],
+            "startup_seconds": self.startup_seconds,
         }

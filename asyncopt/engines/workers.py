@@ -63,16 +63,39 @@ class _Replica:
             self.value += 1
 
 
-def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, to_numpy, replica=None):
-    """Body of one worker (thread or process): take a batch, read params, compute, push.
+def _apply_here(algo, params, update, read_version, version, locks):
+    """The parameter server's rule run in the worker: under the locks of the blocks the update touches
+    (taken in order, so updates of one block are serialized as a server's inbox would), and the
+    version counter's lock for the staleness. Returns the staleness."""
+    keys = algo.lock_keys(update)
+    for k in keys:
+        locks[k].acquire()
+    try:
+        with locks[-1]:
+            staleness = version.value - read_version
+        algo.apply(params, update, staleness)
+        with locks[-1]:
+            version.value += 1
+    finally:
+        for k in reversed(keys):
+            locks[k].release()
+    return staleness
+
+
+def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, to_numpy, replica=None, locks=None):
+    """Body of one worker (thread or process): take a task of batches, read params, compute, push.
 
     With a `replica` the worker reads its own copy, first applying the deltas the server sent.
+    With `locks` (servers in the workers) the worker applies its own updates to the shared parameters
+    and sends back only their staleness.
     """
     try:
         if threads:
             torch.set_num_threads(threads)
         if replica is not None:
             algo, params, version = replica.algo, replica.params, replica
+        if hasattr(algo, "prepare"):  # e.g. load compiled kernels before the clock of the first task
+            algo.prepare()
         results.put(("ready", worker))
         while True:
             t0 = time.perf_counter()
@@ -84,8 +107,18 @@ def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, t
                 continue
             if task is None:
                 return
-            batch, scale, key = task
             t1 = time.perf_counter()
+            if locks is not None:
+                stalenesses, samples = [], 0
+                for batch, scale, key in task:
+                    read_version = version.value
+                    update = algo.compute(params, torch.as_tensor(batch), scale, key)
+                    algo.check(update, -1, -1)
+                    stalenesses.append(_apply_here(algo, params, update, read_version, version, locks))
+                    samples += len(batch)
+                results.put(("applied", worker, stalenesses, samples, time.perf_counter() - t1, t1 - t0))
+                continue
+            (batch, scale, key) = task[0]
             if replica is not None:
                 replica.catch_up()
             read_version = version.value
@@ -96,9 +129,9 @@ def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, t
         results.put(("error", worker, traceback.format_exc()))
 
 
-def _process_main(worker, algo, params, version, tasks, results, stop, threads):
+def _process_main(worker, algo, params, version, tasks, results, stop, threads, locks):
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    _worker_loop(worker, algo, params, version, tasks, results, stop, threads, True)
+    _worker_loop(worker, algo, params, version, tasks, results, stop, threads, True, None, locks)
 
 
 @dataclasses.dataclass
@@ -109,6 +142,10 @@ class WorkerEngine:
     synchronous: bool = False
     devices: list | None = None  # threads only: one worker per torch device, each with a replica
     timeout: float = 300.0  # longest wait for any one update before the run is declared hung
+    # servers in the workers: each worker applies its own updates under per-block locks (algorithms
+    # with `lock_keys`), and tasks carry `task_batches` batches, so the coordinator only schedules
+    servers_in_workers: bool = False
+    task_batches: int = 8
 
     def __post_init__(self):
         if self.backend not in ("threads", "processes"):
@@ -121,6 +158,8 @@ class WorkerEngine:
             self.n_workers = len(self.devices)
         if self.threads_per_worker is None:
             self.threads_per_worker = max(1, (os.cpu_count() or 1) // self.n_workers)
+        if self.servers_in_workers and (self.synchronous or self.devices is not None):
+            raise ValueError("servers_in_workers needs asynchronous workers on one shared parameter store")
 
     # -- workers -------------------------------------------------------------------------
     def _start(self, algo, params):
@@ -134,6 +173,7 @@ class WorkerEngine:
                 if self.devices is not None
                 else [None] * self.n_workers
             )
+            self._locks = [threading.Lock() for _ in range(algo.n_locks + 1)] if self.servers_in_workers else None
             self._workers = [
                 threading.Thread(
                     target=_worker_loop,
@@ -148,6 +188,7 @@ class WorkerEngine:
                         self.threads_per_worker,
                         False,
                         self._replicas[i],
+                        self._locks,
                     ),
                     daemon=True,
                     name=f"asyncopt-worker-{i}",
@@ -163,6 +204,7 @@ class WorkerEngine:
             self._replicas = [None] * self.n_workers
             self._version = ctx.Value("q", 0, lock=False)
             self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+            self._locks = [ctx.Lock() for _ in range(algo.n_locks + 1)] if self.servers_in_workers else None
             self._workers = [
                 ctx.Process(
                     target=_process_main,
@@ -175,6 +217,7 @@ class WorkerEngine:
                         self._results,
                         self._stop,
                         self.threads_per_worker,
+                        self._locks,
                     ),
                     daemon=True,
                     name=f"asyncopt-worker-{i}",
@@ -258,7 +301,9 @@ class WorkerEngine:
         stopping = False
         self._workers = []
         try:
+            t0 = time.perf_counter()
             self._start(algo, params)
+            telemetry.startup_seconds = time.perf_counter() - t0
             while True:
                 if in_flight == 0:
                     if stopping or stream.issued == eval_at[next_eval]:
@@ -267,12 +312,19 @@ class WorkerEngine:
                         if monitor(params, applied, steps) or stopping or next_eval == len(eval_at):
                             break
                     for _ in range(self.n_workers):  # fill every worker (a full round when synchronous)
-                        if stream.issued < eval_at[next_eval]:
-                            batch, key = stream.next(eval_at[next_eval] - stream.issued)
-                            self._tasks.put((batch, len(batch) / round_batch, key))
-                            in_flight += 1
+                        in_flight += self._send_task(stream, eval_at[next_eval], round_batch)
                     continue
                 pending = [self._next_result() for _ in range(in_flight if self.synchronous else 1)]
+                if pending[0][0] == "applied":  # the worker applied its updates itself
+                    _, worker, stalenesses, n, compute, wait = pending[0]
+                    for staleness in stalenesses:
+                        telemetry.record(worker, staleness, n // len(stalenesses), compute / len(stalenesses), wait)
+                    applied += n
+                    steps += len(stalenesses)
+                    in_flight -= 1
+                    if progress is not None:
+                        progress.update(n)
+                    pending = []
                 for _, worker, read_version, payload, n, compute, wait in pending:
                     update = algo.update_from_numpy(payload) if self.backend == "processes" else payload
                     if self.devices is not None:
@@ -295,10 +347,18 @@ class WorkerEngine:
                     self._version.value += 1
                 if time_limit is not None and monitor.training_seconds() >= time_limit:
                     stopping = True
-                if not self.synchronous and not stopping and stream.issued < eval_at[next_eval]:
-                    batch, key = stream.next(eval_at[next_eval] - stream.issued)
-                    self._tasks.put((batch, len(batch) / round_batch, key))
-                    in_flight += 1
+                if not self.synchronous and not stopping:
+                    in_flight += self._send_task(stream, eval_at[next_eval], round_batch)
         finally:
             self._shutdown()
         return params, telemetry
+
+    def _send_task(self, stream: BatchStream, until: int, round_batch: int) -> int:
+        """Queue one task (a list of batches, none crossing the evaluation point `until`); returns 1 if sent."""
+        task = []
+        while stream.issued < until and len(task) < (self.task_batches if self.servers_in_workers else 1):
+            batch, key = stream.next(until - stream.issued)
+            task.append((batch, len(batch) / round_batch, key))
+        if task:
+            self._tasks.put(task)
+        return 1 if task else 0

@@ -202,6 +202,7 @@ class _ProxSGDBase(BaseEstimator):
         # the delay the automatic step is coupled to: the simulated bound, or the other workers' updates in flight
         tau = (0 if self.synchronous else workers - 1) if parallel else self.max_delay
         algo = ProxSGDAlgorithm(problem, N, eta, self.push, float(tau), self.delay_adaptive)
+        algo.prepare()
         self.n_blocks_ = len(bounds) - 1
         self.batch_size_, self.step_size_ = N, eta
         self.smoothness_ = {"top_eigenvalue": smoothness.top_eigenvalue, "max_row_sq_norm": smoothness.max_row_sq_norm}
@@ -226,6 +227,7 @@ class _ProxSGDBase(BaseEstimator):
             self.delay,
             self.inconsistent_reads,
             self.synchronous,
+            servers_in_workers=parallel and not self.synchronous,
         )
         if parallel and (self.max_delay or self.inconsistent_reads):
             raise ValueError("max_delay and inconsistent_reads simulate delays with backend='serial' only")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from asyncopt.proxsgd.problem import LinearProblem
+from asyncopt.proxsgd.prox import L1
 from asyncopt.proxsgd.stepsize import delay_factor
 
 
@@ -34,7 +35,7 @@ class BlockUpdate:
     values: torch.Tensor  # (len(index), k) entries, or the dense block gradient (hi - lo, k)
     intercept: torch.Tensor | None  # (k,) gradient of the intercept
     weight: float  # multiplies the server's step (1, or 1/P for a synchronous round)
-    loss_sum: float  # summed minibatch loss at the read parameters (divergence check)
+    loss_sum: float  # sum of the minibatch margins at the read parameters (finite unless diverged)
 
 
 @dataclasses.dataclass
@@ -45,10 +46,32 @@ class ProxSGDAlgorithm:
     push: str = "block"  # "block" (AsyB-ProxSGD) or "full" (Asyn-ProxSGD)
     delay: float = 0.0  # the delay bound the step is coupled to (ignored when delay_adaptive)
     delay_adaptive: bool = False
+    use_compiled: bool = True  # numba kernels for the worker step when the data is on the CPU
+
+    def __post_init__(self):
+        # the servers' step lives in a one-element tensor: shared with worker processes that apply
+        # updates themselves, so the plateau schedule's changes reach them
+        self._eta = torch.tensor([float(self.eta)], dtype=torch.float64)
 
     @property
     def n_samples(self) -> int:
         return self.problem.data.n
+
+    @property
+    def n_locks(self) -> int:
+        return self.problem.n_blocks
+
+    def lock_keys(self, update: BlockUpdate) -> list[int]:
+        """The servers (blocks) an update goes to: its block, or all of them for a full push."""
+        return [update.block] if update.block >= 0 else list(range(self.problem.n_blocks))
+
+    @property
+    def step(self) -> float:
+        return float(self._eta[0])
+
+    @step.setter
+    def step(self, value: float) -> None:
+        self._eta[0] = value
 
     def init_params(self) -> torch.Tensor:
         return self.problem.init_params()
@@ -56,25 +79,84 @@ class ProxSGDAlgorithm:
     def step_at(self, staleness: float) -> float:
         tau = staleness if self.delay_adaptive else self.delay
         blocks = self.problem.n_blocks if self.push == "block" else 1
-        return self.eta * delay_factor(tau, blocks)
+        return self.step * delay_factor(tau, blocks)
 
     # -- worker --------------------------------------------------------------------------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_views", None)  # numpy views of the (shared) tensors: rebuilt where unpickled
+        return state
+
+    def _block_range(self, key: int) -> tuple[int, int, int]:
+        problem = self.problem
+        if self.push == "block":
+            j = int(key % problem.n_blocks)
+            return j, int(problem.bounds[j]), int(problem.bounds[j + 1])
+        return -1, 0, problem.data.d
+
+    @property
+    def fast(self) -> bool:
+        """Compiled CPU kernels (fast.py) for the worker step; the torch code is the reference."""
+        return self.use_compiled and self.problem.data.device.type == "cpu"
+
     def compute(self, params: torch.Tensor, batch: torch.Tensor, scale: float, key: int = 0) -> BlockUpdate:
+        if self.fast:
+            return self._compute_compiled(params, batch, scale, key)
         problem, data = self.problem, self.problem.data
         mb = data.minibatch(batch)
         D, loss_sum = problem.batch_loss_derivative(mb, params)
         D /= mb.size
-        if self.push == "block":
-            j = int(key % problem.n_blocks)
-            lo, hi = int(problem.bounds[j]), int(problem.bounds[j + 1])
-        else:
-            j, lo, hi = -1, 0, data.d
+        j, lo, hi = self._block_range(key)
         if data.sparse:
             mask = (mb.cols >= lo) & (mb.cols < hi) if j >= 0 else slice(None)
             index = mb.cols[mask]
             values = mb.vals[mask].unsqueeze(1) * D[mb.local_row[mask]]
         else:
             index, values = None, mb.dense[:, lo:hi].T @ D
+        return self._finish(params, j, lo, hi, index, values, D, loss_sum, scale, mb.size)
+
+    def _compute_compiled(self, params, batch, scale, key) -> BlockUpdate:
+        from asyncopt.proxsgd import fast
+
+        problem, data = self.problem, self.problem.data
+        v = self._numpy_views()
+        rows = batch.numpy().astype(np.int64, copy=False)
+        P = params.numpy()
+        d = data.d
+        if data.sparse:
+            Z = fast.csr_batch_margins(v["indptr"], v["indices"], v["values"], rows, P[:d])
+        else:
+            Xb = v["dense"][rows]
+            Z = Xb @ P[:d]
+        Z += P[d]
+        z, y = torch.from_numpy(Z), torch.from_numpy(v["Y"][rows])
+        D = problem.loss.derivative(z, y) / len(rows)
+        loss_sum = float(Z.sum())  # only its finiteness is used
+        j, lo, hi = self._block_range(key)
+        if data.sparse:
+            index, values = fast.csr_block_gradient(v["indptr"], v["indices"], v["values"], rows, D.numpy(), lo, hi)
+            index, values = torch.from_numpy(index), torch.from_numpy(values)
+        else:
+            index, values = None, torch.from_numpy(Xb[:, lo:hi].T @ D.numpy())
+        return self._finish(params, j, lo, hi, index, values, D, loss_sum, scale, len(rows))
+
+    def prepare(self) -> None:
+        """Load (or compile) the kernels now, in the setup or a worker's start, not in the timed steps."""
+        if self.fast:
+            params = self.init_params()
+            self.apply(params, self.compute(params, torch.zeros(1, dtype=torch.int64), 1.0, 0), 0)
+
+    def _numpy_views(self) -> dict:
+        views = getattr(self, "_views", None)
+        if views is None:
+            data = self.problem.data
+            names = ("Y", "dense", "indptr", "indices", "values")
+            views = {n: getattr(data, n).numpy() for n in names if getattr(data, n) is not None}
+            self._views = views
+        return views
+
+    def _finish(self, params, j, lo, hi, index, values, D, loss_sum, scale, size) -> BlockUpdate:
+        problem = self.problem
         if problem.regularizer.strength:  # its gradient is dense on the block
             dense = torch.zeros(hi - lo, D.shape[1], dtype=D.dtype, device=D.device)
             if index is None:
@@ -83,7 +165,7 @@ class ProxSGDAlgorithm:
                 dense.index_add_(0, index - lo, values)
             index, values = None, dense + problem.regularizer.gradient(params[lo:hi])
         intercept = D.sum(0) if problem.fit_intercept else None
-        weight = scale * self.batch_size / mb.size
+        weight = scale * self.batch_size / size
         return BlockUpdate(j, index, values, intercept, weight, loss_sum)
 
     # -- parameter server ----------------------------------------------------------------
@@ -94,22 +176,41 @@ class ProxSGDAlgorithm:
             lo, hi = int(problem.bounds[update.block]), int(problem.bounds[update.block + 1])
         else:
             lo, hi = 0, problem.data.d
-        if update.index is None:
-            params[lo:hi].sub_(update.values, alpha=eta)
+        if self.fast:
+            self._apply_compiled(params, update, eta, lo, hi)
         else:
-            params.index_add_(0, update.index, update.values, alpha=-eta)
-        if update.block >= 0:
-            problem.penalty.prox(params[lo:hi], eta, lo, hi)
-        else:
-            problem.prox_all(params, eta)
+            if update.index is None:
+                params[lo:hi].sub_(update.values, alpha=eta)
+            else:
+                params.index_add_(0, update.index, update.values, alpha=-eta)
+            if update.block >= 0:
+                problem.penalty.prox(params[lo:hi], eta, lo, hi)
+            else:
+                problem.prox_all(params, eta)
         if update.intercept is not None:
             params[problem.data.d].sub_(update.intercept, alpha=eta)
+
+    def _apply_compiled(self, params, update, eta, lo, hi) -> None:
+        from asyncopt.proxsgd import fast
+
+        P = params.numpy()
+        if update.index is None:
+            P[lo:hi] -= eta * update.values.numpy()
+        else:
+            fast.scatter_add(P, update.index.numpy(), update.values.numpy(), -eta)
+        penalty = self.problem.penalty
+        if type(penalty) is L1:
+            fast.soft_threshold(P[lo:hi], eta * penalty.alpha, penalty.positive)
+        elif update.block >= 0:
+            penalty.prox(params[lo:hi], eta, lo, hi)
+        else:
+            self.problem.prox_all(params, eta)
 
     def check(self, update: BlockUpdate, step: int, samples: int) -> None:
         if not math.isfinite(update.loss_sum):
             raise TrainingDiverged(
-                f"training diverged at step {step} (sample {samples}): the minibatch loss became non-finite. "
-                f"Lower step_size (now {self.eta:.4g}) or use a smaller learning rate with max_delay / more workers"
+                f"training diverged at step {step} (sample {samples}): the minibatch margins became non-finite. "
+                f"Lower step_size (now {self.step:.4g}) or use a smaller learning rate with max_delay / more workers"
             )
 
     # -- transport -------------------------------------------------------------------------
@@ -141,6 +242,7 @@ class ProxSGDAlgorithm:
     def share_memory(self) -> None:
         for t in self.problem.data.tensors():
             t.share_memory_()
+        self._eta.share_memory_()
 
 
 def _is_tensor(obj, field) -> bool:

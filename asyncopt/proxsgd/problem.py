@@ -52,11 +52,11 @@ class LinearProblem:
 
     # -- minibatch pieces (workers) --------------------------------------------------------
     def batch_loss_derivative(self, batch: MiniBatch, params: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """d loss / d margin on the batch (N x k), and the batch's summed loss (for divergence checks)."""
+        """d loss / d margin on the batch (N x k), and the sum of its margins (finite unless diverged)."""
         d = self.data.d
         z = self.data.batch_margins(batch, params[:d]) + params[d]
         y = self.data.Y[batch.rows]
-        return self.loss.derivative(z, y), float(self.loss.value(z, y).sum())
+        return self.loss.derivative(z, y), float(z.sum())
 
     # -- full-data measures (evaluation points) --------------------------------------------
     def smooth_value_and_gradient(self, params: torch.Tensor) -> tuple[float, torch.Tensor]:

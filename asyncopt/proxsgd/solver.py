@@ -68,7 +68,7 @@ def run_proxsgd(
 ) -> tuple[torch.Tensor, list[ProxHistoryEntry], Telemetry]:
     """Train from zero with `engine` (serial by default); returns (params, history, telemetry)."""
     n = algo.n_samples
-    eta_measure = algo.eta
+    eta_measure = algo.step
     state = {"best": math.inf, "flat": 0}
 
     def evaluate(params, samples, steps, seconds):
@@ -78,7 +78,7 @@ def run_proxsgd(
             epoch=samples / n,
             samples=samples,
             seconds=seconds,
-            step_size=algo.eta,
+            step_size=algo.step,
             steps=steps,
             staleness_mean=float(summary.get("mean", 0.0)),
             staleness_max=int(summary.get("max", 0)),
@@ -88,7 +88,7 @@ def run_proxsgd(
         if not math.isfinite(entry.objective):
             raise TrainingDiverged(
                 f"training diverged by epoch {entry.epoch:.2f}: the objective is non-finite. "
-                f"Lower step_size (now {algo.eta:.4g})"
+                f"Lower step_size (now {algo.step:.4g})"
             )
         _schedule_step(algo, settings, state, entry.objective)
         if progress is not None:
@@ -114,7 +114,7 @@ def _schedule_step(algo, settings, state, objective):
     best = state["best"]
     state["worse"] = 0 if objective < best else state.get("worse", 0) + 1
     if settings.schedule == "plateau" and state["worse"] and state["worse"] % PLATEAU_PATIENCE == 0:
-        algo.eta *= 0.5
+        algo.step *= 0.5
     tol = settings.tol if settings.tol is not None else 0.0
     flat = math.isfinite(best) and best - objective <= tol * max(abs(best), 1e-12)
     state["flat"] = state["flat"] + 1 if flat else 0

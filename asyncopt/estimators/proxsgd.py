@@ -303,10 +303,12 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     batch_size : int or "auto"
         Minibatch per update ("auto": 32).
     step_size : float or "auto"
-        eta_0. "auto": 1 / L_N, L_N the minibatch smoothness estimated by power iteration, times the
-        delay factor sin(pi / (2 (2 tau / M + 1))) for a delay tau (max_delay, or n_workers - 1).
+        eta_0. "auto": 1 / L_N, L_N the minibatch smoothness estimated by power iteration. A delay tau
+        (max_delay, or n_workers - 1) caps the step at eta_0 sin(pi / (2 (2 tau / M + 1))), the
+        stability bound of delayed gradient steps (M = n_blocks for push="block", 1 for "full").
     schedule : {"plateau", "constant"}
-        "plateau" halves the step whenever an evaluation improves the objective by less than tol.
+        "plateau" halves the step when the objective has not reached a new best for two evaluations
+        and at least one epoch (SGD noise dominates); "constant" keeps it.
     max_epochs : float
         Passes over the data at most.
     tol : float or None

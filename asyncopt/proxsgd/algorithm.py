@@ -77,9 +77,14 @@ class ProxSGDAlgorithm:
         return self.problem.init_params()
 
     def step_at(self, staleness: float) -> float:
+        """The server's step for an update read `staleness` updates ago.
+
+        The delay only caps the step (a stability bound): eta = min(eta_schedule, eta_0 * factor(tau)),
+        so once the schedule has lowered the step below the cap, delays cost nothing more.
+        """
         tau = staleness if self.delay_adaptive else self.delay
         blocks = self.problem.n_blocks if self.push == "block" else 1
-        return self.step * delay_factor(tau, blocks)
+        return min(self.step, self.eta * delay_factor(tau, blocks))
 
     # -- worker --------------------------------------------------------------------------
     def __getstate__(self):

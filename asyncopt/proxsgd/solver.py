@@ -2,8 +2,8 @@
 
 At every evaluation point (workers drained) the full objective F, the squared norm of the
 gradient mapping G (at the fixed step eta_0, so entries are comparable) and the non-zeros are
-measured. The "plateau" schedule halves the servers' step after two evaluations in a row that
-did not lower F below its best so far (noise dominates progress); training stops after
+measured. The "plateau" schedule halves the servers' step when F has not reached a new best for
+two evaluations and at least one epoch (noise dominates progress); training stops after
 `n_iter_no_change` evaluations in a row improved the best F by less than `tol` (relative; never
 when tol is None).
 """
@@ -22,7 +22,8 @@ from asyncopt.engines.serial import SerialEngine
 from asyncopt.engines.telemetry import Telemetry
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm, TrainingDiverged
 
-PLATEAU_PATIENCE = 2  # flat evaluations in a row before the step is halved
+PLATEAU_PATIENCE = 2  # evaluations without a new best before the step is halved (and >= 1 epoch)
+STEP_FLOOR = 2.0**-20  # the plateau schedule never takes the step below eta_0 times this
 
 
 @dataclasses.dataclass
@@ -108,13 +109,15 @@ def run_proxsgd(
 
 
 def _schedule_step(algo, settings, state, objective):
-    """Plateau rule. Halving: after PLATEAU_PATIENCE evaluations in a row that did not lower F below
-    the best so far (noise dominates progress), the step is halved. Stopping: evaluations that
-    improved the best F by less than `tol` (relative) are counted; n_iter_no_change in a row stop."""
+    """Plateau rule. Halving: when F has not reached a new best for `patience` evaluations (at least
+    two, and at least one epoch's worth) -- noise dominates progress -- the step is halved, down to
+    a floor of eta_0 / 2^20. Stopping: evaluations that improved the best F by less than `tol`
+    (relative) are counted; n_iter_no_change in a row stop."""
     best = state["best"]
     state["worse"] = 0 if objective < best else state.get("worse", 0) + 1
-    if settings.schedule == "plateau" and state["worse"] and state["worse"] % PLATEAU_PATIENCE == 0:
-        algo.step *= 0.5
+    patience = max(PLATEAU_PATIENCE, settings.evals_per_epoch)
+    if settings.schedule == "plateau" and state["worse"] and state["worse"] % patience == 0:
+        algo.step = max(0.5 * algo.step, algo.eta * STEP_FLOOR)
     tol = settings.tol if settings.tol is not None else 0.0
     flat = math.isfinite(best) and best - objective <= tol * max(abs(best), 1e-12)
     state["flat"] = state["flat"] + 1 if flat else 0

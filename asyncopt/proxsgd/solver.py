@@ -2,8 +2,9 @@
 
 At every evaluation point (workers drained) the full objective F, the squared norm of the
 gradient mapping G (at the fixed step eta_0, so entries are comparable) and the non-zeros are
-measured. The "plateau" schedule halves the servers' step when F has not reached a new best for
-two evaluations and at least one epoch (noise dominates progress); training stops after
+measured. The "plateau" schedule halves the servers' step when the mean of F over a window of
+evaluations (at least two, and one epoch) is no lower than over the previous window (noise
+dominates progress); training stops after
 `n_iter_no_change` evaluations in a row improved the best F by less than `tol` (relative; never
 when tol is None).
 """
@@ -22,7 +23,7 @@ from asyncopt.engines.serial import SerialEngine
 from asyncopt.engines.telemetry import Telemetry
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm, TrainingDiverged
 
-PLATEAU_PATIENCE = 2  # evaluations without a new best before the step is halved (and >= 1 epoch)
+PLATEAU_PATIENCE = 2  # evaluations per window of the plateau test (and at least one epoch)
 STEP_FLOOR = 2.0**-20  # the plateau schedule never takes the step below eta_0 times this
 
 
@@ -109,15 +110,23 @@ def run_proxsgd(
 
 
 def _schedule_step(algo, settings, state, objective):
-    """Plateau rule. Halving: when F has not reached a new best for `patience` evaluations (at least
-    two, and at least one epoch's worth) -- noise dominates progress -- the step is halved, down to
-    a floor of eta_0 / 2^20. Stopping: evaluations that improved the best F by less than `tol`
-    (relative) are counted; n_iter_no_change in a row stop."""
+    """Plateau rule. Halving: F is averaged over windows of W evaluations (W >= 2 and >= one epoch);
+    when a window's mean is no lower than the previous window's, noise dominates progress and the
+    step is halved (down to eta_0 / 2^20). Comparing window means, not single values, keeps slow but
+    steady progress (ill-conditioned problems) from being mistaken for a plateau.
+    Stopping: evaluations that improved the best F by less than `tol` (relative) are counted;
+    n_iter_no_change in a row stop."""
     best = state["best"]
-    state["worse"] = 0 if objective < best else state.get("worse", 0) + 1
-    patience = max(PLATEAU_PATIENCE, settings.evals_per_epoch)
-    if settings.schedule == "plateau" and state["worse"] and state["worse"] % patience == 0:
-        algo.step = max(0.5 * algo.step, algo.eta * STEP_FLOOR)
+    window = state.setdefault("window", [])
+    window.append(objective)
+    W = max(PLATEAU_PATIENCE, settings.evals_per_epoch)
+    if len(window) == W:
+        mean = sum(window) / W
+        previous = state.get("previous_mean", math.inf)
+        if settings.schedule == "plateau" and mean >= previous:
+            algo.step = max(0.5 * algo.step, algo.eta * STEP_FLOOR)
+        state["previous_mean"] = mean
+        window.clear()
     tol = settings.tol if settings.tol is not None else 0.0
     flat = math.isfinite(best) and best - objective <= tol * max(abs(best), 1e-12)
     state["flat"] = state["flat"] + 1 if flat else 0

@@ -60,6 +60,59 @@ def _demo(args) -> int:
     return 0
 
 
+def _sparse_demo(args) -> int:
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    from asyncopt import ProxSGDClassifier
+    from asyncopt.datasets import load_a9a, load_news20
+
+    if args.data == "breast_cancer":
+        X, y = load_breast_cancer(return_X_y=True)
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+        scaler = StandardScaler().fit(X_train)
+        X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+        name = "scikit-learn breast cancer (bundled with scikit-learn)"
+    else:
+        X_train, y_train, X_test, y_test = (load_a9a if args.data == "a9a" else load_news20)(args.data_path)
+        name = f"{args.data} (sparse, from the shared data folder)"
+    print(
+        f"AsyB-ProxSGD, L1 logistic regression on {name}: {X_train.shape[0]} train / {X_test.shape[0]} test, "
+        f"{X_train.shape[1]} features, alpha={args.alpha:g}, {args.workers} {args.backend} worker(s), "
+        f"{args.blocks} block(s)"
+    )
+    clf = ProxSGDClassifier(
+        penalty="l1",
+        alpha=args.alpha,
+        backend=args.backend,
+        n_workers=args.workers,
+        n_blocks=args.blocks,
+        max_epochs=args.epochs,
+        tol=None,
+        random_state=args.seed,
+        verbose=0 if args.quiet else 1,
+    )
+    t0 = time.perf_counter()
+    clf.fit(X_train, y_train)
+    wall = time.perf_counter() - t0
+    print(f"setup: batch={clf.batch_size_}  step eta_0={clf.step_size_:.4g}  blocks={clf.n_blocks_}")
+    print(f"{'epoch':>6} {'seconds':>8} {'objective':>10} {'||G||^2':>10} {'nnz':>6} {'step':>9}")
+    for h in clf.history_:
+        print(
+            f"{h['epoch']:6.2f} {h['seconds']:8.2f} {h['objective']:10.6f} {h['grad_mapping_sq']:10.3e} "
+            f"{h['nnz']:6d} {h['step_size']:9.3g}"
+        )
+    staleness = clf.telemetry_["staleness"]
+    print(
+        f"non-zeros {np.count_nonzero(clf.coef_)} of {clf.coef_.size}, train accuracy {clf.score(X_train, y_train):.4f}, "
+        f"test accuracy {clf.score(X_test, y_test):.4f}, staleness mean {staleness['mean']:.2f} "
+        f"max {staleness['max']}, wall {wall:.1f} s"
+    )
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="asyncopt", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -81,11 +134,28 @@ def main(argv=None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--plot", default=None, help="write a convergence plot (PNG) to this path")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    sparse = sub.add_parser(
+        "sparse-demo", help="train an L1 logistic regression by AsyB-ProxSGD and print its convergence"
+    )
+    sparse.add_argument(
+        "--data",
+        choices=["breast_cancer", "a9a", "news20"],
+        default="breast_cancer",
+        help="breast_cancer: bundled with scikit-learn (default); a9a, news20: from --data-path",
+    )
+    sparse.add_argument("--data-path", default=None, help="folder with a9a/ and news20/ (default ../shared/data)")
+    sparse.add_argument("--alpha", type=float, default=1e-3)
+    sparse.add_argument("--epochs", type=float, default=10)
+    sparse.add_argument("--backend", default="serial", choices=["serial", "threads", "processes"])
+    sparse.add_argument("--workers", type=int, default=1)
+    sparse.add_argument("--blocks", type=int, default=1)
+    sparse.add_argument("--seed", type=int, default=0)
+    sparse.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["demo", *(argv or [])])
     try:
-        return _demo(args)
+        return _sparse_demo(args) if args.command == "sparse-demo" else _demo(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"asyncopt: error: {exc}", file=sys.stderr)
         return 2

@@ -70,9 +70,11 @@ def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs):
     startup = model.telemetry_["startup_seconds"]
     curve = [(h["seconds"] - startup, h["objective"]) for h in model.history_]
     staleness = model.telemetry_["staleness"]
+    last = model.history_[-1]
+    rate = last["samples"] / max(last["seconds"] - startup, 1e-9)
     extra = (
-        f"epochs {model.history_[-1]['epoch']:.1f}, staleness mean {staleness['mean']:.2f} max {staleness['max']}, "
-        f"worker start {startup:.1f} s (not in the times)"
+        f"{rate:,.0f} samples/s, epochs {last['epoch']:.1f}, staleness mean {staleness['mean']:.2f} "
+        f"max {staleness['max']}, worker start {startup:.1f} s (not in the times)"
     )
     return curve, model.coef_.ravel(), extra
 
@@ -167,9 +169,11 @@ def main():
             for variant in ("AsyB (4 blocks)", "full push"):
                 one = next(r for r in rows if variant in r[0] and "1 worker" in r[0])
                 two = next(r for r in rows if variant in r[0] and "2 workers" in r[0])
+                rates = [float(r[5].split(" samples/s")[0].replace(",", "")) for r in (one, two)]
+                ratio.append(f"{variant} throughput 2 workers / 1 = {rates[1] / rates[0]:.2f}x")
                 for i, t in enumerate(TARGETS):
                     if one[1][i] is not None and two[1][i] is not None:
-                        ratio.append(f"{variant} to {t:g}: 1 worker / 2 workers = {one[1][i] / two[1][i]:.2f}x")
+                        ratio.append(f"{variant} time to {t:g}: 1 worker / 2 workers = {one[1][i] / two[1][i]:.2f}x")
             lines += ["", "Speedup: " + ("; ".join(ratio) if ratio else "no target reached by both") + ".", ""]
             Path(args.out).write_text("\n".join(lines) + "\n")
     Path(args.out).write_text("\n".join(lines) + "\n")

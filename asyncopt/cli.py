@@ -106,7 +106,8 @@ def _sparse_demo(args) -> int:
         )
     staleness = clf.telemetry_["staleness"]
     print(
-        f"non-zeros {np.count_nonzero(clf.coef_)} of {clf.coef_.size}, train accuracy {clf.score(X_train, y_train):.4f}, "
+        f"non-zeros {np.count_nonzero(clf.coef_)} of {clf.coef_.size}, "
+        f"train accuracy {clf.score(X_train, y_train):.4f}, "
         f"test accuracy {clf.score(X_test, y_test):.4f}, staleness mean {staleness['mean']:.2f} "
         f"max {staleness['max']}, wall {wall:.1f} s"
     )

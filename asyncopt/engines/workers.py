@@ -311,7 +311,9 @@ class WorkerEngine:
                             next_eval += 1
                         if monitor(params, applied, steps) or stopping or next_eval == len(eval_at):
                             break
-                    for _ in range(self.n_workers):  # fill every worker (a full round when synchronous)
+                    # fill every worker (a full round when synchronous); with servers in the workers
+                    # each gets a second task queued, so it never idles while the coordinator replies
+                    for _ in range(self.n_workers * (2 if self.servers_in_workers else 1)):
                         in_flight += self._send_task(stream, eval_at[next_eval], round_batch)
                     continue
                 pending = [self._next_result() for _ in range(in_flight if self.synchronous else 1)]

@@ -157,3 +157,28 @@ def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_
         results.append((params.clone(), start))
     np.testing.assert_allclose(results[0][0].numpy(), results[1][0].numpy(), rtol=1e-12, atol=1e-12)
     assert not torch.equal(results[0][0], results[0][1])  # the steps moved the parameters
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_full_push_split_into_server_parts_equals_one_full_step(sparse):
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(6)
+    n, d = 50, 13
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4)
+    data = LinearData.from_array(sp.csr_matrix(X) if sparse else X, rng.choice([-1.0, 1.0], size=(n, 1)))
+    problem = LinearProblem(
+        data, LOSSES["logistic"], make_penalty("l1", 0.02), NonconvexRegularizer(0.0), True, block_bounds(d, 4)
+    )
+    algo = ProxSGDAlgorithm(problem, 10, 0.9, "full")
+    start = torch.tensor(rng.normal(size=(d + 1, 1)))
+    update = algo.compute(start, torch.arange(10), 1.0, 0)
+    whole, parted = start.clone(), start.clone()
+    algo.apply(whole, update, 0)
+    parts = algo.server_parts(update)
+    assert [k for k, _ in parts] == [0, 1, 2, 3]
+    for _, part in parts:
+        algo.apply(parted, part, 0)
+    np.testing.assert_allclose(parted.numpy(), whole.numpy(), atol=1e-14)

@@ -64,21 +64,17 @@ class _Replica:
 
 
 def _apply_here(algo, params, update, read_version, version, locks):
-    """The parameter server's rule run in the worker: under the locks of the blocks the update touches
-    (taken in order, so updates of one block are serialized as a server's inbox would), and the
-    version counter's lock for the staleness. Returns the staleness."""
-    keys = algo.lock_keys(update)
-    for k in keys:
-        locks[k].acquire()
-    try:
-        with locks[-1]:
-            staleness = version.value - read_version
-        algo.apply(params, update, staleness)
-        with locks[-1]:
-            version.value += 1
-    finally:
-        for k in reversed(keys):
-            locks[k].release()
+    """The parameter servers' rule run in the worker. `algo.server_parts(update)` says which
+    server (block lock) gets which part; each part is applied under its server's lock, so the
+    updates of one block are serialized as that server's inbox would serialize them, while parts
+    for different servers proceed in parallel. Returns the staleness (counter under its own lock)."""
+    with locks[-1]:
+        staleness = version.value - read_version
+    for key, part in algo.server_parts(update):
+        with locks[key]:
+            algo.apply(params, part, staleness)
+    with locks[-1]:
+        version.value += 1
     return staleness
 
 
@@ -143,7 +139,7 @@ class WorkerEngine:
     devices: list | None = None  # threads only: one worker per torch device, each with a replica
     timeout: float = 300.0  # longest wait for any one update before the run is declared hung
     # servers in the workers: each worker applies its own updates under per-block locks (algorithms
-    # with `lock_keys`), and tasks carry `task_batches` batches, so the coordinator only schedules
+    # with `n_locks` and `server_parts`), and tasks carry `task_batches` batches, so the coordinator only schedules
     servers_in_workers: bool = False
     task_batches: int = 8
 

@@ -61,9 +61,24 @@ class ProxSGDAlgorithm:
     def n_locks(self) -> int:
         return self.problem.n_blocks
 
-    def lock_keys(self, update: BlockUpdate) -> list[int]:
-        """The servers (blocks) an update goes to: its block, or all of them for a full push."""
-        return [update.block] if update.block >= 0 else list(range(self.problem.n_blocks))
+    def server_parts(self, update: BlockUpdate) -> list[tuple[int, BlockUpdate]]:
+        """(server, part) pairs: a block update goes whole to its block's server; a full push is split
+        into one part per block (the intercept rides with the first), applied by each server."""
+        if update.block >= 0:
+            return [(update.block, update)]
+        bounds = self.problem.bounds
+        if update.index is not None:
+            owner = np.searchsorted(bounds, update.index.numpy(), side="right") - 1
+        parts = []
+        for k in range(self.problem.n_blocks):
+            if update.index is None:
+                index, values = None, update.values[int(bounds[k]) : int(bounds[k + 1])]
+            else:
+                mine = torch.from_numpy(owner == k)
+                index, values = update.index[mine], update.values[mine]
+            intercept = update.intercept if k == 0 else None
+            parts.append((k, BlockUpdate(k, index, values, intercept, update.weight, update.loss_sum)))
+        return parts
 
     @property
     def step(self) -> float:
@@ -176,7 +191,7 @@ class ProxSGDAlgorithm:
     # -- parameter server ----------------------------------------------------------------
     def apply(self, params: torch.Tensor, update: BlockUpdate, staleness: int = 0) -> None:
         problem = self.problem
-        eta = self.step_at(staleness) * update.weight
+        eta = self.step_at(staleness) * update.weight  # push="full" parts keep the full push's step
         if update.block >= 0:
             lo, hi = int(problem.bounds[update.block]), int(problem.bounds[update.block + 1])
         else:

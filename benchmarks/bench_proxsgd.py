@@ -8,7 +8,8 @@ method: training seconds until the relative suboptimality (F - F*) / F* first fa
 
 - asyncopt: processes engine, 1 and 2 workers (1 torch thread each), 4 parameter-server blocks;
   AsyB-ProxSGD (push="block": one block's gradient per update) and Asyn-ProxSGD (push="full":
-  every block's gradient, each server applying its part); F measured 4 times an epoch. Times start
+  every block's gradient, each server applying its part), the latter also with 1 block (one
+  server: no splitting, but every update serialized on its lock); F measured 4 times an epoch. Times start
   after the worker processes are up (their start, ~3 s of importing torch, is listed apart).
 - SGDClassifier(loss="log_loss", penalty="l1"): one partial_fit call per epoch, F after each.
 - LogisticRegression saga and liblinear: separate fits with growing max_iter (saga) or falling tol
@@ -49,7 +50,7 @@ def first_time(curve, f_star, target):
     return None
 
 
-def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs):
+def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs, blocks=4):
     def stop(entry):
         return (entry["objective"] if isinstance(entry, dict) else entry.objective) <= f_star * (1 + TARGETS[-1])
 
@@ -60,7 +61,7 @@ def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs):
         backend="processes",
         n_workers=workers,
         threads_per_worker=1,
-        n_blocks=4,
+        n_blocks=blocks,
         push=push,
         max_epochs=max_epochs,
         tol=None,
@@ -141,8 +142,9 @@ def main():
                 (f"asyncopt AsyB (4 blocks), {p} worker{'s' * (p > 1)}",
                  partial(run_asyncopt, X, y, alpha, f_star, p, "block", args.max_epochs)) for p in (1, 2)
             ] + [
-                (f"asyncopt full push (4 blocks), {p} worker{'s' * (p > 1)}",
-                 partial(run_asyncopt, X, y, alpha, f_star, p, "full", args.max_epochs)) for p in (1, 2)
+                (f"asyncopt full push ({m} block{'s' * (m > 1)}), {p} worker{'s' * (p > 1)}",
+                 partial(run_asyncopt, X, y, alpha, f_star, p, "full", args.max_epochs, m))
+                for m in (4, 1) for p in (1, 2)
             ] + [
                 ("sklearn SGDClassifier(l1)", partial(run_sgd, X, y, alpha, f_star, args.max_epochs)),
                 ("sklearn LogisticRegression saga",
@@ -168,7 +170,7 @@ def main():
                 cells = " | ".join("-" if t is None else f"{t:.2f}" for t in times)
                 lines.append(f"| {label} | {cells} | {sub:.2e} | {nnz} | {acc:.4f} | {note} |")
             ratio = []
-            for variant in ("AsyB (4 blocks)", "full push (4 blocks)"):
+            for variant in ("AsyB (4 blocks)", "full push (4 blocks)", "full push (1 block)"):
                 one = next(r for r in rows if variant in r[0] and "1 worker" in r[0])
                 two = next(r for r in rows if variant in r[0] and "2 workers" in r[0])
                 rates = [float(r[5].split(" samples/s")[0].replace(",", "")) for r in (one, two)]

@@ -348,15 +348,17 @@ def main(argv=None):
             f"c = {c:.4g}, base step = {cap:.4g}; the delayed runs use the algorithm's coupled step "
             f"eta * delay_factor(tau={args.nc_delay}, M) = eta * {delay_factor(args.nc_delay, args.n_blocks):.3f}. "
             f"||G||^2 is the squared gradient mapping measured at the common step {cap:.4g}, about "
-            f"{args.nc_evals} times a run; 'min' is the minimum over those evaluations, 'last' the value at "
+            f"{args.nc_evals} times a run; 'mean' is the average over those evaluations (the theorem bounds "
+            "the average of E||G(x_k)||^2 over the K iterations), 'min' the minimum, 'last' the value at "
             "the end. 'updates' are the block updates actually applied (batches are split at evaluation points).",
             "",
-            "| tau | K | updates | eta | min ‖G‖² | last ‖G‖² | F at end | nnz | seconds |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| tau | K | updates | eta | mean ‖G‖² | min ‖G‖² | last ‖G‖² | F at end | nnz | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
-            md.append(f"| {r['tau']} | {r['K']:,} | {r['steps']:,} | {r['eta']:.3g} | {r['min_g']:.3e} | "
-                      f"{r['last_g']:.3e} | {r['objective']:.5f} | {r['nnz']} | {r['seconds']:.1f} |")  # fmt: skip
+            md.append(f"| {r['tau']} | {r['K']:,} | {r['steps']:,} | {r['eta']:.3g} | {r['mean_g']:.3e} | "
+                      f"{r['min_g']:.3e} | {r['last_g']:.3e} | {r['objective']:.5f} | {r['nnz']} | "
+                      f"{r['seconds']:.1f} |")  # fmt: skip
         md += ["", "Fitted log-log slopes of ||G||^2 against updates (theorem: O(1/sqrt(K)), slope -1/2 or steeper):",
                ""]  # fmt: skip
         slopes = {}
@@ -366,13 +368,16 @@ def main(argv=None):
             K = np.array([r["steps"] for r in sel], dtype=float)
             gmin = np.array([r["min_g"] for r in sel])
             glast = np.array([r["last_g"] for r in sel])
-            slopes[tau] = (loglog_slope(K, gmin), loglog_slope(K, glast))
-            md.append(f"- tau={tau}: min ||G||^2 slope {slopes[tau][0]:.2f}; last ||G||^2 slope {slopes[tau][1]:.2f}")
+            gmean = np.array([r["mean_g"] for r in sel])
+            slopes[tau] = (loglog_slope(K, gmin), loglog_slope(K, glast), loglog_slope(K, gmean))
+            md.append(f"- tau={tau}: mean ||G||^2 slope {slopes[tau][2]:.2f}; min ||G||^2 slope {slopes[tau][0]:.2f}; "
+                      f"last ||G||^2 slope {slopes[tau][1]:.2f}")  # fmt: skip
+            ax.loglog(K, gmean, marker=marker, lw=2, label=f"mean ||G||², tau={tau} (slope {slopes[tau][2]:.2f})")
             ax.loglog(K, gmin, marker=marker, label=f"min ||G||², tau={tau} (slope {slopes[tau][0]:.2f})")
             ax.loglog(K, glast, marker=marker, ls="--", alpha=0.5, label=f"last ||G||², tau={tau} "
                       f"(slope {slopes[tau][1]:.2f})")  # fmt: skip
         K0 = np.array([r["steps"] for r in rows if r["tau"] == 0], dtype=float)
-        g0 = [r["min_g"] for r in rows if r["tau"] == 0][0]
+        g0 = [r["mean_g"] for r in rows if r["tau"] == 0][0]
         ax.loglog(K0, g0 * (K0 / K0[0]) ** -0.5, "k:", label="reference slope -1/2")
         ax.set_xlabel("K (block updates)")
         ax.set_ylabel("||G(x)||² (gradient mapping)")

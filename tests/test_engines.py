@@ -210,10 +210,10 @@ def test_ctrl_c_stops_cleanly(backend):
     time.sleep(4.0)  # let the workers start and train
     proc.send_signal(signal.SIGINT)
     try:
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=60)  # a hang detector: it exits in ~2 s on an idle machine
     except subprocess.TimeoutExpired:
         proc.kill()
-        pytest.fail("fit did not stop within 30 s of Ctrl-C")
+        pytest.fail("fit did not stop within 60 s of Ctrl-C")
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in err
 

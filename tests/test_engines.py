@@ -188,12 +188,15 @@ def test_engines_agree_with_serial_on_mnist(mnist, mnist_serial, params):
 
 
 CTRL_C_SCRIPT = """
-import sys, numpy as np
+import faulthandler, signal, sys
 from sklearn.datasets import load_digits
 from asyncopt import EigenProClassifier
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test dumps the stacks if the run hangs
 X, y = load_digits(return_X_y=True)
-print("ready", flush=True)
-EigenProClassifier(epochs=10**6, batch_size=20, backend=sys.argv[1], n_workers=2, threads_per_worker=1).fit(X, y)
+def training(entry):
+    print("training", flush=True)  # an evaluation passed: the workers are up and training
+EigenProClassifier(epochs=10**6, batch_size=20, backend=sys.argv[1], n_workers=2, threads_per_worker=1,
+                   callback=training).fit(X, y)
 """
 
 
@@ -206,14 +209,18 @@ def test_ctrl_c_stops_cleanly(backend):
     proc = subprocess.Popen(
         [sys.executable, "-c", CTRL_C_SCRIPT, backend], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(4.0)  # let the workers start and train
+    # Ctrl-C once training runs (not during the workers' start, which a loaded machine slows down)
+    assert proc.stdout.readline().strip() == "training", proc.stderr.read() if proc.poll() is not None else ""
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=60)  # a hang detector: it exits in ~2 s on an idle machine
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to stderr
+        time.sleep(2.0)
         proc.kill()
-        pytest.fail("fit did not stop within 60 s of Ctrl-C")
+        _, err = proc.communicate()
+        pytest.fail(f"fit did not stop within 60 s of Ctrl-C; the child's threads:\n{err[-6000:]}")
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in err
 

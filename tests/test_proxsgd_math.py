@@ -127,10 +127,11 @@ def test_block_bounds_never_cut_a_group():
     assert bounds[0] == 0 and bounds[-1] == len(groups)
 
 
+@pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("penalty_name", ["l1", "elasticnet"])
-def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_name):
+def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_name, vr):
     import scipy.sparse as sp
 
     from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
@@ -145,12 +146,14 @@ def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_
     )
     results = []
     for compiled in (True, False):
-        algo = ProxSGDAlgorithm(problem, 8, 0.7, push, use_compiled=compiled)
+        algo = ProxSGDAlgorithm(problem, 8, 0.7, push, use_compiled=compiled, variance_reduction=vr)
         params = algo.init_params()
         params += torch.tensor(rng.normal(size=params.shape)) if not results else 0
         if results:
             params.copy_(results[0][1])
         start = params.clone()
+        if vr:
+            algo.refresh_snapshot(start * 0.5)
         for key in range(6):
             batch = torch.as_tensor(np.random.default_rng(key).choice(n, 8, replace=False))
             algo.apply(params, algo.compute(params, batch, 1.0, key), 0)
@@ -182,3 +185,34 @@ def test_full_push_split_into_server_parts_equals_one_full_step(sparse):
     for _, part in parts:
         algo.apply(parted, part, 0)
     np.testing.assert_allclose(parted.numpy(), whole.numpy(), atol=1e-14)
+
+
+@pytest.mark.parametrize("push", ["block", "full"])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_svrg_step_at_the_anchor_is_an_exact_proximal_gradient_step(push, sparse):
+    """At x = x~ the minibatch terms cancel: any batch gives grad f(x~) exactly (on the pushed block)."""
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(8)
+    n, d, eta, alpha = 70, 12, 0.6, 0.03
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5)
+    data = LinearData.from_array(sp.csr_matrix(X) if sparse else X, rng.choice([-1.0, 1.0], size=(n, 1)))
+    problem = LinearProblem(
+        data, LOSSES["logistic"], make_penalty("l1", alpha), NonconvexRegularizer(0.0), True, block_bounds(d, 3)
+    )
+    algo = ProxSGDAlgorithm(problem, 9, eta, push, variance_reduction=True)
+    x = torch.tensor(rng.normal(size=(d + 1, 1)))
+    algo.refresh_snapshot(x)
+    _, grad = problem.smooth_value_and_gradient(x)
+    key = 4  # block 1 of 3 for push="block"
+    lo, hi = (int(problem.bounds[1]), int(problem.bounds[2])) if push == "block" else (0, d)
+    expected = x.clone()
+    expected[lo:hi] -= eta * grad[lo:hi]
+    expected[lo:hi] = torch.sign(expected[lo:hi]) * torch.clamp(expected[lo:hi].abs() - eta * alpha, min=0)
+    expected[d] -= eta * grad[d]
+    stepped = x.clone()
+    batch = torch.as_tensor(rng.choice(n, 9, replace=False))
+    algo.apply(stepped, algo.compute(x, batch, 1.0, key), 0)
+    np.testing.assert_allclose(stepped.numpy(), expected.numpy(), atol=1e-12)

@@ -94,14 +94,22 @@ class Monitor:
 
     ``evaluate(params, samples, steps, seconds)`` (the algorithm's) returns a history entry;
     ``callback(entry)`` may stop training by returning True or raising StopIteration.
-    Evaluation time is excluded from the training seconds.
+    Evaluation time is excluded from the training seconds; ``refresh(params, samples)``, training
+    work that needs the workers drained (a variance-reduction snapshot), runs first and is timed.
     """
 
-    def __init__(self, evaluate: Callable, callback: Callable | None = None, started: float | None = None):
+    def __init__(
+        self,
+        evaluate: Callable,
+        callback: Callable | None = None,
+        started: float | None = None,
+        refresh: Callable | None = None,
+    ):
         import time
 
         self._clock = time.perf_counter
         self.evaluate, self.callback = evaluate, callback
+        self.refresh = refresh  # refresh(params, samples): training work done with workers drained (timed)
         self.started = self._clock() if started is None else started
         self.eval_seconds = 0.0
         self.history: list = []
@@ -110,6 +118,8 @@ class Monitor:
         return self._clock() - self.started - self.eval_seconds
 
     def __call__(self, params: torch.Tensor, samples: int, steps: int) -> bool:
+        if self.refresh is not None:
+            self.refresh(params, samples)
         t0 = self._clock()
         entry = self.evaluate(params, samples, steps, t0 - self.started - self.eval_seconds)
         self.history.append(entry)

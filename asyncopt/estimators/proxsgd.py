@@ -71,6 +71,7 @@ class _ProxSGDBase(BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "step_size": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "schedule": [StrOptions({"plateau", "constant"})],
+        "variance_reduction": [StrOptions({"none", "svrg"})],
         "max_epochs": [Interval(Real, 0, None, closed="neither")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -108,6 +109,7 @@ class _ProxSGDBase(BaseEstimator):
         batch_size="auto",
         step_size="auto",
         schedule="plateau",
+        variance_reduction="none",
         max_epochs=20,
         tol=1e-4,
         n_iter_no_change=5,
@@ -141,6 +143,7 @@ class _ProxSGDBase(BaseEstimator):
         self.batch_size = batch_size
         self.step_size = step_size
         self.schedule = schedule
+        self.variance_reduction = variance_reduction
         self.max_epochs = max_epochs
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
@@ -201,7 +204,15 @@ class _ProxSGDBase(BaseEstimator):
             eta = float(self.step_size)
         # the delay the automatic step is coupled to: the simulated bound, or the other workers' updates in flight
         tau = (0 if self.synchronous else workers - 1) if parallel else self.max_delay
-        algo = ProxSGDAlgorithm(problem, N, eta, self.push, float(tau), self.delay_adaptive)
+        algo = ProxSGDAlgorithm(
+            problem,
+            N,
+            eta,
+            self.push,
+            float(tau),
+            self.delay_adaptive,
+            variance_reduction=self.variance_reduction == "svrg",
+        )
         algo.prepare()
         self.n_blocks_ = len(bounds) - 1
         self.batch_size_, self.step_size_ = N, eta
@@ -309,6 +320,13 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     schedule : {"plateau", "constant"}
         "plateau" halves the step when the objective has not reached a new best for two evaluations
         and at least one epoch (SGD noise dominates); "constant" keeps it.
+    variance_reduction : {"none", "svrg"}
+        "svrg": each pushed gradient is corrected by an anchor (SVRG; asynchronous and block-wise as
+        in Meng et al. 2017, "Asynchronous doubly stochastic proximal optimization with variance
+        reduction"): grad_j f_I(x^) - grad_j f_I(x~) + grad_j f(x~), the anchor x~ moved once an epoch
+        (at an evaluation point, workers drained; one extra pass over the data, counted in the time).
+        The noise then vanishes at the optimum, so a constant step converges: use it for tight
+        tolerances on ill-conditioned data.
     max_epochs : float
         Passes over the data at most.
     tol : float or None
@@ -433,6 +451,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         batch_size="auto",
         step_size="auto",
         schedule="plateau",
+        variance_reduction="none",
         max_epochs=20,
         tol=1e-4,
         n_iter_no_change=5,
@@ -467,6 +486,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
             batch_size=batch_size,
             step_size=step_size,
             schedule=schedule,
+            variance_reduction=variance_reduction,
             max_epochs=max_epochs,
             tol=tol,
             n_iter_no_change=n_iter_no_change,

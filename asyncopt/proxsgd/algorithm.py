@@ -47,11 +47,30 @@ class ProxSGDAlgorithm:
     delay: float = 0.0  # the delay bound the step is coupled to (ignored when delay_adaptive)
     delay_adaptive: bool = False
     use_compiled: bool = True  # numba kernels for the worker step when the data is on the CPU
+    variance_reduction: bool = False  # SVRG gradients: corrected by an anchor refreshed with workers drained
 
     def __post_init__(self):
         # the servers' step lives in a one-element tensor: shared with worker processes that apply
         # updates themselves, so the plateau schedule's changes reach them
         self._eta = torch.tensor([float(self.eta)], dtype=torch.float64)
+        # SVRG anchor x~ (shared like the step): per-sample loss derivatives D~ (n x k) and the mean
+        # gradient mu = grad f(x~). A worker pushes grad_j f_I(x^) - grad_j f_I(x~) (sparse: the
+        # minibatch's columns, with D - D~ as coefficients); the server adds mu_j, which is dense but
+        # rides on the prox's pass over the block. Unbiased, and its variance vanishes near x~ = x*.
+        self._snap_D = self._snap_mu = None
+        if self.variance_reduction:
+            data = self.problem.data
+            self._snap_D = torch.zeros(data.n, self.problem.k, dtype=data.dtype, device=data.device)
+            self._snap_mu = torch.zeros(data.d + 1, self.problem.k, dtype=data.dtype, device=data.device)
+
+    def refresh_snapshot(self, params: torch.Tensor) -> None:
+        """Move the SVRG anchor to params (call with no update in flight)."""
+        D, mu = self.problem.snapshot(params)
+        self._snap_D.copy_(D)
+        self._snap_mu.copy_(mu)
+
+    def _anchor_derivative(self, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return self._snap_D[rows.to(self._snap_D.device)].to(like.device)
 
     @property
     def n_samples(self) -> int:
@@ -125,6 +144,8 @@ class ProxSGDAlgorithm:
         problem, data = self.problem, self.problem.data
         mb = data.minibatch(batch)
         D, loss_sum = problem.batch_loss_derivative(mb, params)
+        if self.variance_reduction:
+            D = D - self._anchor_derivative(mb.rows, D)
         D /= mb.size
         j, lo, hi = self._block_range(key)
         if data.sparse:
@@ -150,7 +171,10 @@ class ProxSGDAlgorithm:
             Z = Xb @ P[:d]
         Z += P[d]
         z, y = torch.from_numpy(Z), torch.from_numpy(v["Y"][rows])
-        D = problem.loss.derivative(z, y) / len(rows)
+        D = problem.loss.derivative(z, y)
+        if self.variance_reduction:
+            D -= self._anchor_derivative(batch, D)
+        D /= len(rows)
         loss_sum = float(Z.sum())  # only its finiteness is used
         j, lo, hi = self._block_range(key)
         if data.sparse:
@@ -196,6 +220,10 @@ class ProxSGDAlgorithm:
             lo, hi = int(problem.bounds[update.block]), int(problem.bounds[update.block + 1])
         else:
             lo, hi = 0, problem.data.d
+        if self.variance_reduction:  # the anchor's mean gradient: dense on the block
+            params[lo:hi].sub_(self._snap_mu[lo:hi], alpha=eta)
+            if update.intercept is not None:
+                params[problem.data.d].sub_(self._snap_mu[problem.data.d], alpha=eta)
         if self.fast:
             self._apply_compiled(params, update, eta, lo, hi)
         else:
@@ -240,7 +268,9 @@ class ProxSGDAlgorithm:
             data, **{f.name: getattr(data, f.name).to(device) for f in dataclasses.fields(data) if _is_tensor(data, f)}
         )
         problem = dataclasses.replace(self.problem, data=moved)
-        return dataclasses.replace(self, problem=problem)
+        replica = dataclasses.replace(self, problem=problem)
+        replica._snap_D, replica._snap_mu = self._snap_D, self._snap_mu  # the anchor stays where it is refreshed
+        return replica
 
     def update_to(self, update: BlockUpdate, device) -> BlockUpdate:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
@@ -262,7 +292,9 @@ class ProxSGDAlgorithm:
     def share_memory(self) -> None:
         for t in self.problem.data.tensors():
             t.share_memory_()
-        self._eta.share_memory_()
+        for t in (self._eta, self._snap_D, self._snap_mu):
+            if t is not None:
+                t.share_memory_()
 
 
 def _is_tensor(obj, field) -> bool:

@@ -59,6 +59,18 @@ class LinearProblem:
         return self.loss.derivative(z, y), float(z.sum())
 
     # -- full-data measures (evaluation points) --------------------------------------------
+    def snapshot(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SVRG's anchor at params: every sample's d loss / d margin (n x k) and the loss term's mean
+        gradient (d + 1 x k; the nonconvex regularizer is left out: workers evaluate it exactly)."""
+        d, n = self.data.d, self.data.n
+        z = self.data.margins(params[:d]) + params[d]
+        D = self.loss.derivative(z, self.data.Y)
+        grad = torch.zeros_like(params)
+        grad[:d] = self.data.transpose_product(D) / n
+        if self.fit_intercept:
+            grad[d] = D.sum(0) / n
+        return D, grad
+
     def smooth_value_and_gradient(self, params: torch.Tensor) -> tuple[float, torch.Tensor]:
         d, n = self.data.d, self.data.n
         z = self.data.margins(params[:d]) + params[d]

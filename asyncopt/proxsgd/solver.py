@@ -55,6 +55,7 @@ class ProxSGDSettings:
     tol: float | None = 1e-4
     n_iter_no_change: int = 5
     time_limit: float | None = None
+    snapshot_epochs: float = 1.0  # variance reduction: epochs between anchor refreshes (at evaluation points)
 
 
 def run_proxsgd(
@@ -102,7 +103,18 @@ def run_proxsgd(
             return True
         return callback(entry) if callback is not None else False
 
-    monitor = Monitor(evaluate, stop, started)
+    refresh = None
+    if algo.variance_reduction:
+        anchored = {"at": 0}
+
+        def refresh(params, samples):  # SVRG: move the anchor once an epoch (timed as training)
+            if samples - anchored["at"] >= settings.snapshot_epochs * n:
+                algo.refresh_snapshot(params)
+                anchored["at"] = samples
+
+    monitor = Monitor(evaluate, stop, started, refresh)
+    if algo.variance_reduction:
+        algo.refresh_snapshot(algo.init_params())  # the anchor at the starting point
     schedule = Schedule(n, algo.batch_size, settings.epochs, settings.evals_per_epoch)
     engine = SerialEngine() if engine is None else engine
     params, telemetry = engine.run(algo, schedule, rng, monitor, settings.time_limit, monitor.started, progress)

@@ -9,7 +9,9 @@ method: training seconds until the relative suboptimality (F - F*) / F* first fa
 - asyncopt: processes engine, 1 and 2 workers (1 torch thread each), 4 parameter-server blocks;
   AsyB-ProxSGD (push="block": one block's gradient per update) and Asyn-ProxSGD (push="full":
   every block's gradient, each server applying its part), the latter also with 1 block (one
-  server: no splitting, but every update serialized on its lock); F measured 4 times an epoch. Times start
+  server: no splitting, but every update serialized on its lock); each also with
+  variance_reduction="svrg" (anchor moved once an epoch, its full pass counted in the time);
+  F measured 4 times an epoch. Times start
   after the worker processes are up (their start, ~3 s of importing torch, is listed apart).
 - SGDClassifier(loss="log_loss", penalty="l1"): one partial_fit call per epoch, F after each.
 - LogisticRegression saga and liblinear: separate fits with growing max_iter (saga) or falling tol
@@ -35,6 +37,13 @@ from asyncopt import ProxSGDClassifier
 from asyncopt.datasets import load_a9a, load_news20
 
 TARGETS = (1e-2, 1e-3)
+VARIANTS = {  # label: (push, parameter-server blocks, variance reduction)
+    "AsyB (4 blocks)": ("block", 4, "none"),
+    "AsyB (4 blocks) + SVRG": ("block", 4, "svrg"),
+    "full push (4 blocks)": ("full", 4, "none"),
+    "full push (1 block)": ("full", 1, "none"),
+    "full push (1 block) + SVRG": ("full", 1, "svrg"),
+}
 LOADERS = {"a9a": load_a9a, "news20": load_news20}
 
 
@@ -50,7 +59,7 @@ def first_time(curve, f_star, target):
     return None
 
 
-def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs, blocks=4):
+def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs, blocks=4, vr="none"):
     def stop(entry):
         return (entry["objective"] if isinstance(entry, dict) else entry.objective) <= f_star * (1 + TARGETS[-1])
 
@@ -63,6 +72,7 @@ def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs, blocks=4):
         threads_per_worker=1,
         n_blocks=blocks,
         push=push,
+        variance_reduction=vr,
         max_epochs=max_epochs,
         tol=None,
         evals_per_epoch=4,
@@ -139,12 +149,9 @@ def main():
             f_star, nnz_star = optima[key]["objective"], optima[key]["nnz"]
             rows = []
             methods = [
-                (f"asyncopt AsyB (4 blocks), {p} worker{'s' * (p > 1)}",
-                 partial(run_asyncopt, X, y, alpha, f_star, p, "block", args.max_epochs)) for p in (1, 2)
-            ] + [
-                (f"asyncopt full push ({m} block{'s' * (m > 1)}), {p} worker{'s' * (p > 1)}",
-                 partial(run_asyncopt, X, y, alpha, f_star, p, "full", args.max_epochs, m))
-                for m in (4, 1) for p in (1, 2)
+                (f"asyncopt {variant}, {p} worker{'s' * (p > 1)}",
+                 partial(run_asyncopt, X, y, alpha, f_star, p, push, args.max_epochs, m, vr))
+                for variant, (push, m, vr) in VARIANTS.items() for p in (1, 2)
             ] + [
                 ("sklearn SGDClassifier(l1)", partial(run_sgd, X, y, alpha, f_star, args.max_epochs)),
                 ("sklearn LogisticRegression saga",
@@ -170,9 +177,9 @@ def main():
                 cells = " | ".join("-" if t is None else f"{t:.2f}" for t in times)
                 lines.append(f"| {label} | {cells} | {sub:.2e} | {nnz} | {acc:.4f} | {note} |")
             ratio = []
-            for variant in ("AsyB (4 blocks)", "full push (4 blocks)", "full push (1 block)"):
-                one = next(r for r in rows if variant in r[0] and "1 worker" in r[0])
-                two = next(r for r in rows if variant in r[0] and "2 workers" in r[0])
+            for variant in VARIANTS:
+                one = next(r for r in rows if r[0] == f"asyncopt {variant}, 1 worker")
+                two = next(r for r in rows if r[0] == f"asyncopt {variant}, 2 workers")
                 rates = [float(r[5].split(" samples/s")[0].replace(",", "")) for r in (one, two)]
                 ratio.append(f"{variant} throughput 2 workers / 1 = {rates[1] / rates[0]:.2f}x")
                 for i, t in enumerate(TARGETS):

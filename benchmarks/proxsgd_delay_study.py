@@ -22,7 +22,8 @@ tolerance-based early stopping; runs are capped at `--max-epochs` ("> cap" when 
 step rule is the same for every tau (nothing is tuned per tau).
 Variants: AsyB (push="block", M blocks) and the full-vector push (push="full"), both fixed delay;
 AsyB with random delays 0..tau and the step coupled to the bound tau; AsyB with random delays and
-the delay-adaptive step (eta evaluated at each update's measured staleness).
+the delay-adaptive step (eta evaluated at each update's measured staleness); AsyB and the full push
+with variance_reduction (SVRG anchor moved once an epoch, at the solver's evaluation point).
 
 Part 2, nonconvex: the sigmoid loss with the same L1 penalty. For budgets K (block updates) the
 run uses the constant step eta = min(c / sqrt(K), base step) (schedule="constant") and records
@@ -63,18 +64,22 @@ from asyncopt.proxsgd.stepsize import base_step, delay_factor, estimate_smoothne
 ROOT = pathlib.Path(__file__).resolve().parent
 FSTAR_FALLBACK = 0.32689896196913715  # a9a, alpha=1e-4, liblinear tol=1e-8
 
-# name -> (push, engine delay kind, delay_adaptive)
+# name -> (push, engine delay kind, delay_adaptive, variance reduction)
 VARIANTS = {
-    "asyb": ("block", "fixed", False),
-    "full": ("full", "fixed", False),
-    "asyb-random": ("block", "random", False),
-    "asyb-random-adaptive": ("block", "random", True),
+    "asyb": ("block", "fixed", False, False),
+    "full": ("full", "fixed", False, False),
+    "asyb-random": ("block", "random", False, False),
+    "asyb-random-adaptive": ("block", "random", True, False),
+    "asyb-svrg": ("block", "fixed", False, True),
+    "full-svrg": ("full", "fixed", False, True),
 }
 LABELS = {
     "asyb": "AsyB (block push), fixed delay",
     "full": "full-vector push, fixed delay",
     "asyb-random": "AsyB, random delay 0..tau, step for bound tau",
     "asyb-random-adaptive": "AsyB, random delay 0..tau, delay-adaptive step",
+    "asyb-svrg": "AsyB + SVRG, fixed delay",
+    "full-svrg": "full-vector push + SVRG, fixed delay",
 }
 
 
@@ -157,12 +162,14 @@ class ProbedProxSGD(ProxSGDAlgorithm):
 
 
 def convex_run(data, sm, args, fstar, variant, tau):
-    push, kind, adaptive = VARIANTS[variant]
+    push, kind, adaptive, vr = VARIANTS[variant]
     loss = get_loss("logistic")
     problem = LinearProblem(data, loss, make_penalty("l1", args.alpha), NonconvexRegularizer(0.0), False,
                             block_bounds(data.d, args.n_blocks))  # fmt: skip
     eta0 = base_step(sm, loss.curvature, args.batch_size, 0.0)
-    algo = ProbedProxSGD(problem, args.batch_size, eta0, push=push, delay=tau, delay_adaptive=adaptive)
+    algo = ProbedProxSGD(
+        problem, args.batch_size, eta0, push=push, delay=tau, delay_adaptive=adaptive, variance_reduction=vr
+    )
     algo.setup_probe(data.n / args.probes_per_epoch, fstar, args.target)
     settings = ProxSGDSettings(epochs=args.max_epochs, evals_per_epoch=args.evals_per_epoch, schedule="plateau",
                                tol=None)  # fmt: skip
@@ -310,9 +317,11 @@ def main(argv=None):
             md.append("")
 
         # plot: relative suboptimality vs updates, one curve per tau
-        shown = [v for v in ("asyb", "full") if v in args.variants]
-        fig, axes = plt.subplots(1, len(shown), figsize=(6.5 * len(shown), 4.5), squeeze=False)
-        for ax, variant in zip(axes[0], shown, strict=True):
+        shown = [v for v in ("asyb", "full", "asyb-svrg", "full-svrg") if v in args.variants]
+        cols = min(2, len(shown))
+        rows_ = math.ceil(len(shown) / cols)
+        fig, axes = plt.subplots(rows_, cols, figsize=(6.5 * cols, 4.5 * rows_), squeeze=False)
+        for ax, variant in zip(axes.ravel(), shown, strict=False):
             for tau in args.delays:
                 cur = results[variant, tau]["curve"]
                 if cur:

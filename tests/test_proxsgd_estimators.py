@@ -206,3 +206,25 @@ def test_non_classification_loss_and_multinomial_hinge_are_clear_errors():
 def test_box_with_inverted_bounds_is_a_clear_error():
     with pytest.raises(ValueError, match="lower bound"):
         make_penalty("box", bounds=(1.0, -1.0))
+
+
+def test_wide_sparse_data_uses_lazy_updates_and_matches_eager_ones(monkeypatch):
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(3)
+    n, d = 400, 60_000
+    X = sp.random(n, d, density=20 / d, random_state=3, format="csr")
+    w = rng.normal(size=d) * (rng.random(d) < 0.05)
+    y = np.where(X @ w + 0.01 * rng.normal(size=n) > 0, 1, 0)
+    common = dict(penalty="l1", alpha=1e-3, batch_size=8, max_epochs=8, tol=None, random_state=0)
+    active = []
+    pays = ProxSGDAlgorithm._lazy_pays
+    monkeypatch.setattr(ProxSGDAlgorithm, "_lazy_pays", lambda self: active.append(pays(self)) or active[-1])
+    lazy = ProxSGDClassifier(**common).fit(X, y)
+    assert active and all(active)  # 60,000 columns against 8 x 20 entries: the lazy path was taken
+    threads = ProxSGDClassifier(backend="threads", n_workers=2, threads_per_worker=1, **common).fit(X, y)
+    monkeypatch.setattr(ProxSGDAlgorithm, "_lazy_pays", lambda self: False)
+    eager = ProxSGDClassifier(**common).fit(X, y)
+    np.testing.assert_allclose(lazy.coef_, eager.coef_, rtol=1e-8, atol=1e-10)  # serial: the same arithmetic
+    f_eager, f_threads = eager.history_[-1]["objective"], threads.history_[-1]["objective"]
+    assert abs(f_threads - f_eager) / f_eager < 0.02

@@ -216,3 +216,45 @@ def test_svrg_step_at_the_anchor_is_an_exact_proximal_gradient_step(push, sparse
     batch = torch.as_tensor(rng.choice(n, 9, replace=False))
     algo.apply(stepped, algo.compute(x, batch, 1.0, key), 0)
     np.testing.assert_allclose(stepped.numpy(), expected.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("vr", [False, True])
+@pytest.mark.parametrize("push", ["block", "full"])
+def test_lazy_updates_equal_eager_ones_after_a_flush(push, vr, k, blocks):
+    """Just-in-time prox (only the rows a minibatch touches, the rest caught up in closed form when
+    read or flushed) gives the parameters of applying the prox to whole blocks at every update."""
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(9)
+    n, d = 80, 40
+    X = sp.random(n, d, density=0.08, random_state=1, format="csr")
+    y = rng.choice([-1.0, 1.0], size=(n, k))
+    data = LinearData.from_array(X, y)
+    problem = LinearProblem(
+        data, LOSSES["logistic"], make_penalty("l1", 0.01), NonconvexRegularizer(0.0), True, block_bounds(d, blocks)
+    )
+    start = torch.tensor(rng.normal(size=(d + 1, k))) * (
+        torch.rand(d + 1, k, generator=torch.Generator().manual_seed(0)) < 0.5
+    )
+    results = []
+    for lazy in (False, True):
+        algo = ProxSGDAlgorithm(problem, 6, 0.8, push, variance_reduction=vr, lazy="on" if lazy else "off")
+        assert algo.lazy_active == lazy
+        params = start.clone()
+        if vr:
+            algo.refresh_snapshot(start * 0.3)
+        reads = []
+        for key in range(25):
+            batch = torch.as_tensor(np.random.default_rng(key).choice(n, 6, replace=False))
+            update = algo.compute(params, batch, 1.0, key)
+            reads.append(update.values.sum().item())  # the worker's read (margins) must be caught up
+            algo.apply(params, update, 0)
+        algo.flush(params)
+        results.append((params, reads))
+    np.testing.assert_allclose(results[1][0].numpy(), results[0][0].numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-9, atol=1e-12)
+    assert not torch.equal(results[0][0], start)

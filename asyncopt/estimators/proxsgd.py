@@ -212,6 +212,9 @@ class _ProxSGDBase(BaseEstimator):
             float(tau),
             self.delay_adaptive,
             variance_reduction=self.variance_reduction == "svrg",
+            # just-in-time prox on sparse data, unless reads are simulated from past parameters or
+            # synchronous rounds weight the step (the algorithm checks the rest)
+            lazy="off" if self.synchronous or self.max_delay or self.inconsistent_reads else "auto",
         )
         algo.prepare()
         self.n_blocks_ = len(bounds) - 1

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from asyncopt.proxsgd.problem import LinearProblem
-from asyncopt.proxsgd.prox import L1
+from asyncopt.proxsgd.prox import L1, Penalty
 from asyncopt.proxsgd.stepsize import delay_factor
+
+LAZY_RATIO = 250.0  # lazy prox when a block is this many times wider than a minibatch's entries
 
 
 class TrainingDiverged(FloatingPointError):
@@ -48,6 +50,7 @@ class ProxSGDAlgorithm:
     delay_adaptive: bool = False
     use_compiled: bool = True  # numba kernels for the worker step when the data is on the CPU
     variance_reduction: bool = False  # SVRG gradients: corrected by an anchor refreshed with workers drained
+    lazy: str = "off"  # just-in-time prox on sparse data (fast.py): "off", "on", or "auto" (when it pays)
 
     def __post_init__(self):
         # the servers' step lives in a one-element tensor: shared with worker processes that apply
@@ -62,6 +65,69 @@ class ProxSGDAlgorithm:
             data = self.problem.data
             self._snap_D = torch.zeros(data.n, self.problem.k, dtype=data.dtype, device=data.device)
             self._snap_mu = torch.zeros(data.d + 1, self.problem.k, dtype=data.dtype, device=data.device)
+
+        self._lazy_state = self._make_lazy_state() if self.lazy_active else None
+
+    @property
+    def lazy_active(self) -> bool:
+        """Lazy updates apply: compiled CPU kernels, sparse data, plain L1 (or no) penalty, no smooth
+        regularizer, and a step that is constant between evaluation points (not delay-adaptive)."""
+        problem = self.problem
+        penalty = problem.penalty
+        return (
+            self.lazy != "off"
+            and self.fast
+            and problem.data.sparse
+            and type(penalty) in (L1, Penalty)
+            and not penalty.positive
+            and not problem.regularizer.strength
+            and not self.delay_adaptive
+            and (self.lazy == "on" or self._lazy_pays())
+        )
+
+    def _lazy_pays(self) -> bool:
+        """A lazy update reads and writes ~4 arrays at random per minibatch entry (~100-200 ns each,
+        cache misses); an eager one sweeps its blocks (~1-2 ns a coordinate). Measured on 2 cores:
+        news20 (130k columns, batch 32 x 152 entries) eager 2.2x faster; 1M columns (batch 32 x 100
+        entries) lazy 1.3x faster. Lazy when the sweep is over LAZY_RATIO times the batch's entries."""
+        data = self.problem.data
+        entries = self.batch_size * data.nnz / max(1, data.n)
+        swept = data.d / self.problem.n_blocks if self.push == "block" else data.d  # an eager update's prox
+        return swept > LAZY_RATIO * entries
+
+    def _make_lazy_state(self) -> dict:
+        problem, data = self.problem, self.problem.data
+        block_of = np.searchsorted(problem.bounds, np.arange(data.d), side="right") - 1
+        return {
+            "ticks": torch.zeros(problem.n_blocks, dtype=torch.int64),  # updates applied to each block
+            "last": torch.zeros(data.d, dtype=torch.int64),  # the block's tick each row is up to date with
+            "block_of": torch.from_numpy(block_of.astype(np.int64)),
+            "mu": self._snap_mu if self._snap_mu is not None else torch.zeros(data.d + 1, problem.k, dtype=data.dtype),
+        }
+
+    def _lazy_step(self) -> tuple[float, float]:
+        """(eta, eta alpha): the server step of every update until the next flush."""
+        eta = self.step_at(self.delay)
+        penalty = self.problem.penalty
+        return eta, eta * (penalty.alpha if type(penalty) is L1 else 0.0)
+
+    def flush(self, params: torch.Tensor) -> None:
+        """Bring lazily updated rows up to date (call with no update in flight, before the step or
+        the anchor changes); a no-op without lazy updates."""
+        if self._lazy_state is not None:
+            from asyncopt.proxsgd import fast
+
+            st = self._lazy_state
+            eta, thr = self._lazy_step()
+            fast.lazy_flush(
+                params.numpy(),
+                st["mu"].numpy(),
+                eta,
+                thr,
+                st["ticks"].numpy(),
+                st["last"].numpy(),
+                st["block_of"].numpy(),
+            )
 
     def refresh_snapshot(self, params: torch.Tensor) -> None:
         """Move the SVRG anchor to params (call with no update in flight)."""
@@ -164,7 +230,25 @@ class ProxSGDAlgorithm:
         rows = batch.numpy().astype(np.int64, copy=False)
         P = params.numpy()
         d = data.d
-        if data.sparse:
+        if self._lazy_state is not None:
+            st = self._lazy_state
+            eta, thr = self._lazy_step()
+            Z = fast.lazy_batch_margins(
+                v["indptr"],
+                v["indices"],
+                v["values"],
+                rows,
+                P[:d],
+                st["mu"].numpy(),
+                eta,
+                thr,
+                st["ticks"].numpy(),
+                st["last"].numpy(),
+                st["block_of"].numpy(),
+                self.variance_reduction,
+                self.problem.n_blocks == 1,
+            )
+        elif data.sparse:
             Z = fast.csr_batch_margins(v["indptr"], v["indices"], v["values"], rows, P[:d])
         else:
             Xb = v["dense"][rows]
@@ -188,7 +272,9 @@ class ProxSGDAlgorithm:
         """Load (or compile) the kernels now, in the setup or a worker's start, not in the timed steps."""
         if self.fast:
             params = self.init_params()
-            self.apply(params, self.compute(params, torch.zeros(1, dtype=torch.int64), 1.0, 0), 0)
+            one_row = torch.zeros(1, dtype=torch.int64)  # scale: a batch of 1 takes the step of a full one
+            self.apply(params, self.compute(params, one_row, 1.0 / self.batch_size, 0), 0)
+            self.flush(params)  # also resets the lazy counts
 
     def _numpy_views(self) -> dict:
         views = getattr(self, "_views", None)
@@ -220,6 +306,9 @@ class ProxSGDAlgorithm:
             lo, hi = int(problem.bounds[update.block]), int(problem.bounds[update.block + 1])
         else:
             lo, hi = 0, problem.data.d
+        if self._lazy_state is not None:
+            self._apply_lazy(params, update, eta)
+            return
         if self.variance_reduction:  # the anchor's mean gradient: dense on the block
             params[lo:hi].sub_(self._snap_mu[lo:hi], alpha=eta)
             if update.intercept is not None:
@@ -237,6 +326,20 @@ class ProxSGDAlgorithm:
                 problem.prox_all(params, eta)
         if update.intercept is not None:
             params[problem.data.d].sub_(update.intercept, alpha=eta)
+
+    def _apply_lazy(self, params, update, eta) -> None:
+        from asyncopt.proxsgd import fast
+
+        st = self._lazy_state
+        lazy_eta, thr = self._lazy_step()
+        if eta != lazy_eta:  # a weighted (synchronous) or delay-adaptive step would break the closed form
+            raise RuntimeError(f"lazy updates need the constant step {lazy_eta:g}, got {eta:g}")
+        first, last = (update.block, update.block) if update.block >= 0 else (0, self.problem.n_blocks - 1)
+        fast.lazy_apply(params.numpy(), update.index.numpy(), update.values.numpy(), eta, thr, st["mu"].numpy(),
+                        st["ticks"].numpy(), st["last"].numpy(), st["block_of"].numpy(), first, last)  # fmt: skip
+        if update.intercept is not None:
+            d = self.problem.data.d
+            params[d].sub_(update.intercept + st["mu"][d], alpha=eta)
 
     def _apply_compiled(self, params, update, eta, lo, hi) -> None:
         from asyncopt.proxsgd import fast
@@ -268,6 +371,8 @@ class ProxSGDAlgorithm:
             data, **{f.name: getattr(data, f.name).to(device) for f in dataclasses.fields(data) if _is_tensor(data, f)}
         )
         problem = dataclasses.replace(self.problem, data=moved)
+        if self._lazy_state is not None:
+            raise ValueError("lazy updates need one shared parameter store, not per-device replicas")
         replica = dataclasses.replace(self, problem=problem)
         replica._snap_D, replica._snap_mu = self._snap_D, self._snap_mu  # the anchor stays where it is refreshed
         return replica
@@ -292,7 +397,7 @@ class ProxSGDAlgorithm:
     def share_memory(self) -> None:
         for t in self.problem.data.tensors():
             t.share_memory_()
-        for t in (self._eta, self._snap_D, self._snap_mu):
+        for t in (self._eta, self._snap_D, self._snap_mu, *(self._lazy_state or {}).values()):
             if t is not None:
                 t.share_memory_()
 

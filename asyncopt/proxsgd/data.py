@@ -74,6 +74,11 @@ class LinearData:
             return torch.sparse_csr_tensor(indptr, indices, values, shape, check_invariants=False)
 
     @property
+    def nnz(self) -> int:
+        """Stored entries of the data (n d when dense)."""
+        return int(self.values.shape[0]) if self.sparse else self.n * self.d
+
+    @property
     def sparse(self) -> bool:
         return self.dense is None
 

@@ -75,3 +75,104 @@ def soft_threshold(v, t, positive):
             flat[q] = x + t
         else:
             flat[q] = 0.0
+
+
+# -- lazy (just-in-time) updates for sparse data -----------------------------------------------
+# Between two evaluation points the step is constant, so every server update applies the same map
+# T(x) = soft(x - a, b), a = eta mu_i (the SVRG anchor's gradient, 0 without it), b = eta alpha,
+# to each coordinate of its block that the minibatch does not touch. Those coordinates are left
+# as they are and T is applied k times in closed form when the coordinate is next read or written
+# (k = the block's update count minus the coordinate's own count), and for all at the next flush.
+# An update then costs O(nnz of the minibatch), not O(block size).
+
+
+@njit(cache=True, nogil=True)
+def repeat_soft(x, a, b, k):
+    """T^k(x) for T(x) = sign(x - a) max(|x - a| - b, 0), b >= 0, in O(1): at most three phases
+    (moving at a constant rate towards 0, the step that lands on or crosses 0, the drift after)."""
+    while k > 0:
+        if x == 0.0:
+            v = -a
+            if abs(v) <= b:
+                return 0.0  # 0 is a fixed point
+            x = v - b if v > 0 else v + b
+            k -= 1
+            continue
+        s = 1.0 if x > 0 else -1.0
+        y, c = s * x, s * a  # mirror so that y > 0; one step maps y -> y - c - b while y - c > b
+        rate = c + b
+        if rate <= 0.0:
+            return s * (y - k * rate)  # moving away from 0 (or standing): it never reaches it
+        steps_left = y / rate - 1.0  # full steps that keep y - c > b: ceil of this
+        if steps_left > k - 1:  # ceil(steps_left) >= k: every one of the k steps is a full one
+            return s * (y - k * rate)
+        m = int(np.ceil(steps_left)) if steps_left > 0.0 else 0
+        y -= m * rate
+        k -= m
+        v = y - c  # now v <= b: one step lands on 0 or crosses it
+        k -= 1
+        if v >= -b:
+            x = 0.0
+        else:
+            x = s * (v + b)
+    return x
+
+
+@njit(cache=True, nogil=True)
+def lazy_batch_margins(indptr, indices, values, rows, W, mu, eta, thr, ticks, last, block_of, has_mu, one_block):
+    """Z = X[rows] @ W where each W row read is first brought up to date (not written back)."""
+    k = W.shape[1]
+    Z = np.zeros((rows.shape[0], k), dtype=W.dtype)
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for p in range(indptr[i], indptr[i + 1]):
+            c = indices[p]
+            behind = ticks[block_of[c] if one_block == 0 else 0] - last[c]
+            v = values[p]
+            for j in range(k):
+                w = W[c, j]
+                if behind > 0 and (w != 0.0 or has_mu):  # 0 stays 0 under T when there is no mu
+                    w = repeat_soft(w, eta * mu[c, j] if has_mu else 0.0, thr, behind)
+                Z[r, j] += v * w
+    return Z
+
+
+@njit(cache=True, nogil=True)
+def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_block, last_block):
+    """One server update of blocks first_block..last_block: for each touched row, catch up, then
+    x <- soft(x - eta (g + mu), eta alpha); untouched rows fall one more tick behind."""
+    k = P.shape[1]
+    for q in range(index.shape[0]):  # catch up (once per row) and take the gradient step
+        c = index[q]
+        t = ticks[block_of[c]]
+        if last[c] >= 0:  # first time this row is seen in this update
+            behind = t - last[c]
+            if behind > 0:
+                for j in range(k):
+                    P[c, j] = repeat_soft(P[c, j], eta * mu[c, j], thr, behind)
+            last[c] = -1 - t  # marks "stepped, prox pending"
+        for j in range(k):
+            P[c, j] -= eta * values[q, j]
+    for q in range(index.shape[0]):  # the prox of this tick, once per row
+        c = index[q]
+        if last[c] < 0:
+            t = -1 - last[c]
+            for j in range(k):
+                v = P[c, j] - eta * mu[c, j]
+                P[c, j] = v - thr if v > thr else (v + thr if v < -thr else 0.0)
+            last[c] = t + 1
+    for b in range(first_block, last_block + 1):
+        ticks[b] += 1
+
+
+@njit(cache=True, nogil=True)
+def lazy_flush(P, mu, eta, thr, ticks, last, block_of):
+    """Bring every row up to date and restart the counts (with no update in flight)."""
+    k = P.shape[1]
+    for c in range(block_of.shape[0]):
+        behind = ticks[block_of[c]] - last[c]
+        if behind > 0:
+            for j in range(k):
+                P[c, j] = repeat_soft(P[c, j], eta * mu[c, j], thr, behind)
+        last[c] = 0
+    ticks[:] = 0

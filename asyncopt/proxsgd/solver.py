@@ -103,14 +103,13 @@ def run_proxsgd(
             return True
         return callback(entry) if callback is not None else False
 
-    refresh = None
-    if algo.variance_reduction:
-        anchored = {"at": 0}
+    anchored = {"at": 0}
 
-        def refresh(params, samples):  # SVRG: move the anchor once an epoch (timed as training)
-            if samples - anchored["at"] >= settings.snapshot_epochs * n:
-                algo.refresh_snapshot(params)
-                anchored["at"] = samples
+    def refresh(params, samples):  # with workers drained, before the evaluation (timed as training)
+        algo.flush(params)  # lazy updates: every row up to date before F is measured or the step changes
+        if algo.variance_reduction and samples - anchored["at"] >= settings.snapshot_epochs * n:
+            algo.refresh_snapshot(params)  # SVRG: move the anchor once an epoch
+            anchored["at"] = samples
 
     monitor = Monitor(evaluate, stop, started, refresh)
     if algo.variance_reduction:

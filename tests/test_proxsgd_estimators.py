@@ -216,13 +216,17 @@ def test_wide_sparse_data_uses_lazy_updates_and_matches_eager_ones(monkeypatch):
     X = sp.random(n, d, density=20 / d, random_state=3, format="csr")
     w = rng.normal(size=d) * (rng.random(d) < 0.05)
     y = np.where(X @ w + 0.01 * rng.normal(size=n) > 0, 1, 0)
-    common = dict(penalty="l1", alpha=1e-3, batch_size=8, max_epochs=8, tol=None, random_state=0)
+    common = dict(penalty="l1", alpha=1e-3, batch_size=8, n_blocks=1, max_epochs=8, tol=None, random_state=0)
     active = []
     pays = ProxSGDAlgorithm._lazy_pays
     monkeypatch.setattr(ProxSGDAlgorithm, "_lazy_pays", lambda self: active.append(pays(self)) or active[-1])
     lazy = ProxSGDClassifier(**common).fit(X, y)
     assert active and all(active)  # 60,000 columns against 8 x 20 entries: the lazy path was taken
-    threads = ProxSGDClassifier(backend="threads", n_workers=2, threads_per_worker=1, **common).fit(X, y)
+    # lazy updates under two workers that apply their own updates (a constant step: not delay-adaptive)
+    threads = ProxSGDClassifier(
+        backend="threads", n_workers=2, threads_per_worker=1, delay_adaptive=False, **common
+    ).fit(X, y)
+    assert len(active) == 2 and all(active)
     monkeypatch.setattr(ProxSGDAlgorithm, "_lazy_pays", lambda self: False)
     eager = ProxSGDClassifier(**common).fit(X, y)
     np.testing.assert_allclose(lazy.coef_, eager.coef_, rtol=1e-8, atol=1e-10)  # serial: the same arithmetic

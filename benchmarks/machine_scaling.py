@@ -55,7 +55,10 @@ def main():
         rows.append((one, two))
         print(f"trial {trial}: 1 process {one:,.0f} passes/s, 2 processes {two:,.0f} passes/s, ratio {two / one:.2f}x")
     ratios = [b / a for a, b in rows]
-    print(f"2-process / 1-process throughput: median {np.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})")
+    print(
+        f"2-process / 1-process throughput: median {np.median(ratios):.2f}x "
+        f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -251,3 +251,27 @@ def test_fit_raises_a_failing_workers_exception(digits):
     with pytest.raises(WorkerFailed, match="(?s)worker .* raised.*kernel evaluation failed on purpose"):
         clf.fit(X, y)
     assert time.perf_counter() - t0 < 60
+
+
+def test_a_task_of_batches_is_the_same_batches_and_keys_as_one_by_one():
+    """Worker engines ship `next_task` (arrays); the serial engine draws with `next`: both must see
+    the same batches and keys, across epoch ends (n = 23, batch 4), evaluation points and refills
+    of the key buffer (1024 keys at a time)."""
+    from asyncopt.engines.base import BatchStream, Schedule
+
+    schedule = Schedule(23, 4, 400.0, 3)
+    one, many = BatchStream(schedule, np.random.default_rng(3)), BatchStream(schedule, np.random.default_rng(3))
+    singles, grouped = [], []
+    for until in schedule.evaluation_points():
+        while one.issued < until:
+            singles.append(one.next(until - one.issued))
+        while many.issued < until:
+            task = many.next_task(until - many.issued, 3)
+            grouped += [(batch, key) for batch, _, key in task.batches()]
+            assert task.n_samples == task.sizes.sum() <= 12
+    assert len(singles) == len(grouped) > 2 * 1024
+    for (b1, k1), (b2, k2) in zip(singles, grouped, strict=True):
+        np.testing.assert_array_equal(b1, b2)
+        assert k1 == k2
+    first_epoch = np.concatenate([b for b, _ in singles[:6]])
+    assert sorted(first_epoch.tolist()) == list(range(23))

@@ -40,8 +40,10 @@ def test_a9a_l1_logistic_reaches_liblinear_optimum_within_1e_3(a9a):
             l1_ratio=1.0, solver="liblinear", C=1 / (alpha * X.shape[0]), tol=1e-8, max_iter=10_000, fit_intercept=False
         ).fit(X, y)
     f_star = l1_logistic_objective(X, y, ref.coef_.ravel(), alpha)
+    # plain proximal SGD (one block, batch 32, plateau schedule) measured over seeds 0-4: 4e-4..2.3e-3
+    # after 15 epochs, 3.2e-4..4.4e-4 after 30; so 30 epochs, not a lucky seed
     model = ProxSGDClassifier(
-        penalty="l1", alpha=alpha, fit_intercept=False, max_epochs=15, tol=None, evals_per_epoch=2, random_state=0
+        penalty="l1", alpha=alpha, fit_intercept=False, max_epochs=30, tol=None, evals_per_epoch=2, random_state=0
     ).fit(X, y)
     f = l1_logistic_objective(X, y, model.coef_.ravel(), alpha)
     assert abs(f - model.history_[-1]["objective"]) < 1e-9  # the history measures the returned model

@@ -162,6 +162,89 @@ def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_
     assert not torch.equal(results[0][0], results[0][1])  # the steps moved the parameters
 
 
+@pytest.mark.parametrize("vr", [False, True])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("loss", ["logistic", "squared", "smoothed_hinge", "sigmoid"])
+@pytest.mark.parametrize("penalty", ["l1", "l1-positive", "none"])
+def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, penalty, vr):
+    """The sparse fast path does the whole step in two kernels (fast.sparse_block_step and
+    eager_l1_apply), with its own copy of each loss derivative: checked against losses.py."""
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd import fast
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    assert loss in fast.LOSS_CODES
+    rng = np.random.default_rng(7)
+    n, d = 40, 9
+    X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5))
+    Y = rng.normal(size=(n, k)) if loss == "squared" else rng.choice([-1.0, 1.0], size=(n, k))
+    name, positive = ("none", False) if penalty == "none" else ("l1", penalty == "l1-positive")
+    problem = LinearProblem(
+        LinearData.from_array(X, Y),
+        LOSSES[loss],
+        make_penalty(name, 0.03, positive=positive),
+        NonconvexRegularizer(0.0),
+        True,
+        block_bounds(d, 2),
+    )
+    start = torch.tensor(rng.normal(size=(d + 1, k))) * 2.0  # margins beyond |z| = 1: every branch of the hinge
+    results = []
+    for compiled in (True, False):
+        algo = ProxSGDAlgorithm(problem, 6, 0.3, use_compiled=compiled, variance_reduction=vr)
+        params = start.clone()
+        if vr:
+            algo.refresh_snapshot(start * 0.5)
+        for key in range(8):
+            batch = torch.as_tensor(np.random.default_rng(key).choice(n, 6, replace=False))
+            algo.apply(params, algo.compute(params, batch, 1.0, key), 0)
+        results.append(params)
+    np.testing.assert_allclose(results[0].numpy(), results[1].numpy(), rtol=1e-12, atol=1e-12)
+    assert not torch.equal(results[0], start)
+
+
+@pytest.mark.parametrize("vr", [False, True])
+@pytest.mark.parametrize("push", ["block", "full"])
+def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr):
+    """run_task (the servers-in-workers fast path: no torch per step) against the step-by-step rule,
+    with an intercept, 3 outputs and a task of 7 batches; the version counter counts every update."""
+    import threading
+
+    import scipy.sparse as sp
+
+    from asyncopt.engines.base import Task
+    from asyncopt.engines.workers import _Counter
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(8)
+    n, d, k = 50, 12, 3
+    X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4))
+    problem = LinearProblem(
+        LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k))),
+        LOSSES["logistic"],
+        make_penalty("l1", 0.02),
+        NonconvexRegularizer(0.0),
+        True,
+        block_bounds(d, 3),
+    )
+    algo = ProxSGDAlgorithm(problem, 5, 0.4, push, variance_reduction=vr)
+    assert algo.fused
+    start = torch.tensor(rng.normal(size=(d + 1, k)))
+    if vr:
+        algo.refresh_snapshot(start * 0.5)
+    rows = np.concatenate([np.random.default_rng(key).choice(n, 5, replace=False) for key in range(7)])
+    task = Task(rows, np.full(7, 5), np.arange(7), 5)
+    stepwise = start.clone()
+    for batch, scale, key in task.batches():
+        algo.apply(stepwise, algo.compute(stepwise, torch.as_tensor(batch), scale, key), 0)
+    fused, counter = start.clone(), _Counter()
+    locks = [threading.Lock() for _ in range(algo.n_locks + 1)]
+    assert algo.run_task(fused, task, counter, locks) == [0] * 7
+    assert counter.value == 7
+    np.testing.assert_allclose(fused.numpy(), stepwise.numpy(), rtol=1e-12, atol=1e-12)
+    assert not torch.equal(fused, start)
+
+
 @pytest.mark.parametrize("sparse", [True, False])
 def test_full_push_split_into_server_parts_equals_one_full_step(sparse):
     import scipy.sparse as sp
@@ -258,3 +341,23 @@ def test_lazy_updates_equal_eager_ones_after_a_flush(push, vr, k, blocks):
     np.testing.assert_allclose(results[1][0].numpy(), results[0][0].numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-9, atol=1e-12)
     assert not torch.equal(results[0][0], start)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_smoothness_estimate_is_the_top_eigenvalue_of_the_gram_matrix_with_a_margin(sparse, fit_intercept):
+    """Power iteration (stopping once the Rayleigh quotient settles) against numpy's eigvalsh of
+    A^T A / n, A with a column of ones when an intercept is fitted; beta is the largest row norm."""
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd.stepsize import estimate_smoothness
+
+    rng = np.random.default_rng(9)
+    n, d = 80, 15
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5) + 0.3
+    data = LinearData.from_array(sp.csr_matrix(X) if sparse else X, np.ones((n, 1)))
+    A = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
+    top = np.linalg.eigvalsh(A.T @ A / n)[-1]
+    est = estimate_smoothness(data, fit_intercept)
+    assert est.top_eigenvalue == pytest.approx(1.05 * top, rel=1e-3)
+    assert est.max_row_sq_norm == pytest.approx((A * A).sum(1).max())

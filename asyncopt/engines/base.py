@@ -71,6 +71,31 @@ class Schedule:
         return sorted(p for p in points if 0 < p < total) + [total]
 
 
+KEY_CHUNK = 1024  # batch keys are drawn this many at a time
+
+
+@dataclasses.dataclass
+class Task:
+    """Consecutive batches for one worker, shipped as three arrays (a list of small arrays costs
+    microseconds per batch to pickle, as much as a compiled step)."""
+
+    rows: np.ndarray  # the batches' sample indices, concatenated
+    sizes: np.ndarray  # samples per batch
+    keys: np.ndarray  # one random key per batch
+    round_batch: int  # a batch's step is scaled by len(batch) / round_batch
+
+    def batches(self):
+        """(batch, scale, key) for each batch, in order."""
+        start = 0
+        for size, key in zip(self.sizes.tolist(), self.keys.tolist(), strict=True):
+            yield self.rows[start : start + size], size / self.round_batch, key
+            start += size
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.rows.shape[0])
+
+
 class BatchStream:
     """Draws batches from per-epoch permutations (deterministic from the generator)."""
 
@@ -78,15 +103,33 @@ class BatchStream:
         self.schedule, self.rng = schedule, rng
         self.order = np.empty(0, dtype=np.int64)
         self.issued = 0
+        self._keys, self._used = np.empty(0, dtype=np.int64), 0
+
+    def _next_keys(self, count: int) -> np.ndarray:
+        if self._used + count > len(self._keys):
+            fresh = self.rng.integers(2**62, size=max(KEY_CHUNK, count))
+            self._keys, self._used = np.concatenate([self._keys[self._used :], fresh]), 0
+        self._used += count
+        return self._keys[self._used - count : self._used]
 
     def next(self, limit: int) -> tuple[np.ndarray, int]:
-        """The next batch, at most `limit` samples, and the task's random key."""
+        """The next batch, at most `limit` samples, and its random key."""
+        task = self.next_task(limit, 1)
+        return task.rows, int(task.keys[0])
+
+    def next_task(self, limit: int, batches: int, round_batch: int | None = None) -> Task:
+        """Up to `batches` batches, at most `limit` samples, none crossing the end of an epoch: the
+        same batches and keys as that many calls of `next`."""
         if len(self.order) == 0:
             self.order = self.rng.permutation(self.schedule.n_samples)
-        take = min(self.schedule.batch_size, len(self.order), limit)
-        batch, self.order = self.order[:take], self.order[take:]
+        B = self.schedule.batch_size
+        take = min(len(self.order), limit, batches * B)
+        count = -(-take // B)
+        sizes = np.full(count, B, dtype=np.int64)
+        sizes[-1] = take - B * (count - 1)
+        rows, self.order = self.order[:take], self.order[take:]
         self.issued += take
-        return batch, int(self.rng.integers(2**62))
+        return Task(rows, sizes, self._next_keys(count).copy(), B if round_batch is None else round_batch)
 
 
 class Monitor:

@@ -35,6 +35,15 @@ class Telemetry:
         w.compute_seconds += compute
         w.wait_seconds += wait
 
+    def record_many(self, worker: int, stalenesses: list[int], samples: int, compute: float, wait: float) -> None:
+        """A task's updates at once: samples, compute and wait are the task's totals."""
+        self.staleness.update(stalenesses)
+        w = self.workers[worker]
+        w.steps += len(stalenesses)
+        w.samples += samples
+        w.compute_seconds += compute
+        w.wait_seconds += wait
+
     @property
     def updates(self) -> int:
         return sum(self.staleness.values())

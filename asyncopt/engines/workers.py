@@ -105,8 +105,15 @@ def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, t
                 return
             t1 = time.perf_counter()
             if locks is not None:
+                # an algorithm may run the whole task compiled (same rule: lock-free reads, each
+                # server's part under its lock); None means it cannot, and the loop below does it
+                run_task = getattr(algo, "run_task", None)
+                stalenesses = run_task(params, task, version, locks) if run_task is not None else None
+                if stalenesses is not None:
+                    results.put(("applied", worker, stalenesses, task.n_samples, time.perf_counter() - t1, t1 - t0))
+                    continue
                 stalenesses, samples = [], 0
-                for batch, scale, key in task:
+                for batch, scale, key in task.batches():
                     read_version = version.value
                     update = algo.compute(params, torch.as_tensor(batch), scale, key)
                     algo.check(update, -1, -1)
@@ -114,7 +121,7 @@ def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, t
                     samples += len(batch)
                 results.put(("applied", worker, stalenesses, samples, time.perf_counter() - t1, t1 - t0))
                 continue
-            (batch, scale, key) = task[0]
+            (batch, scale, key) = next(task.batches())
             if replica is not None:
                 replica.catch_up()
             read_version = version.value
@@ -139,9 +146,11 @@ class WorkerEngine:
     devices: list | None = None  # threads only: one worker per torch device, each with a replica
     timeout: float = 300.0  # longest wait for any one update before the run is declared hung
     # servers in the workers: each worker applies its own updates under per-block locks (algorithms
-    # with `n_locks` and `server_parts`), and tasks carry `task_batches` batches, so the coordinator only schedules
+    # with `n_locks` and `server_parts`), and a task carries at least 8 batches and `task_samples`
+    # samples, so that the coordinator only schedules: with compiled steps of ~20 us a task of 8
+    # small batches would leave the workers waiting on the coordinator's round trips
     servers_in_workers: bool = False
-    task_batches: int = 8
+    task_samples: int = 4096
 
     def __post_init__(self):
         if self.backend not in ("threads", "processes"):
@@ -315,8 +324,7 @@ class WorkerEngine:
                 pending = [self._next_result() for _ in range(in_flight if self.synchronous else 1)]
                 if pending[0][0] == "applied":  # the worker applied its updates itself
                     _, worker, stalenesses, n, compute, wait = pending[0]
-                    for staleness in stalenesses:
-                        telemetry.record(worker, staleness, n // len(stalenesses), compute / len(stalenesses), wait)
+                    telemetry.record_many(worker, stalenesses, n, compute, wait)
                     applied += n
                     steps += len(stalenesses)
                     in_flight -= 1
@@ -352,11 +360,9 @@ class WorkerEngine:
         return params, telemetry
 
     def _send_task(self, stream: BatchStream, until: int, round_batch: int) -> int:
-        """Queue one task (a list of batches, none crossing the evaluation point `until`); returns 1 if sent."""
-        task = []
-        while stream.issued < until and len(task) < (self.task_batches if self.servers_in_workers else 1):
-            batch, key = stream.next(until - stream.issued)
-            task.append((batch, len(batch) / round_batch, key))
-        if task:
-            self._tasks.put(task)
-        return 1 if task else 0
+        """Queue one task (batches that do not cross the evaluation point `until`); returns 1 if sent."""
+        if stream.issued >= until:
+            return 0
+        batches = max(8, -(-self.task_samples // stream.schedule.batch_size)) if self.servers_in_workers else 1
+        self._tasks.put(stream.next_task(until - stream.issued, batches, round_batch))
+        return 1

@@ -219,7 +219,8 @@ class _ProxSGDBase(BaseEstimator):
             # synchronous rounds weight the step (the algorithm checks the rest)
             lazy="off" if self.synchronous or self.max_delay or self.inconsistent_reads else "auto",
         )
-        algo.prepare()
+        if self.backend != "processes" or algo.lazy_active:  # (process workers load the kernels themselves,
+            algo.prepare()  # before the clock starts; only lazy updates need them here too, to flush)
         self.n_blocks_ = len(bounds) - 1
         self.batch_size_, self.step_size_ = N, eta
         self.smoothness_ = {"top_eigenvalue": smoothness.top_eigenvalue, "max_row_sq_norm": smoothness.max_row_sq_norm}

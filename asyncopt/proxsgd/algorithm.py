@@ -167,7 +167,7 @@ class ProxSGDAlgorithm:
 
     @property
     def step(self) -> float:
-        return float(self._eta[0])
+        return float(self._numpy_views()["eta"][0])  # (a numpy read: ~20x cheaper than a tensor's)
 
     @step.setter
     def step(self, value: float) -> None:
@@ -254,19 +254,114 @@ class ProxSGDAlgorithm:
             Xb = v["dense"][rows]
             Z = Xb @ P[:d]
         Z += P[d]
+        j, lo, hi = self._block_range(key)
+        if self._loss_code is not None and data.sparse and not problem.regularizer.strength:  # one kernel
+            index, values, intercept, finite = self._fused_gradient(rows, Z, lo, hi)
+            return BlockUpdate(
+                j,
+                torch.from_numpy(index),
+                torch.from_numpy(values),
+                torch.from_numpy(intercept) if problem.fit_intercept else None,
+                scale * self.batch_size / len(rows),
+                0.0 if finite else math.nan,
+            )
         z, y = torch.from_numpy(Z), torch.from_numpy(v["Y"][rows])
         D = problem.loss.derivative(z, y)
         if self.variance_reduction:
             D -= self._anchor_derivative(batch, D)
         D /= len(rows)
         loss_sum = float(Z.sum())  # only its finiteness is used
-        j, lo, hi = self._block_range(key)
         if data.sparse:
             index, values = fast.csr_block_gradient(v["indptr"], v["indices"], v["values"], rows, D.numpy(), lo, hi)
             index, values = torch.from_numpy(index), torch.from_numpy(values)
         else:
             index, values = None, torch.from_numpy(Xb[:, lo:hi].T @ D.numpy())
         return self._finish(params, j, lo, hi, index, values, D, loss_sum, scale, len(rows))
+
+    @property
+    def _loss_code(self) -> int | None:
+        from asyncopt.proxsgd import fast
+
+        return fast.LOSS_CODES.get(self.problem.loss.name)
+
+    def _fused_gradient(self, rows, Z, lo, hi):
+        """(index, values, intercept gradient, finite) of the block lo..hi from the margins Z."""
+        from asyncopt.proxsgd import fast
+
+        v = self._numpy_views()
+        snap_D = v["snap_D"] if self.variance_reduction else v["Y"]  # (unused without SVRG)
+        return fast.sparse_block_step(
+            v["indptr"], v["indices"], v["values"], v["Y"], rows, Z, self._loss_code, snap_D,
+            self.variance_reduction, lo, hi,
+        )  # fmt: skip
+
+    def _fused_apply(self, P, index, values, intercept, eta, lo, hi) -> None:
+        """The server's rule (anchor mean, gradient pairs, L1 / no prox, intercept) in one kernel."""
+        from asyncopt.proxsgd import fast
+
+        v, penalty = self._numpy_views(), self.problem.penalty
+        fast.eager_l1_apply(
+            P, index, values, eta, eta * penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive,
+            v["snap_mu"] if self.variance_reduction else v["Y"],  # (unused without SVRG)
+            self.variance_reduction, lo, hi,
+            intercept if intercept is not None else v["values"], intercept is not None,
+        )  # fmt: skip
+
+    @property
+    def fused(self) -> bool:
+        """A whole task can run compiled (`run_task`): CPU, sparse data, an elementwise loss, an L1 (or
+        no) penalty, no smooth regularizer, eager updates."""
+        problem = self.problem
+        return (
+            self.fast
+            and problem.data.sparse
+            and self._loss_code is not None
+            and type(problem.penalty) in (L1, Penalty)
+            and not problem.regularizer.strength
+            and self._lazy_state is None
+        )
+
+    def run_task(self, params, task, version, locks) -> list[int] | None:
+        """A worker's task with the servers' rule applied here (the engine's servers-in-workers mode),
+        without a torch operation: per batch, read and compute lock-free in one kernel, then apply
+        each server's part under that server's lock (as `_apply_here` does) in another. Returns the
+        stalenesses, or None when the fused path does not apply (the engine then runs compute / apply).
+        Tasks never cross an evaluation point, so the step schedule is constant within one."""
+        if not self.fused:
+            return None
+        from asyncopt.proxsgd import fast
+
+        problem, v, P = self.problem, self._numpy_views(), params.numpy()
+        penalty, bounds, counter, vr = problem.penalty, problem.bounds, locks[-1], self.variance_reduction
+        alpha = penalty.alpha if type(penalty) is L1 else 0.0
+        snap_D, mu = (v["snap_D"], v["snap_mu"]) if vr else (v["Y"], v["Y"])  # (unused without SVRG)
+        data_arrays = (v["indptr"], v["indices"], v["values"], v["Y"])
+        code, fit_intercept, no_intercept = self._loss_code, problem.fit_intercept, v["values"]
+        steps: dict[int, float] = {}  # staleness -> the server's step (constant within the task)
+        stalenesses = []
+        for batch, scale, key in task.batches():
+            rows = np.asarray(batch, dtype=np.int64)
+            j, lo, hi = self._block_range(key)
+            read_version = version.value
+            index, values, intercept, finite = fast.sparse_step(*data_arrays, rows, P, code, snap_D, vr, lo, hi)
+            if not finite:
+                self.check(BlockUpdate(j, None, values, None, 1.0, math.nan), -1, -1)
+            with counter:
+                staleness = version.value - read_version
+            if staleness not in steps:
+                steps[staleness] = self.step_at(staleness)
+            eta = steps[staleness] * scale * self.batch_size / len(rows)
+            for b in (j,) if j >= 0 else range(len(bounds) - 1):
+                has_intercept = fit_intercept and (b == j or b == 0)  # (a full push's rides with block 0)
+                with locks[b]:
+                    fast.eager_l1_apply(
+                        P, index, values, eta, eta * alpha, penalty.positive, mu, vr, bounds[b], bounds[b + 1],
+                        intercept if has_intercept else no_intercept, has_intercept,
+                    )  # fmt: skip
+            with counter:
+                version.value += 1
+            stalenesses.append(staleness)
+        return stalenesses
 
     def prepare(self) -> None:
         """Load (or compile) the kernels now, in the setup or a worker's start, not in the timed steps."""
@@ -282,6 +377,9 @@ class ProxSGDAlgorithm:
             data = self.problem.data
             names = ("Y", "dense", "indptr", "indices", "values")
             views = {n: getattr(data, n).numpy() for n in names if getattr(data, n) is not None}
+            views["eta"] = self._eta.numpy()
+            if self.variance_reduction:
+                views["snap_D"], views["snap_mu"] = self._snap_D.numpy(), self._snap_mu.numpy()
             self._views = views
         return views
 
@@ -308,6 +406,10 @@ class ProxSGDAlgorithm:
             lo, hi = 0, problem.data.d
         if self._lazy_state is not None:
             self._apply_lazy(params, update, eta)
+            return
+        if self.fast and update.index is not None and type(problem.penalty) in (L1, Penalty):  # one kernel
+            intercept = update.intercept.numpy() if update.intercept is not None else None
+            self._fused_apply(params.numpy(), update.index.numpy(), update.values.numpy(), intercept, eta, lo, hi)
             return
         if self.variance_reduction:  # the anchor's mean gradient: dense on the block
             params[lo:hi].sub_(self._snap_mu[lo:hi], alpha=eta)

@@ -33,15 +33,19 @@ class Smoothness:
         return curvature * (self.max_row_sq_norm / N + (1 - 1 / N) * self.top_eigenvalue) + regularizer_smoothness
 
 
-def estimate_smoothness(data: LinearData, fit_intercept: bool, iterations: int = 30, seed: int = 0) -> Smoothness:
-    """Power iteration on A^T A / n (A with the intercept column when fitted); a few sparse products."""
+def estimate_smoothness(
+    data: LinearData, fit_intercept: bool, iterations: int = 30, seed: int = 0, rtol: float = 1e-4
+) -> Smoothness:
+    """Power iteration on A^T A / n (A with the intercept column when fitted): at most `iterations`
+    pairs of sparse products, fewer once the Rayleigh quotient moves by less than `rtol` (relative;
+    a9a and news20 settle within 1e-7 of the 60-iteration value in 6: this setup is timed as training)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     d = data.d
     v = torch.randn(d + 1, 1, generator=gen, dtype=data.dtype).to(data.device)
     if not fit_intercept:
         v[d] = 0.0
     lam = 0.0
-    for _ in range(iterations):
+    for it in range(iterations):
         v /= v.norm().clamp(min=torch.finfo(v.dtype).tiny)
         u = data.margins(v[:d]) + v[d]
         w = torch.zeros_like(v)
@@ -49,8 +53,10 @@ def estimate_smoothness(data: LinearData, fit_intercept: bool, iterations: int =
         if fit_intercept:
             w[d] = u.sum(0)
         w /= data.n
-        lam = float((v * w).sum())
+        lam, previous = float((v * w).sum()), lam
         v = w
+        if it >= 2 and abs(lam - previous) <= rtol * abs(lam):
+            break
     beta = float(data.row_sq_norms().max()) + (1.0 if fit_intercept else 0.0) if data.n else 0.0
     # the Rayleigh quotient approaches lambda_1 from below: a 5% margin keeps the step safe
     return Smoothness(1.05 * max(lam, 0.0), beta)

@@ -1,0 +1,109 @@
+"""Microseconds per AsyB-ProxSGD update (a worker's compute + its server's apply), no engine.
+
+Times, in one thread, for a few batch sizes on a9a and news20 (L1 logistic, 4 blocks, with and
+without SVRG): `algo.compute` + `algo.apply` on the torch reference path and on the compiled one,
+and `algo.run_task` (the fused path the worker engines use: numpy and two kernels per update), so
+the per-update overhead that limits small batches is visible as ratios in one run.
+
+    python benchmarks/proxsgd_step_cost.py --out benchmarks/results/proxsgd_step_cost.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asyncopt.datasets import load_a9a, load_news20
+from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+from asyncopt.proxsgd.data import LinearData
+from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss
+from asyncopt.proxsgd.problem import LinearProblem, block_bounds
+from asyncopt.proxsgd.prox import make_penalty
+
+
+def make_algo(X, y, batch, compiled, svrg, blocks=4):
+    data = LinearData.from_array(X, y.reshape(-1, 1).astype(np.float64))
+    problem = LinearProblem(
+        data,
+        get_loss("logistic"),
+        make_penalty("l1", 1e-4),
+        NonconvexRegularizer(0.0),
+        False,
+        block_bounds(data.d, blocks),
+    )
+    algo = ProxSGDAlgorithm(problem, batch, 0.1, use_compiled=compiled, variance_reduction=svrg)
+    algo.prepare()
+    if svrg:
+        algo.refresh_snapshot(algo.init_params())
+    return algo
+
+
+def time_updates(algo, n, seconds=1.5):
+    params = algo.init_params()
+    rng = np.random.default_rng(0)
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(50):
+            batch = torch.from_numpy(rng.integers(0, n, algo.batch_size))
+            algo.apply(params, algo.compute(params, batch, 1.0, count), 0)
+            count += 1
+    return (time.perf_counter() - t0) / count * 1e6
+
+
+def time_task(algo, n, count=4000):
+    """Microseconds per update of `run_task` (the processes engine's path) over one task."""
+    import threading
+
+    from asyncopt.engines.base import Task
+    from asyncopt.engines.workers import _Counter
+
+    rng = np.random.default_rng(0)
+    B = algo.batch_size
+    task = Task(rng.integers(0, n, count * B), np.full(count, B), rng.integers(0, 2**62, count), B)
+    locks = [threading.Lock() for _ in range(algo.n_locks + 1)]
+    params = algo.init_params()
+    t0 = time.perf_counter()
+    algo.run_task(params, task, _Counter(), locks)
+    return (time.perf_counter() - t0) / count * 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--batches", default="1,4,32")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    lines = [
+        "# Microseconds per AsyB-ProxSGD update (compute + apply, one thread, no engine)",
+        "",
+        "Command: `python benchmarks/proxsgd_step_cost.py" + (f" --out {args.out}`" if args.out else "`"),
+        "",
+        "L1 logistic, alpha 1e-4, 4 blocks, no intercept. torch and compiled: `compute` + `apply`; "
+        "fused: `run_task` over 4,000 batches. Ratio: torch / fused.",
+        "",
+        "| data | batch | SVRG | torch (us) | compiled (us) | fused task (us) | ratio |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for name, loader in (("a9a", load_a9a), ("news20", load_news20)):
+        X, y, _, _ = loader()
+        for batch in [int(b) for b in args.batches.split(",")]:
+            for svrg in (False, True):
+                slow = time_updates(make_algo(X, y, batch, False, svrg), X.shape[0])
+                quick = time_updates(make_algo(X, y, batch, True, svrg), X.shape[0])
+                fused = time_task(make_algo(X, y, batch, True, svrg), X.shape[0])
+                vr = "yes" if svrg else "no"
+                row = f"| {name} | {batch} | {vr} | {slow:,.0f} | {quick:,.1f} | {fused:,.1f} | {slow / fused:.0f}x |"
+                print(row, flush=True)
+                lines.append(row)
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -275,3 +275,43 @@ def test_a_task_of_batches_is_the_same_batches_and_keys_as_one_by_one():
         assert k1 == k2
     first_epoch = np.concatenate([b for b, _ in singles[:6]])
     assert sorted(first_epoch.tolist()) == list(range(23))
+
+
+def test_lazy_proxsgd_in_worker_processes_gives_the_eager_threads_parameters():
+    """The fused lazy path in spawned workers, with the coordinator's kernels loaded before the
+    parameters move to shared memory (as the estimator does), equals eager updates in a thread."""
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+    from asyncopt.proxsgd.data import LinearData
+    from asyncopt.proxsgd.losses import LOSSES, NonconvexRegularizer
+    from asyncopt.proxsgd.problem import LinearProblem, block_bounds
+    from asyncopt.proxsgd.prox import make_penalty
+
+    def run(backend, lazy):
+        X = sp.random(300, 2000, density=0.01, random_state=1, format="csr")
+        y = np.random.default_rng(0).choice([-1.0, 1.0], size=(300, 1))
+        problem = LinearProblem(
+            LinearData.from_array(X, y),
+            LOSSES["logistic"],
+            make_penalty("l1", 1e-3),
+            NonconvexRegularizer(0.0),
+            False,
+            block_bounds(2000, 1),
+        )
+        algo = ProxSGDAlgorithm(problem, 4, 0.5, "full", variance_reduction=True, lazy=lazy)
+        algo.prepare()
+        algo.refresh_snapshot(algo.init_params())
+
+        def refresh(params, samples):
+            algo.flush(params)
+            algo.refresh_snapshot(params)
+
+        monitor = Monitor(lambda p, s, st, sec: float(p.abs().sum()), None, None, refresh)
+        engine = WorkerEngine(backend, 1, 1, servers_in_workers=True)
+        params, _ = engine.run(algo, Schedule(300, 4, 3.0, 1), np.random.default_rng(0), monitor)
+        algo.flush(params)
+        assert algo.lazy_active == (lazy == "on")
+        return params
+
+    np.testing.assert_allclose(run("processes", "on").numpy(), run("threads", "off").numpy(), rtol=1e-9, atol=1e-12)

@@ -318,7 +318,8 @@ class ProxSGDAlgorithm:
             and self._loss_code is not None
             and type(problem.penalty) in (L1, Penalty)
             and not problem.regularizer.strength
-            and self._lazy_state is None
+            # lazy counts are per block: a full push over several blocks goes part by part (compute / apply)
+            and (self._lazy_state is None or self.push == "block" or problem.n_blocks == 1)
         )
 
     def run_task(self, params, task, version, locks) -> list[int] | None:
@@ -337,13 +338,25 @@ class ProxSGDAlgorithm:
         snap_D, mu = (v["snap_D"], v["snap_mu"]) if vr else (v["Y"], v["Y"])  # (unused without SVRG)
         data_arrays = (v["indptr"], v["indices"], v["values"], v["Y"])
         code, fit_intercept, no_intercept = self._loss_code, problem.fit_intercept, v["values"]
+        lazy = self._lazy_state is not None
+        if lazy:  # just-in-time prox (fast.py): rows are caught up when read or written
+            st = {name: t.numpy() for name, t in self._lazy_state.items()}
+            lazy_eta, lazy_thr = self._lazy_step()
+            lazy_args = (st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"])
         steps: dict[int, float] = {}  # staleness -> the server's step (constant within the task)
         stalenesses = []
         for batch, scale, key in task.batches():
             rows = np.asarray(batch, dtype=np.int64)
             j, lo, hi = self._block_range(key)
             read_version = version.value
-            index, values, intercept, finite = fast.sparse_step(*data_arrays, rows, P, code, snap_D, vr, lo, hi)
+            if lazy:
+                Z = fast.lazy_batch_margins(*data_arrays[:3], rows, P[:-1], *lazy_args, vr, len(bounds) == 2)
+                Z += P[-1]
+                index, values, intercept, finite = fast.sparse_block_step(
+                    *data_arrays, rows, Z, code, snap_D, vr, lo, hi
+                )
+            else:
+                index, values, intercept, finite = fast.sparse_step(*data_arrays, rows, P, code, snap_D, vr, lo, hi)
             if not finite:
                 self.check(BlockUpdate(j, None, values, None, 1.0, math.nan), -1, -1)
             with counter:
@@ -351,7 +364,17 @@ class ProxSGDAlgorithm:
             if staleness not in steps:
                 steps[staleness] = self.step_at(staleness)
             eta = steps[staleness] * scale * self.batch_size / len(rows)
-            for b in (j,) if j >= 0 else range(len(bounds) - 1):
+            if lazy:
+                if eta != lazy_eta:  # (the estimator turns lazy updates off where steps vary)
+                    raise RuntimeError(f"lazy updates need the constant step {lazy_eta:g}, got {eta:g}")
+                b = max(j, 0)  # one block, or a full push over a single block
+                with locks[b]:
+                    fast.lazy_apply(
+                        P, index, values, eta, lazy_thr, st["mu"], st["ticks"], st["last"], st["block_of"], b, b
+                    )  # fmt: skip
+                    if fit_intercept:
+                        P[-1] -= eta * (intercept + st["mu"][-1])
+            for b in () if lazy else (j,) if j >= 0 else range(len(bounds) - 1):
                 has_intercept = fit_intercept and (b == j or b == 0)  # (a full push's rides with block 0)
                 with locks[b]:
                     fast.eager_l1_apply(
@@ -502,6 +525,9 @@ class ProxSGDAlgorithm:
         for t in (self._eta, self._snap_D, self._snap_mu, *(self._lazy_state or {}).values()):
             if t is not None:
                 t.share_memory_()
+        # share_memory_ moves a storage (and frees the old one): numpy views taken before would read
+        # freed memory, e.g. the step the plateau schedule halves. Rebuilt on the next use.
+        self.__dict__.pop("_views", None)
 
 
 def _is_tensor(obj, field) -> bool:

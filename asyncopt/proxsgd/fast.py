@@ -256,14 +256,22 @@ def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, int
         d = P.shape[0] - 1
         for j in range(k):
             P[d, j] -= eta * (intercept[j] + (mu[d, j] if has_mu else 0.0))
-    if has_mu:
-        for c in range(lo, hi):
-            for j in range(k):
-                P[c, j] -= eta * mu[c, j]
     for q in range(index.shape[0]):
         c = index[q]
         if lo <= c < hi:  # a full push's pairs go to each block's server in turn
             for j in range(k):
                 P[c, j] -= eta * values[q, j]
-    if thr > 0.0 or positive:
+    if has_mu:  # the anchor's mean and the prox in one pass over the block
+        flat, m = P[lo:hi].reshape(-1), mu[lo:hi].reshape(-1)
+        for q in range(flat.shape[0]):
+            x = flat[q] - eta * m[q]
+            if positive:
+                flat[q] = x - thr if x > thr else 0.0
+            elif x > thr:
+                flat[q] = x - thr
+            elif x < -thr:
+                flat[q] = x + thr
+            else:
+                flat[q] = 0.0
+    elif thr > 0.0 or positive:
         soft_threshold(P[lo:hi], thr, positive)

@@ -206,7 +206,8 @@ class _ProxSGDBase(BaseEstimator):
         tau = (0 if self.synchronous else workers - 1) if parallel else self.max_delay
         # "auto": asynchronous workers take the step of each update's measured staleness (mostly 0-2
         # with 2 workers) rather than of the bound; the serial simulator keeps the bound it studies
-        adaptive = (parallel and not self.synchronous) if self.delay_adaptive == "auto" else bool(self.delay_adaptive)
+        auto = parallel and not self.synchronous and workers > 1  # (one worker: staleness 0, the bound's step)
+        adaptive = auto if self.delay_adaptive == "auto" else bool(self.delay_adaptive)
         algo = ProxSGDAlgorithm(
             problem,
             N,
@@ -346,8 +347,9 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         optionally with each part of the parameters read at its own age.
     delay_adaptive : bool or "auto"
         Scale each update's step by the delay factor of its measured staleness instead of the bound.
-        "auto": True for asynchronous threads/processes workers (news20, 2 workers: half the
-        suboptimality after 12 epochs of the bound's step), False for the serial simulator. Lazy
+        "auto": True for two or more asynchronous threads/processes workers (news20, 2 workers: half
+        the suboptimality after 12 epochs of the bound's step), False for one worker (staleness is
+        always 0) and for the serial simulator. Lazy
         updates need a constant step, so they are off when it is True.
     synchronous : bool
         Threads/processes: the synchronous baseline (a barrier every round of n_workers updates).

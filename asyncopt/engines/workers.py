@@ -34,6 +34,7 @@ from asyncopt.engines.base import AsyncAlgorithm, BatchStream, Monitor, Schedule
 from asyncopt.engines.telemetry import Telemetry
 
 POLL_SECONDS = 0.2
+TASKS_PER_WORKER = 4  # servers in the workers: tasks per worker between two evaluation points, at least
 
 
 class _Counter:
@@ -146,9 +147,9 @@ class WorkerEngine:
     devices: list | None = None  # threads only: one worker per torch device, each with a replica
     timeout: float = 300.0  # longest wait for any one update before the run is declared hung
     # servers in the workers: each worker applies its own updates under per-block locks (algorithms
-    # with `n_locks` and `server_parts`), and a task carries at least 8 batches and `task_samples`
-    # samples, so that the coordinator only schedules: with compiled steps of ~20 us a task of 8
-    # small batches would leave the workers waiting on the coordinator's round trips
+    # with `n_locks` and `server_parts`), and a task carries up to `task_samples` samples (fewer when
+    # evaluation points are close: `_size_tasks`), so that the coordinator only schedules: with
+    # compiled steps of ~20 us a task of a few small batches would leave the workers waiting on it
     servers_in_workers: bool = False
     task_samples: int = 4096
 
@@ -318,6 +319,7 @@ class WorkerEngine:
                             break
                     # fill every worker (a full round when synchronous); with servers in the workers
                     # each gets a second task queued, so it never idles while the coordinator replies
+                    self._size_tasks(eval_at[next_eval] - stream.issued, schedule.batch_size)
                     for _ in range(self.n_workers * (2 if self.servers_in_workers else 1)):
                         in_flight += self._send_task(stream, eval_at[next_eval], round_batch)
                     continue
@@ -359,10 +361,19 @@ class WorkerEngine:
             self._shutdown()
         return params, telemetry
 
+    def _size_tasks(self, segment: int, batch_size: int) -> None:
+        """Batches per task until the next evaluation point (`segment` samples away): one without
+        servers in the workers; with them, task_samples, but small enough that every worker gets
+        TASKS_PER_WORKER tasks of the segment (a segment in one task would leave the others idle)."""
+        if not self.servers_in_workers:
+            self._task_batches = 1
+            return
+        samples = min(self.task_samples, -(-segment // (TASKS_PER_WORKER * self.n_workers)))
+        self._task_batches = max(1, -(-samples // batch_size))
+
     def _send_task(self, stream: BatchStream, until: int, round_batch: int) -> int:
         """Queue one task (batches that do not cross the evaluation point `until`); returns 1 if sent."""
         if stream.issued >= until:
             return 0
-        batches = max(8, -(-self.task_samples // stream.schedule.batch_size)) if self.servers_in_workers else 1
-        self._tasks.put(stream.next_task(until - stream.issued, batches, round_batch))
+        self._tasks.put(stream.next_task(until - stream.issued, self._task_batches, round_batch))
         return 1

@@ -61,20 +61,24 @@ def scatter_add(params, index, values, scale):
             params[index[q], j] += scale * values[q, j]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def soft(x, t, positive):
+    """sign(x) max(|x| - t, 0), or max(x - t, 0) with positive."""
+    if positive:
+        return x - t if x > t else 0.0
+    if x > t:
+        return x - t
+    if x < -t:
+        return x + t
+    return 0.0
+
+
 @njit(cache=True, nogil=True)
 def soft_threshold(v, t, positive):
-    """In place: sign(v) max(|v| - t, 0), or max(v - t, 0) with positive."""
+    """In place: soft(v, t, positive) on every entry."""
     flat = v.reshape(-1)
     for q in range(flat.shape[0]):
-        x = flat[q]
-        if positive:
-            flat[q] = x - t if x > t else 0.0
-        elif x > t:
-            flat[q] = x - t
-        elif x < -t:
-            flat[q] = x + t
-        else:
-            flat[q] = 0.0
+        flat[q] = soft(flat[q], t, positive)
 
 
 # -- lazy (just-in-time) updates for sparse data -----------------------------------------------
@@ -159,7 +163,7 @@ def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_bloc
             t = -1 - last[c]
             for j in range(k):
                 v = P[c, j] - eta * mu[c, j]
-                P[c, j] = v - thr if v > thr else (v + thr if v < -thr else 0.0)
+                P[c, j] = soft(v, thr, False)
             last[c] = t + 1
     for b in range(first_block, last_block + 1):
         ticks[b] += 1
@@ -264,14 +268,6 @@ def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, int
     if has_mu:  # the anchor's mean and the prox in one pass over the block
         flat, m = P[lo:hi].reshape(-1), mu[lo:hi].reshape(-1)
         for q in range(flat.shape[0]):
-            x = flat[q] - eta * m[q]
-            if positive:
-                flat[q] = x - thr if x > thr else 0.0
-            elif x > thr:
-                flat[q] = x - thr
-            elif x < -thr:
-                flat[q] = x + thr
-            else:
-                flat[q] = 0.0
+            flat[q] = soft(flat[q] - eta * m[q], thr, positive)
     elif thr > 0.0 or positive:
         soft_threshold(P[lo:hi], thr, positive)

@@ -211,12 +211,10 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
     """run_task (the servers-in-workers fast path: no torch per step) against the step-by-step eager
     rule, with an intercept, 3 outputs and a task of 7 batches, eager or lazy (then flushed); the
     version counter counts every update."""
-    import threading
-
     import scipy.sparse as sp
 
+    from asyncopt.engines import atomics
     from asyncopt.engines.base import Task
-    from asyncopt.engines.workers import _Counter
     from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 
     rng = np.random.default_rng(8)
@@ -241,14 +239,13 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
     stepwise = start.clone()
     for batch, scale, key in task.batches():
         algo.apply(stepwise, algo.compute(stepwise, torch.as_tensor(batch), scale, key), 0)
-    fused, counter = start.clone(), _Counter()
-    locks = [threading.Lock() for _ in range(algo.n_locks + 1)]
+    fused, sync = start.clone(), atomics.new_sync(algo.n_locks).numpy()
     if lazy and push == "full" and blocks > 1:  # lazy counts are per block: a full push over 3 is not fused
-        assert not fused_algo.fused and fused_algo.run_task(fused, task, counter, locks) is None
+        assert not fused_algo.fused and fused_algo.run_task(fused, task, sync) is None
         return
     assert fused_algo.fused and fused_algo.lazy_active == lazy
-    assert fused_algo.run_task(fused, task, counter, locks) == [0] * 7
-    assert counter.value == 7
+    assert fused_algo.run_task(fused, task, sync).tolist() == [0] * 7
+    assert sync[atomics.VERSION_WORD] == 7 and not sync[atomics.WORDS_PER_LINE :].any()  # counted, locks free
     fused_algo.flush(fused)
     np.testing.assert_allclose(fused.numpy(), stepwise.numpy(), rtol=1e-12, atol=1e-12)
     assert not torch.equal(fused, start)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+import numpy as np
+
 
 @dataclasses.dataclass
 class WorkerStats:
@@ -37,7 +39,9 @@ class Telemetry:
 
     def record_many(self, worker: int, stalenesses: list[int], samples: int, compute: float, wait: float) -> None:
         """A task's updates at once: samples, compute and wait are the task's totals."""
-        self.staleness.update(stalenesses)
+        values, counts = np.unique(np.asarray(stalenesses, dtype=np.int64), return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            self.staleness[value] += count
         w = self.workers[worker]
         w.steps += len(stalenesses)
         w.samples += samples

@@ -30,6 +30,7 @@ import traceback
 import numpy as np
 import torch
 
+from asyncopt.engines import atomics
 from asyncopt.engines.base import AsyncAlgorithm, BatchStream, Monitor, Schedule, WorkerFailed
 from asyncopt.engines.telemetry import Telemetry
 
@@ -79,18 +80,23 @@ def _apply_here(algo, params, update, read_version, version, locks):
     return staleness
 
 
-def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, to_numpy, replica=None, locks=None):
+def _worker_loop(
+    worker, algo, params, version, tasks, results, stop, threads, to_numpy, replica=None, locks=None, sync=None
+):
     """Body of one worker (thread or process): take a task of batches, read params, compute, push.
 
     With a `replica` the worker reads its own copy, first applying the deltas the server sent.
     With `locks` (servers in the workers) the worker applies its own updates to the shared parameters
-    and sends back only their staleness.
+    and sends back only their staleness; an algorithm's compiled `run_task` synchronizes through the
+    `sync` words (atomics.py) instead of the Python locks.
     """
     try:
         if threads:
             torch.set_num_threads(threads)
         if replica is not None:
             algo, params, version = replica.algo, replica.params, replica
+        if sync is not None:
+            sync = sync.numpy()
         if hasattr(algo, "prepare"):  # e.g. load compiled kernels before the clock of the first task
             algo.prepare()
         results.put(("ready", worker))
@@ -109,7 +115,7 @@ def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, t
                 # an algorithm may run the whole task compiled (same rule: lock-free reads, each
                 # server's part under its lock); None means it cannot, and the loop below does it
                 run_task = getattr(algo, "run_task", None)
-                stalenesses = run_task(params, task, version, locks) if run_task is not None else None
+                stalenesses = run_task(params, task, sync) if run_task is not None else None
                 if stalenesses is not None:
                     results.put(("applied", worker, stalenesses, task.n_samples, time.perf_counter() - t1, t1 - t0))
                     continue
@@ -133,9 +139,9 @@ def _worker_loop(worker, algo, params, version, tasks, results, stop, threads, t
         results.put(("error", worker, traceback.format_exc()))
 
 
-def _process_main(worker, algo, params, version, tasks, results, stop, threads, locks):
+def _process_main(worker, algo, params, version, tasks, results, stop, threads, locks, sync):
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    _worker_loop(worker, algo, params, version, tasks, results, stop, threads, True, None, locks)
+    _worker_loop(worker, algo, params, version, tasks, results, stop, threads, True, None, locks, sync)
 
 
 @dataclasses.dataclass
@@ -180,6 +186,7 @@ class WorkerEngine:
                 else [None] * self.n_workers
             )
             self._locks = [threading.Lock() for _ in range(algo.n_locks + 1)] if self.servers_in_workers else None
+            self._sync = atomics.new_sync(algo.n_locks) if self.servers_in_workers else None
             self._workers = [
                 threading.Thread(
                     target=_worker_loop,
@@ -195,6 +202,7 @@ class WorkerEngine:
                         False,
                         self._replicas[i],
                         self._locks,
+                        self._sync,
                     ),
                     daemon=True,
                     name=f"asyncopt-worker-{i}",
@@ -211,6 +219,7 @@ class WorkerEngine:
             self._version = ctx.Value("q", 0, lock=False)
             self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
             self._locks = [ctx.Lock() for _ in range(algo.n_locks + 1)] if self.servers_in_workers else None
+            self._sync = atomics.new_sync(algo.n_locks).share_memory_() if self.servers_in_workers else None
             self._workers = [
                 ctx.Process(
                     target=_process_main,
@@ -224,6 +233,7 @@ class WorkerEngine:
                         self._stop,
                         self.threads_per_worker,
                         self._locks,
+                        self._sync,
                     ),
                     daemon=True,
                     name=f"asyncopt-worker-{i}",

@@ -23,7 +23,8 @@ from asyncopt.proxsgd.problem import LinearProblem
 from asyncopt.proxsgd.prox import L1, Penalty
 from asyncopt.proxsgd.stepsize import delay_factor
 
-LAZY_RATIO = 250.0  # lazy prox when a block is this many times wider than a minibatch's entries
+LOCK_SPINS = 2**32  # a spinlock try is ~10-50 ns: over a minute before a lock is declared lost
+LAZY_RATIO = 100.0  # lazy prox when a block is this many times wider than a minibatch's entries
 
 
 class TrainingDiverged(FloatingPointError):
@@ -87,9 +88,10 @@ class ProxSGDAlgorithm:
 
     def _lazy_pays(self) -> bool:
         """A lazy update reads and writes ~4 arrays at random per minibatch entry (~100-200 ns each,
-        cache misses); an eager one sweeps its blocks (~1-2 ns a coordinate). Measured on 2 cores:
-        news20 (130k columns, batch 32 x 152 entries) eager 2.2x faster; 1M columns (batch 32 x 100
-        entries) lazy 1.3x faster. Lazy when the sweep is over LAZY_RATIO times the batch's entries."""
+        cache misses); an eager one sweeps its blocks (~0.5 ns a coordinate). Measured with the
+        whole-task kernel (benchmarks/proxsgd_step_cost.py), news20 in 4 blocks (32.5k columns each,
+        ~150 entries a sample): batch 1 lazy 2.3x faster (sweep / entries = 216), batch 4 eager 1.3x
+        faster (54). Lazy when the sweep is over LAZY_RATIO times the batch's entries."""
         data = self.problem.data
         entries = self.batch_size * data.nnz / max(1, data.n)
         swept = data.d / self.problem.n_blocks if self.push == "block" else data.d  # an eager update's prox
@@ -322,68 +324,49 @@ class ProxSGDAlgorithm:
             and (self._lazy_state is None or self.push == "block" or problem.n_blocks == 1)
         )
 
-    def run_task(self, params, task, version, locks) -> list[int] | None:
+    def run_task(self, params, task, sync) -> np.ndarray | None:
         """A worker's task with the servers' rule applied here (the engine's servers-in-workers mode),
-        without a torch operation: per batch, read and compute lock-free in one kernel, then apply
-        each server's part under that server's lock (as `_apply_here` does) in another. Returns the
-        stalenesses, or None when the fused path does not apply (the engine then runs compute / apply).
+        in one compiled call (`fast.run_batches`): per batch, a lock-free read and gradient, then the
+        server's update under its spinlock in `sync` (engines/atomics.py) and the version count.
+        Returns the stalenesses, or None when the fused path does not apply (the engine then runs
+        compute / apply with Python locks; one run never mixes the two).
         Tasks never cross an evaluation point, so the step schedule is constant within one."""
         if not self.fused:
             return None
         from asyncopt.proxsgd import fast
 
         problem, v, P = self.problem, self._numpy_views(), params.numpy()
-        penalty, bounds, counter, vr = problem.penalty, problem.bounds, locks[-1], self.variance_reduction
-        alpha = penalty.alpha if type(penalty) is L1 else 0.0
-        snap_D, mu = (v["snap_D"], v["snap_mu"]) if vr else (v["Y"], v["Y"])  # (unused without SVRG)
-        data_arrays = (v["indptr"], v["indices"], v["values"], v["Y"])
-        code, fit_intercept, no_intercept = self._loss_code, problem.fit_intercept, v["values"]
+        penalty, vr = problem.penalty, self.variance_reduction
+        weight = self.batch_size / task.round_batch  # the step of a batch of the round's size
         lazy = self._lazy_state is not None
         if lazy:  # just-in-time prox (fast.py): rows are caught up when read or written
             st = {name: t.numpy() for name, t in self._lazy_state.items()}
             lazy_eta, lazy_thr = self._lazy_step()
-            lazy_args = (st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"])
-        steps: dict[int, float] = {}  # staleness -> the server's step (constant within the task)
-        stalenesses = []
-        for batch, scale, key in task.batches():
-            rows = np.asarray(batch, dtype=np.int64)
-            j, lo, hi = self._block_range(key)
-            read_version = version.value
-            if lazy:
-                Z = fast.lazy_batch_margins(*data_arrays[:3], rows, P[:-1], *lazy_args, vr, len(bounds) == 2)
-                Z += P[-1]
-                index, values, intercept, finite = fast.sparse_block_step(
-                    *data_arrays, rows, Z, code, snap_D, vr, lo, hi
-                )
-            else:
-                index, values, intercept, finite = fast.sparse_step(*data_arrays, rows, P, code, snap_D, vr, lo, hi)
-            if not finite:
-                self.check(BlockUpdate(j, None, values, None, 1.0, math.nan), -1, -1)
-            with counter:
-                staleness = version.value - read_version
-            if staleness not in steps:
-                steps[staleness] = self.step_at(staleness)
-            eta = steps[staleness] * scale * self.batch_size / len(rows)
-            if lazy:
-                if eta != lazy_eta:  # (the estimator turns lazy updates off where steps vary)
-                    raise RuntimeError(f"lazy updates need the constant step {lazy_eta:g}, got {eta:g}")
-                b = max(j, 0)  # one block, or a full push over a single block
-                with locks[b]:
-                    fast.lazy_apply(
-                        P, index, values, eta, lazy_thr, st["mu"], st["ticks"], st["last"], st["block_of"], b, b
-                    )  # fmt: skip
-                    if fit_intercept:
-                        P[-1] -= eta * (intercept + st["mu"][-1])
-            for b in () if lazy else (j,) if j >= 0 else range(len(bounds) - 1):
-                has_intercept = fit_intercept and (b == j or b == 0)  # (a full push's rides with block 0)
-                with locks[b]:
-                    fast.eager_l1_apply(
-                        P, index, values, eta, eta * alpha, penalty.positive, mu, vr, bounds[b], bounds[b + 1],
-                        intercept if has_intercept else no_intercept, has_intercept,
-                    )  # fmt: skip
-            with counter:
-                version.value += 1
-            stalenesses.append(staleness)
+            if weight != 1.0:  # (lazy updates need one constant step: asynchronous rounds of one batch)
+                raise RuntimeError(f"lazy updates need the constant step {lazy_eta:g}, got weight {weight:g}")
+        else:
+            unused = np.zeros(1, dtype=np.int64)
+            st = {"mu": v["Y"], "ticks": unused, "last": unused, "block_of": unused}
+            lazy_eta = lazy_thr = 0.0
+        stalenesses = np.zeros(len(task.sizes), dtype=np.int64)
+        status, done = fast.run_batches(
+            v["indptr"], v["indices"], v["values"], v["Y"], P, task.rows, task.sizes, task.keys,
+            self._loss_code, v["snap_D"] if vr else v["Y"], vr,
+            np.asarray(problem.bounds, dtype=np.int64), self.push == "block",
+            penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive, v["snap_mu"] if vr else v["Y"],
+            problem.fit_intercept,
+            self.step, self.eta, float(self.delay), self.delay_adaptive,
+            problem.n_blocks if self.push == "block" else 1, weight,
+            lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"],
+            sync, LOCK_SPINS, stalenesses,
+        )  # fmt: skip
+        if status == fast.TASK_NOT_FINITE:
+            self.check(BlockUpdate(-1, None, torch.zeros(0), None, 1.0, math.nan), -1, -1)
+        if status == fast.TASK_LOCK_TIMEOUT:
+            raise RuntimeError(
+                f"a parameter server's lock stayed taken for {LOCK_SPINS:,} tries (after {done} of this "
+                "task's updates): a worker died or stalled while applying an update"
+            )
         return stalenesses
 
     def prepare(self) -> None:
@@ -393,6 +376,14 @@ class ProxSGDAlgorithm:
             one_row = torch.zeros(1, dtype=torch.int64)  # scale: a batch of 1 takes the step of a full one
             self.apply(params, self.compute(params, one_row, 1.0 / self.batch_size, 0), 0)
             self.flush(params)  # also resets the lazy counts
+        if self.fused:  # the whole-task kernel, on a task of no batches (nothing shared changes)
+            from asyncopt.engines import atomics
+            from asyncopt.engines.base import Task
+
+            empty = np.zeros(0, dtype=np.int64)
+            self.run_task(
+                self.init_params(), Task(empty, empty, empty, self.batch_size), atomics.new_sync(self.n_locks).numpy()
+            )
 
     def _numpy_views(self) -> dict:
         views = getattr(self, "_views", None)

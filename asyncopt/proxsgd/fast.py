@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from asyncopt.engines import atomics
+from asyncopt.proxsgd.stepsize import delay_factor
+
 
 @njit(cache=True, nogil=True)
 def csr_batch_margins(indptr, indices, values, rows, W):
@@ -271,3 +274,76 @@ def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, int
             flat[q] = soft(flat[q] - eta * m[q], thr, positive)
     elif thr > 0.0 or positive:
         soft_threshold(P[lo:hi], thr, positive)
+
+
+# -- a whole task in one call (the servers-in-workers mode) -------------------------------------
+# Per batch: read the parameters lock-free, compute the block gradient, take the server's lock
+# (a spinlock word of `sync`, engines/atomics.py), apply, release, count the update. Python is
+# entered once per task instead of ~10 times per batch: a step costs its arithmetic.
+
+TASK_DONE, TASK_NOT_FINITE, TASK_LOCK_TIMEOUT = 0, 1, 2
+_delay_factor = njit(cache=True, nogil=True)(delay_factor)
+
+
+@njit(cache=True, nogil=True)
+def run_batches(
+    indptr, indices, values, Y, P, rows, sizes, keys, code, snap_D, has_vr,
+    bounds, block_push, alpha, positive, mu, fit_intercept,
+    step, eta0, delay, adaptive, delay_blocks, weight,
+    lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of,
+    sync, max_spins, stalenesses,
+):  # fmt: skip
+    """The task's batches (rows cut by sizes, one random key each) as AsyB-ProxSGD updates:
+    block j = key % M (block_push) or every block; step min(step, eta0 factor(tau)) * weight with
+    tau the measured staleness (adaptive) or the delay bound; eager L1 prox, or lazy (fast.py's
+    just-in-time updates at the constant lazy_eta). Writes each update's staleness and returns
+    (status, batches applied): TASK_NOT_FINITE stops before the batch whose margins are not finite,
+    TASK_LOCK_TIMEOUT when a server lock stayed taken for max_spins tries."""
+    M = bounds.shape[0] - 1
+    d, k = P.shape[0] - 1, P.shape[1]
+    no_intercept = np.zeros(k, dtype=P.dtype)
+    start = 0
+    for t in range(sizes.shape[0]):
+        batch = rows[start : start + sizes[t]]
+        start += sizes[t]
+        j, lo, hi = -1, 0, d
+        if block_push:
+            j = keys[t] % M
+            lo, hi = bounds[j], bounds[j + 1]
+        read = atomics.load(sync, atomics.VERSION_WORD)
+        if lazy:
+            Z = lazy_batch_margins(
+                indptr, indices, values, batch, P[:d], lazy_mu, lazy_eta, lazy_thr,
+                ticks, last, block_of, has_vr, M == 1,
+            )  # fmt: skip
+        else:
+            Z = csr_batch_margins(indptr, indices, values, batch, P[:d])
+        for r in range(Z.shape[0]):
+            for c in range(k):
+                Z[r, c] += P[d, c]
+        index, grad, intercept, finite = sparse_block_step(
+            indptr, indices, values, Y, batch, Z, code, snap_D, has_vr, lo, hi
+        )  # fmt: skip
+        if not finite:
+            return TASK_NOT_FINITE, t
+        staleness = atomics.load(sync, atomics.VERSION_WORD) - read
+        eta = min(step, eta0 * _delay_factor(staleness if adaptive else delay, delay_blocks)) * weight
+        first, final = (j, j) if j >= 0 else (0, M - 1)
+        for b in range(first, final + 1):
+            if not atomics.acquire(sync, atomics.lock_word(b), max_spins):
+                return TASK_LOCK_TIMEOUT, t
+            has_intercept = fit_intercept and b == max(j, 0)  # (a full push's rides with block 0)
+            if lazy:
+                lazy_apply(P, index, grad, lazy_eta, lazy_thr, lazy_mu, ticks, last, block_of, b, b)
+                if fit_intercept:
+                    for c in range(k):
+                        P[d, c] -= lazy_eta * (intercept[c] + lazy_mu[d, c])
+            else:
+                eager_l1_apply(
+                    P, index, grad, eta, eta * alpha, positive, mu, has_vr, bounds[b], bounds[b + 1],
+                    intercept if has_intercept else no_intercept, has_intercept,
+                )  # fmt: skip
+            atomics.release(sync, atomics.lock_word(b))
+        atomics.fetch_add(sync, atomics.VERSION_WORD, 1)
+        stalenesses[t] = staleness
+    return TASK_DONE, sizes.shape[0]

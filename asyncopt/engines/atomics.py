@@ -1,0 +1,94 @@
+"""Atomic operations on shared int64 words for compiled (numba) worker code.
+
+Python locks cannot be taken inside a compiled loop, so a task that runs its steps compiled
+synchronizes through a small int64 array in shared memory instead (`new_sync`): word 0 counts
+the applied updates (the version staleness is measured against), word `lock_word(b)` is the
+spinlock of server b. Each counter sits on its own 64-byte cache line, so workers that update
+different blocks do not slow each other down by writing to one line.
+
+numba exposes no CPU atomics; the three below are single LLVM instructions (cmpxchg,
+atomicrmw add, load atomic), all sequentially consistent, so a lock's release publishes the
+block's writes to the next holder in any thread or process that maps the same memory.
+"""
+
+from __future__ import annotations
+
+import torch
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+WORDS_PER_LINE = 8  # 8 int64 = one 64-byte cache line
+VERSION_WORD = 0
+
+
+@njit(cache=True, nogil=True)
+def lock_word(server):
+    return (1 + server) * WORDS_PER_LINE
+
+
+def new_sync(n_locks: int) -> torch.Tensor:
+    """Zeroed words for the version counter and `n_locks` spinlocks (share it with the workers)."""
+    return torch.zeros((1 + n_locks) * WORDS_PER_LINE, dtype=torch.int64)
+
+
+def _is_int64_vector(array) -> bool:
+    return isinstance(array, types.Array) and array.dtype == types.int64 and array.ndim == 1
+
+
+def _pointer(context, builder, signature, args):
+    array_t, index_t = signature.args[0], signature.args[1]
+    array = context.make_array(array_t)(context, builder, args[0])
+    index = context.cast(builder, args[1], index_t, types.intp)
+    return cgutils.get_item_pointer(context, builder, array_t, array, [index], wraparound=False)
+
+
+@intrinsic
+def compare_and_swap(typingctx, array, index, expected, new):
+    """array[index] = new if it was `expected`; returns what it was (atomically)."""
+    if not (_is_int64_vector(array) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pair = builder.cmpxchg(_pointer(context, builder, signature, args), args[2], args[3], "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 0)
+
+    return types.int64(array, index, types.int64, types.int64), codegen
+
+
+@intrinsic
+def fetch_add(typingctx, array, index, value):
+    """array[index] += value atomically; returns the value before."""
+    if not (_is_int64_vector(array) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.atomic_rmw("add", _pointer(context, builder, signature, args), args[2], "seq_cst")
+
+    return types.int64(array, index, types.int64), codegen
+
+
+@intrinsic
+def load(typingctx, array, index):
+    """array[index], read atomically (never hoisted out of a loop or torn)."""
+    if not (_is_int64_vector(array) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_pointer(context, builder, signature, args), "seq_cst", 8)
+
+    return types.int64(array, index), codegen
+
+
+@njit(cache=True, nogil=True)
+def acquire(sync, word, max_spins):
+    """Spin until the lock at sync[word] is taken; False after max_spins tries (a holder died)."""
+    for _ in range(max_spins):
+        if load(sync, word) == 0 and compare_and_swap(sync, word, 0, 1) == 0:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def release(sync, word):
+    compare_and_swap(sync, word, 1, 0)

@@ -2,7 +2,7 @@
 
 L1 logistic regression on a9a and news20 (two alphas each, F* from results/proxsgd_optima.json),
 processes engine, full-vector push over 1 block and AsyB over 4 blocks, batch 4 / 8 / 16 / 32,
-up to 30 epochs (a run stops at 1e-3). Shows where the automatic batch (32) stands: with a step
+up to --max-epochs (a run stops at 1e-3). Shows where the automatic batch (32) stands: with a step
 of ~20-100 us, small batches pay on news20 (wide rows, ill-conditioned) and not on a9a.
 
     python benchmarks/proxsgd_batch_sweep.py --workers 1 --out benchmarks/results/proxsgd_batch_sweep.md
@@ -29,6 +29,8 @@ def main():
     parser.add_argument("--batches", default="4,8,16,32")
     parser.add_argument("--optima", default="benchmarks/results/proxsgd_optima.json")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--datasets", default="a9a,news20")
+    parser.add_argument("--max-epochs", type=int, default=30)
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -36,17 +38,18 @@ def main():
     lines = [
         "# ProxSGD + SVRG: seconds to a target against the batch size",
         "",
-        f"Command: `python benchmarks/proxsgd_batch_sweep.py --workers {args.workers}"
-        + (f" --out {args.out}`" if args.out else "`"),
+        f"Command: `python benchmarks/proxsgd_batch_sweep.py --workers {args.workers} --batches {args.batches} "
+        f"--datasets {args.datasets} --max-epochs {args.max_epochs}" + (f" --out {args.out}`" if args.out else "`"),
         "",
         f"{args.workers} processes worker(s), 1 torch thread each; seconds exclude worker start and evaluations; "
-        "'-' = not reached in 30 epochs.",
+        f"'-' = not reached in {args.max_epochs} epochs.",
         "",
         "| data | alpha | push | batch | s to 1e-2 | s to 1e-3 | final rel. subopt | epochs | non-zeros |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, loader in (("a9a", load_a9a), ("news20", load_news20)):
-        X, y, _, _ = loader()
+    loaders = {"a9a": load_a9a, "news20": load_news20}
+    for name in args.datasets.split(","):
+        X, y, _, _ = loaders[name]()
         for alpha in (1e-4, 1e-5):
             f_star = optima[f"{name}/alpha={alpha:g}"]["objective"]
             for push, blocks in (("full", 1), ("block", 4)):
@@ -62,7 +65,7 @@ def main():
                         push=push,
                         batch_size=batch,
                         variance_reduction="svrg",
-                        max_epochs=30,
+                        max_epochs=args.max_epochs,
                         tol=None,
                         evals_per_epoch=4,
                         random_state=0,

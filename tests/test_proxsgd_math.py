@@ -244,7 +244,8 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
         assert not fused_algo.fused and fused_algo.run_task(fused, task, sync) is None
         return
     assert fused_algo.fused and fused_algo.lazy_active == lazy
-    assert fused_algo.run_task(fused, task, sync).tolist() == [0] * 7
+    stalenesses, samples = fused_algo.run_task(fused, task, sync)
+    assert stalenesses.tolist() == [0] * 7 and samples == 35
     assert sync[atomics.VERSION_WORD] == 7 and not sync[atomics.WORDS_PER_LINE :].any()  # counted, locks free
     fused_algo.flush(fused)
     np.testing.assert_allclose(fused.numpy(), stepwise.numpy(), rtol=1e-12, atol=1e-12)
@@ -391,3 +392,56 @@ def test_the_step_read_after_moving_to_shared_memory_is_the_shared_one():
     algo.step = 0.125
     assert algo.step == 0.125
     assert algo._numpy_views()["snap_mu"].ctypes.data == algo._snap_mu.data_ptr()
+
+
+def test_a_shared_task_is_split_between_two_workers_and_each_batch_is_applied_once():
+    """A shared task (the engines' rounds for compiled tasks): two threads take its batches from the
+    cursor; together they apply every batch once. One worker alone applies them in order, exactly
+    as an unshared task."""
+    import dataclasses
+    import threading
+
+    import scipy.sparse as sp
+
+    from asyncopt.engines import atomics
+    from asyncopt.engines.base import Task
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(3)
+    n, d = 300, 40
+    X = sp.random(n, d, density=0.2, random_state=3, format="csr")
+    problem = LinearProblem(
+        LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, 1))),
+        LOSSES["logistic"],
+        make_penalty("l1", 0.01),
+        NonconvexRegularizer(0.0),
+        True,
+        block_bounds(d, 3),
+    )
+    algo = ProxSGDAlgorithm(problem, 5, 0.2)
+    algo.prepare()
+    batches = 2000
+    task = Task(rng.integers(0, n, batches * 5), np.full(batches, 5), rng.integers(0, 2**62, batches), 5)
+    shared = dataclasses.replace(task, shared=True)
+
+    alone, in_order = algo.init_params(), algo.init_params()
+    algo.run_task(alone, shared, atomics.new_sync(algo.n_locks).numpy())
+    algo.run_task(in_order, task, atomics.new_sync(algo.n_locks).numpy())
+    np.testing.assert_array_equal(alone.numpy(), in_order.numpy())
+
+    params, sync = algo.init_params(), atomics.new_sync(algo.n_locks).numpy()
+    start, results = threading.Barrier(2), [None, None]
+
+    def work(i):
+        start.wait()
+        results[i] = algo.run_task(params, shared, sync)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(r[0]) for r in results) == batches and sum(r[1] for r in results) == 5 * batches
+    assert sync[atomics.VERSION_WORD] == batches and sync[atomics.CURSOR_WORD] >= batches
+    assert not sync[atomics.lock_word(0) :].any()  # every server lock released
+    assert np.isfinite(params.numpy()).all() and not torch.equal(params, algo.init_params())

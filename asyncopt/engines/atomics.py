@@ -2,9 +2,11 @@
 
 Python locks cannot be taken inside a compiled loop, so a task that runs its steps compiled
 synchronizes through a small int64 array in shared memory instead (`new_sync`): word 0 counts
-the applied updates (the version staleness is measured against), word `lock_word(b)` is the
-spinlock of server b. Each counter sits on its own 64-byte cache line, so workers that update
-different blocks do not slow each other down by writing to one line.
+the applied updates (the version staleness is measured against), word CURSOR_WORD hands out
+the batches of a shared task (each worker takes the next one with a fetch-add, so a round of
+batches splits itself evenly between workers), word `lock_word(b)` is the spinlock of server b.
+Each word sits on its own 64-byte cache line, so workers that update different blocks do not
+slow each other down by writing to one line.
 
 numba exposes no CPU atomics; the three below are single LLVM instructions (cmpxchg,
 atomicrmw add, load atomic), all sequentially consistent, so a lock's release publishes the
@@ -20,16 +22,17 @@ from numba.extending import intrinsic
 
 WORDS_PER_LINE = 8  # 8 int64 = one 64-byte cache line
 VERSION_WORD = 0
+CURSOR_WORD = WORDS_PER_LINE
 
 
 @njit(cache=True, nogil=True)
 def lock_word(server):
-    return (1 + server) * WORDS_PER_LINE
+    return (2 + server) * WORDS_PER_LINE
 
 
 def new_sync(n_locks: int) -> torch.Tensor:
-    """Zeroed words for the version counter and `n_locks` spinlocks (share it with the workers)."""
-    return torch.zeros((1 + n_locks) * WORDS_PER_LINE, dtype=torch.int64)
+    """Zeroed words for the version counter, the cursor and `n_locks` spinlocks (share it with the workers)."""
+    return torch.zeros((2 + n_locks) * WORDS_PER_LINE, dtype=torch.int64)
 
 
 def _is_int64_vector(array) -> bool:

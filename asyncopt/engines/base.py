@@ -83,6 +83,7 @@ class Task:
     sizes: np.ndarray  # samples per batch
     keys: np.ndarray  # one random key per batch
     round_batch: int  # a batch's step is scaled by len(batch) / round_batch
+    shared: bool = False  # sent to every worker, each taking the next batch left (engines/atomics.py cursor)
 
     def batches(self):
         """(batch, scale, key) for each batch, in order."""

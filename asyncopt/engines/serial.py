@@ -70,7 +70,9 @@ class SerialEngine:
         diffs: collections.deque = collections.deque(maxlen=max(self.max_delay, 1))
         stream = BatchStream(schedule, rng)
         eval_at = schedule.evaluation_points()
-        started = time.perf_counter() if started is None else started
+        now = time.perf_counter()
+        telemetry.setup_seconds = now - started if started is not None else 0.0
+        started = now if started is None else started
         steps = next_eval = 0
         while stream.issued < eval_at[-1]:
             batch, key = stream.next(eval_at[next_eval] - stream.issued)

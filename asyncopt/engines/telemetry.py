@@ -24,6 +24,7 @@ class Telemetry:
     staleness: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     workers: list[WorkerStats] = dataclasses.field(default_factory=list)
     startup_seconds: float = 0.0  # starting the workers (spawned processes import torch), inside fit's time
+    setup_seconds: float = 0.0  # fit's serial work before the engine ran (input checks, data, step size)
 
     def __post_init__(self):
         if not self.workers:
@@ -71,4 +72,5 @@ class Telemetry:
             "staleness": self.staleness_summary(),
             "workers": [dataclasses.asdict(w) for w in self.workers],
             "startup_seconds": self.startup_seconds,
+            "setup_seconds": self.setup_seconds,
         }

@@ -115,10 +115,13 @@ def _worker_loop(
                 # an algorithm may run the whole task compiled (same rule: lock-free reads, each
                 # server's part under its lock); None means it cannot, and the loop below does it
                 run_task = getattr(algo, "run_task", None)
-                stalenesses = run_task(params, task, sync) if run_task is not None else None
-                if stalenesses is not None:
-                    results.put(("applied", worker, stalenesses, task.n_samples, time.perf_counter() - t1, t1 - t0))
+                done = run_task(params, task, sync) if run_task is not None else None
+                if done is not None:
+                    stalenesses, samples = done
+                    results.put(("applied", worker, stalenesses, samples, time.perf_counter() - t1, t1 - t0))
                     continue
+                if task.shared:
+                    raise RuntimeError("a shared task needs an algorithm whose run_task takes it (compiled_tasks)")
                 stalenesses, samples = [], 0
                 for batch, scale, key in task.batches():
                     read_version = version.value
@@ -187,6 +190,7 @@ class WorkerEngine:
             )
             self._locks = [threading.Lock() for _ in range(algo.n_locks + 1)] if self.servers_in_workers else None
             self._sync = atomics.new_sync(algo.n_locks) if self.servers_in_workers else None
+            self._sync_words = None if self._sync is None else self._sync.numpy()
             self._workers = [
                 threading.Thread(
                     target=_worker_loop,
@@ -220,6 +224,7 @@ class WorkerEngine:
             self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
             self._locks = [ctx.Lock() for _ in range(algo.n_locks + 1)] if self.servers_in_workers else None
             self._sync = atomics.new_sync(algo.n_locks).share_memory_() if self.servers_in_workers else None
+            self._sync_words = None if self._sync is None else self._sync.numpy()  # (after the move to shared memory)
             self._workers = [
                 ctx.Process(
                     target=_process_main,
@@ -313,11 +318,14 @@ class WorkerEngine:
         stream = BatchStream(schedule, rng)
         eval_at = schedule.evaluation_points()
         round_batch = schedule.batch_size * (self.n_workers if self.synchronous else 1)
+        # compiled tasks: a round of batches goes to every worker at once and splits itself (atomics.py)
+        shared_rounds = self.servers_in_workers and getattr(algo, "compiled_tasks", False)
         next_eval = steps = applied = in_flight = 0
         stopping = False
         self._workers = []
         try:
             t0 = time.perf_counter()
+            telemetry.setup_seconds = t0 - started if started is not None else 0.0
             self._start(algo, params)
             telemetry.startup_seconds = time.perf_counter() - t0
             while True:
@@ -327,6 +335,9 @@ class WorkerEngine:
                             next_eval += 1
                         if monitor(params, applied, steps) or stopping or next_eval == len(eval_at):
                             break
+                    if shared_rounds:
+                        in_flight += self._send_round(stream, eval_at[next_eval], schedule.batch_size)
+                        continue
                     # fill every worker (a full round when synchronous); with servers in the workers
                     # each gets a second task queued, so it never idles while the coordinator replies
                     self._size_tasks(eval_at[next_eval] - stream.issued, schedule.batch_size)
@@ -365,7 +376,7 @@ class WorkerEngine:
                     self._version.value += 1
                 if time_limit is not None and monitor.training_seconds() >= time_limit:
                     stopping = True
-                if not self.synchronous and not stopping:
+                if not self.synchronous and not stopping and not shared_rounds:
                     in_flight += self._send_task(stream, eval_at[next_eval], round_batch)
         finally:
             self._shutdown()
@@ -380,6 +391,20 @@ class WorkerEngine:
             return
         samples = min(self.task_samples, -(-segment // (TASKS_PER_WORKER * self.n_workers)))
         self._task_batches = max(1, -(-samples // batch_size))
+
+    def _send_round(self, stream: BatchStream, until: int, batch_size: int) -> int:
+        """One shared task for all workers (up to task_samples x TASKS_PER_WORKER per worker, not past
+        the evaluation point `until`), its cursor reset; returns the messages now in flight.
+        One message per worker per round, and no worker idles while another has batches queued."""
+        if stream.issued >= until:
+            return 0
+        samples = min(until - stream.issued, self.task_samples * TASKS_PER_WORKER * self.n_workers)
+        task = stream.next_task(samples, -(-samples // batch_size))
+        task.shared = True
+        self._sync_words[atomics.CURSOR_WORD] = 0  # (no worker holds a task: all replied)
+        for _ in range(self.n_workers):
+            self._tasks.put(task)
+        return self.n_workers
 
     def _send_task(self, stream: BatchStream, until: int, round_batch: int) -> int:
         """Queue one task (batches that do not cross the evaluation point `until`); returns 1 if sent."""

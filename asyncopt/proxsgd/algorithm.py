@@ -324,11 +324,18 @@ class ProxSGDAlgorithm:
             and (self._lazy_state is None or self.push == "block" or problem.n_blocks == 1)
         )
 
-    def run_task(self, params, task, sync) -> np.ndarray | None:
+    @property
+    def compiled_tasks(self) -> bool:
+        """`run_task` runs tasks compiled, and can share one between workers (`Task.shared`)."""
+        return self.fused
+
+    def run_task(self, params, task, sync) -> tuple[np.ndarray, int] | None:
         """A worker's task with the servers' rule applied here (the engine's servers-in-workers mode),
         in one compiled call (`fast.run_batches`): per batch, a lock-free read and gradient, then the
         server's update under its spinlock in `sync` (engines/atomics.py) and the version count.
-        Returns the stalenesses, or None when the fused path does not apply (the engine then runs
+        A shared task's batches go to whichever worker takes them first (the cursor word of `sync`).
+        Returns (the stalenesses of the updates applied here, their samples), or None when the
+        fused path does not apply (the engine then runs
         compute / apply with Python locks; one run never mixes the two).
         Tasks never cross an evaluation point, so the step schedule is constant within one."""
         if not self.fused:
@@ -348,7 +355,7 @@ class ProxSGDAlgorithm:
             unused = np.zeros(1, dtype=np.int64)
             st = {"mu": v["Y"], "ticks": unused, "last": unused, "block_of": unused}
             lazy_eta = lazy_thr = 0.0
-        stalenesses = np.zeros(len(task.sizes), dtype=np.int64)
+        stalenesses = np.full(len(task.sizes), -1, dtype=np.int64)  # -1: a batch another worker took
         status, done = fast.run_batches(
             v["indptr"], v["indices"], v["values"], v["Y"], P, task.rows, task.sizes, task.keys,
             self._loss_code, v["snap_D"] if vr else v["Y"], vr,
@@ -358,7 +365,7 @@ class ProxSGDAlgorithm:
             self.step, self.eta, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"],
-            sync, LOCK_SPINS, stalenesses,
+            sync, LOCK_SPINS, task.shared, stalenesses,
         )  # fmt: skip
         if status == fast.TASK_NOT_FINITE:
             self.check(BlockUpdate(-1, None, torch.zeros(0), None, 1.0, math.nan), -1, -1)
@@ -367,7 +374,8 @@ class ProxSGDAlgorithm:
                 f"a parameter server's lock stayed taken for {LOCK_SPINS:,} tries (after {done} of this "
                 "task's updates): a worker died or stalled while applying an update"
             )
-        return stalenesses
+        mine = stalenesses >= 0
+        return stalenesses[mine], int(task.sizes[mine].sum())
 
     def prepare(self) -> None:
         """Load (or compile) the kernels now, in the setup or a worker's start, not in the timed steps."""

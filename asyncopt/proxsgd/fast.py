@@ -291,21 +291,29 @@ def run_batches(
     bounds, block_push, alpha, positive, mu, fit_intercept,
     step, eta0, delay, adaptive, delay_blocks, weight,
     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of,
-    sync, max_spins, stalenesses,
+    sync, max_spins, claim, stalenesses,
 ):  # fmt: skip
     """The task's batches (rows cut by sizes, one random key each) as AsyB-ProxSGD updates:
     block j = key % M (block_push) or every block; step min(step, eta0 factor(tau)) * weight with
     tau the measured staleness (adaptive) or the delay bound; eager L1 prox, or lazy (fast.py's
-    just-in-time updates at the constant lazy_eta). Writes each update's staleness and returns
-    (status, batches applied): TASK_NOT_FINITE stops before the batch whose margins are not finite,
+    just-in-time updates at the constant lazy_eta). With `claim` the task is shared by all workers:
+    each takes the next batch from the cursor word of `sync` until none is left. Writes the
+    staleness of each batch applied here (others keep their value) and returns (status, batches
+    applied here): TASK_NOT_FINITE stops before a batch whose margins are not finite,
     TASK_LOCK_TIMEOUT when a server lock stayed taken for max_spins tries."""
     M = bounds.shape[0] - 1
     d, k = P.shape[0] - 1, P.shape[1]
     no_intercept = np.zeros(k, dtype=P.dtype)
-    start = 0
-    for t in range(sizes.shape[0]):
-        batch = rows[start : start + sizes[t]]
-        start += sizes[t]
+    n_batches = sizes.shape[0]
+    starts = np.zeros(n_batches + 1, dtype=np.int64)
+    for t in range(n_batches):
+        starts[t + 1] = starts[t] + sizes[t]
+    applied, t = 0, -1
+    while True:
+        t = atomics.fetch_add(sync, atomics.CURSOR_WORD, 1) if claim else t + 1
+        if t >= n_batches:
+            break
+        batch = rows[starts[t] : starts[t + 1]]
         j, lo, hi = -1, 0, d
         if block_push:
             j = keys[t] % M
@@ -325,13 +333,13 @@ def run_batches(
             indptr, indices, values, Y, batch, Z, code, snap_D, has_vr, lo, hi
         )  # fmt: skip
         if not finite:
-            return TASK_NOT_FINITE, t
+            return TASK_NOT_FINITE, applied
         staleness = atomics.load(sync, atomics.VERSION_WORD) - read
         eta = min(step, eta0 * _delay_factor(staleness if adaptive else delay, delay_blocks)) * weight
         first, final = (j, j) if j >= 0 else (0, M - 1)
         for b in range(first, final + 1):
             if not atomics.acquire(sync, atomics.lock_word(b), max_spins):
-                return TASK_LOCK_TIMEOUT, t
+                return TASK_LOCK_TIMEOUT, applied
             has_intercept = fit_intercept and b == max(j, 0)  # (a full push's rides with block 0)
             if lazy:
                 lazy_apply(P, index, grad, lazy_eta, lazy_thr, lazy_mu, ticks, last, block_of, b, b)
@@ -346,4 +354,5 @@ def run_batches(
             atomics.release(sync, atomics.lock_word(b))
         atomics.fetch_add(sync, atomics.VERSION_WORD, 1)
         stalenesses[t] = staleness
-    return TASK_DONE, sizes.shape[0]
+        applied += 1
+    return TASK_DONE, applied

@@ -11,8 +11,10 @@ method: training seconds until the relative suboptimality (F - F*) / F* first fa
   every block's gradient, each server applying its part), the latter also with 1 block (one
   server: no splitting, but every update serialized on its lock); each also with
   variance_reduction="svrg" (anchor moved once an epoch, its full pass counted in the time);
-  F measured 4 times an epoch. Times start
-  after the worker processes are up (their start, ~3 s of importing torch, is listed apart).
+  batch "auto" (32), and for full push + SVRG also batch 4 and 1 (small batches pay on news20);
+  F measured 4 times an epoch. Times start after the worker processes are up (their start, ~4 s
+  of importing torch, is listed apart); the serial setup (input checks, data conversion, power
+  iteration) is in the times, and the notes give the throughput without it too.
 - SGDClassifier(loss="log_loss", penalty="l1"): one partial_fit call per epoch, F after each.
 - LogisticRegression saga and liblinear: separate fits with growing max_iter (saga) or falling tol
   (liblinear), each timed from scratch; the time to a target is that of the first fit reaching it.
@@ -37,12 +39,15 @@ from asyncopt import ProxSGDClassifier
 from asyncopt.datasets import load_a9a, load_news20
 
 TARGETS = (1e-2, 1e-3)
-VARIANTS = {  # label: (push, parameter-server blocks, variance reduction)
-    "AsyB (4 blocks)": ("block", 4, "none"),
-    "AsyB (4 blocks) + SVRG": ("block", 4, "svrg"),
-    "full push (4 blocks)": ("full", 4, "none"),
-    "full push (1 block)": ("full", 1, "none"),
-    "full push (1 block) + SVRG": ("full", 1, "svrg"),
+VARIANTS = {  # label: (push, parameter-server blocks, variance reduction, batch size)
+    "AsyB (4 blocks)": ("block", 4, "none", "auto"),
+    "AsyB (4 blocks) + SVRG": ("block", 4, "svrg", "auto"),
+    "full push (4 blocks)": ("full", 4, "none", "auto"),
+    "full push (1 block)": ("full", 1, "none", "auto"),
+    "full push (1 block) + SVRG": ("full", 1, "svrg", "auto"),
+    # small batches pay on news20 (results/proxsgd_batch_sweep.md), not on a9a
+    "full push (1 block) + SVRG, batch 4": ("full", 1, "svrg", 4),
+    "full push (1 block) + SVRG, batch 1": ("full", 1, "svrg", 1),
 }
 LOADERS = {"a9a": load_a9a, "news20": load_news20}
 
@@ -59,7 +64,7 @@ def first_time(curve, f_star, target):
     return None
 
 
-def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs, blocks=4, vr="none"):
+def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs, blocks=4, vr="none", batch="auto"):
     def stop(entry):
         return (entry["objective"] if isinstance(entry, dict) else entry.objective) <= f_star * (1 + TARGETS[-1])
 
@@ -73,6 +78,7 @@ def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs, blocks=4, vr="n
         n_blocks=blocks,
         push=push,
         variance_reduction=vr,
+        batch_size=batch,
         max_epochs=max_epochs,
         tol=None,
         evals_per_epoch=4,
@@ -85,8 +91,11 @@ def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs, blocks=4, vr="n
     staleness = model.telemetry_["staleness"]
     last = model.history_[-1]
     rate = last["samples"] / max(last["seconds"] - startup, 1e-9)
+    setup = model.telemetry_["setup_seconds"]  # serial: input checks, data conversion, step size
+    engine_rate = last["samples"] / max(last["seconds"] - startup - setup, 1e-9)
     extra = (
-        f"{rate:,.0f} samples/s, epochs {last['epoch']:.1f}, staleness mean {staleness['mean']:.2f} "
+        f"{rate:,.0f} samples/s ({engine_rate:,.0f} after the {setup:.2f} s setup), "
+        f"epochs {last['epoch']:.1f}, staleness mean {staleness['mean']:.2f} "
         f"max {staleness['max']}, worker start {startup:.1f} s (not in the times)"
     )
     return curve, model.coef_.ravel(), extra
@@ -150,8 +159,8 @@ def main():
             rows = []
             methods = [
                 (f"asyncopt {variant}, {p} worker{'s' * (p > 1)}",
-                 partial(run_asyncopt, X, y, alpha, f_star, p, push, args.max_epochs, m, vr))
-                for variant, (push, m, vr) in VARIANTS.items() for p in (1, 2)
+                 partial(run_asyncopt, X, y, alpha, f_star, p, push, args.max_epochs, m, vr, batch))
+                for variant, (push, m, vr, batch) in VARIANTS.items() for p in (1, 2)
             ] + [
                 ("sklearn SGDClassifier(l1)", partial(run_sgd, X, y, alpha, f_star, args.max_epochs)),
                 ("sklearn LogisticRegression saga",
@@ -181,7 +190,11 @@ def main():
                 one = next(r for r in rows if r[0] == f"asyncopt {variant}, 1 worker")
                 two = next(r for r in rows if r[0] == f"asyncopt {variant}, 2 workers")
                 rates = [float(r[5].split(" samples/s")[0].replace(",", "")) for r in (one, two)]
-                ratio.append(f"{variant} throughput 2 workers / 1 = {rates[1] / rates[0]:.2f}x")
+                engine = [float(r[5].split("(")[1].split(" after")[0].replace(",", "")) for r in (one, two)]
+                ratio.append(
+                    f"{variant} throughput 2 workers / 1 = {rates[1] / rates[0]:.2f}x "
+                    f"(setup excluded {engine[1] / engine[0]:.2f}x)"
+                )
                 for i, t in enumerate(TARGETS):
                     if one[1][i] is not None and two[1][i] is not None:
                         ratio.append(f"{variant} time to {t:g}: 1 worker / 2 workers = {one[1][i] / two[1][i]:.2f}x")

@@ -208,18 +208,27 @@ class _ProxSGDBase(BaseEstimator):
         # with 2 workers) rather than of the bound; the serial simulator keeps the bound it studies
         auto = parallel and not self.synchronous and workers > 1  # (one worker: staleness 0, the bound's step)
         adaptive = auto if self.delay_adaptive == "auto" else bool(self.delay_adaptive)
-        algo = ProxSGDAlgorithm(
-            problem,
-            N,
-            eta,
-            self.push,
-            float(tau),
-            adaptive,
-            variance_reduction=self.variance_reduction == "svrg",
-            # just-in-time prox on sparse data, unless reads are simulated from past parameters or
-            # synchronous rounds weight the step (the algorithm checks the rest)
-            lazy="off" if self.synchronous or self.max_delay or self.inconsistent_reads else "auto",
-        )
+
+        def make_algorithm(adaptive):
+            return ProxSGDAlgorithm(
+                problem,
+                N,
+                eta,
+                self.push,
+                float(tau),
+                adaptive,
+                variance_reduction=self.variance_reduction == "svrg",
+                # just-in-time prox on sparse data, unless reads are simulated from past parameters or
+                # synchronous rounds weight the step (the algorithm checks the rest)
+                lazy="off" if self.synchronous or self.max_delay or self.inconsistent_reads else "auto",
+            )
+
+        algo = make_algorithm(adaptive)
+        if self.delay_adaptive == "auto" and adaptive and not algo.lazy_active:
+            # lazy updates need one constant step; where they pay (wide sparse data, small batches) they
+            # beat eager sweeps at adaptive steps: the step of the bound (tau = workers - 1) then
+            bound = make_algorithm(False)
+            algo = bound if bound.lazy_active else algo
         if self.backend != "processes" or algo.lazy_active:  # (process workers load the kernels themselves,
             algo.prepare()  # before the clock starts; only lazy updates need them here too, to flush)
         self.n_blocks_ = len(bounds) - 1
@@ -350,7 +359,8 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         "auto": True for two or more asynchronous threads/processes workers (news20, 2 workers: half
         the suboptimality after 12 epochs of the bound's step), False for one worker (staleness is
         always 0) and for the serial simulator. Lazy
-        updates need a constant step, so they are off when it is True.
+        updates need a constant step, so they are off when it is True; where they pay (wide sparse
+        data, small batches: see ``_lazy_pays``) "auto" keeps the bound's step and lazy updates.
     synchronous : bool
         Threads/processes: the synchronous baseline (a barrier every round of n_workers updates).
     fit_intercept : bool

@@ -29,8 +29,9 @@ class FileFormatError(ValueError):
     """A model or checkpoint file that cannot be used: truncated, corrupted, foreign, or too new."""
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _digest(tensors: dict[str, torch.Tensor], document: str) -> str:
     h = hashlib.blake2b(digest_size=16)
+    h.update(document.encode())
     for name in sorted(tensors):
         t = tensors[name]
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
@@ -51,7 +52,8 @@ def write_file(path: str | os.PathLike, kind: str, payload: dict, arrays: dict) 
     path = Path(path)
     tensors = {name: _as_storable(a) for name, a in arrays.items()}
     header = {"format": FORMAT, "kind": kind, "version": FORMAT_VERSION, "payload": payload}
-    meta = {"asyncopt": json.dumps(header, allow_nan=True), "digest": _digest(tensors)}
+    document = json.dumps(header, allow_nan=True)
+    meta = {"asyncopt": document, "digest": _digest(tensors, document)}
     data = save(tensors, metadata=meta)
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,8 +114,10 @@ def read_file(path: str | os.PathLike, kind: str) -> tuple[dict, dict[str, torch
         tensors = load(raw)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise FileFormatError(f"{path}: corrupted or truncated asyncopt {kind} file ({exc})") from None
-    if _digest(tensors) != meta.get("digest"):
-        raise FileFormatError(f"{path}: corrupted asyncopt {kind} file (the arrays do not match their checksum)")
+    if _digest(tensors, meta["asyncopt"]) != meta.get("digest"):
+        raise FileFormatError(f"{path}: corrupted asyncopt {kind} file (its contents do not match their checksum)")
+    if not isinstance(info.get("payload"), dict):
+        raise FileFormatError(f"{path}: corrupted asyncopt {kind} file (no payload)")
     return info["payload"], tensors
 
 
@@ -148,3 +152,40 @@ def write_checkpoint(folder: str | os.PathLike, payload: dict, arrays: dict) -> 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     files = checkpoint_files(folder)
     return files[-1] if files else None
+
+
+# -- nested state: JSON with the arrays taken out ------------------------------------------------
+def split_arrays(tree, prefix: str = "") -> tuple[object, dict[str, torch.Tensor]]:
+    """(JSON-able tree, arrays): every ndarray / tensor in nested dicts and lists is replaced by
+    {"__array__": name}, the name being its path; `join_arrays` undoes it."""
+    arrays: dict[str, torch.Tensor] = {}
+
+    def walk(node, path):
+        if isinstance(node, (np.ndarray, torch.Tensor)):
+            arrays[path] = _as_storable(node)
+            return {"__array__": path}
+        if isinstance(node, dict):
+            return {str(k): walk(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(node)]
+        if isinstance(node, np.generic):
+            return node.item()
+        return node
+
+    return walk(tree, prefix), arrays
+
+
+def join_arrays(tree, arrays: dict[str, torch.Tensor], as_numpy: bool = False):
+    """Put the arrays back into a tree from `split_arrays` (as tensors, or numpy arrays)."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            if set(node) == {"__array__"}:
+                t = arrays[node["__array__"]]
+                return t.numpy() if as_numpy else t
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(tree)

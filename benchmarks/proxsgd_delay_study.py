@@ -53,12 +53,13 @@ import torch  # noqa: E402
 
 from asyncopt.datasets import load_a9a  # noqa: E402
 from asyncopt.engines.serial import SerialEngine  # noqa: E402
-from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm, TrainingDiverged  # noqa: E402
+from asyncopt.errors import TrainingDiverged  # noqa: E402
+from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm  # noqa: E402
 from asyncopt.proxsgd.data import LinearData  # noqa: E402
 from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss  # noqa: E402
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds  # noqa: E402
 from asyncopt.proxsgd.prox import make_penalty  # noqa: E402
-from asyncopt.proxsgd.solver import ProxSGDSettings, run_proxsgd  # noqa: E402
+from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd  # noqa: E402
 from asyncopt.proxsgd.stepsize import base_step, delay_factor, estimate_smoothness  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent

@@ -84,7 +84,7 @@ def test_step_update_is_sparse_and_matches_the_formula(problem):
 
 
 def test_iterations_interpolate_the_training_targets(problem):
-    from asyncopt.eigenpro.solver import EigenProSettings, run_eigenpro
+    from asyncopt.training.eigenpro import EigenProSettings, run_eigenpro
 
     pre = nystrom_preconditioner(problem.data, 200, "auto", 64, np.random.default_rng(0))
     m = 64

@@ -271,7 +271,7 @@ def test_full_push_split_into_server_parts_equals_one_full_step(sparse):
     whole, parted = start.clone(), start.clone()
     algo.apply(whole, update, 0)
     parts = algo.server_parts(update)
-    assert [k for k, _ in parts] == [0, 1, 2, 3]
+    assert [k for k, _ in parts] == [0, 1, 2, 3, 4]  # the 4 blocks' servers, then the intercept server
     for _, part in parts:
         algo.apply(parted, part, 0)
     np.testing.assert_allclose(parted.numpy(), whole.numpy(), atol=1e-14)

@@ -9,10 +9,7 @@ import torch
 
 from asyncopt.eigenpro.preconditioner import Preconditioner
 from asyncopt.eigenpro.step import KernelProblem, Update, apply_update, eigenpro_step
-
-
-class TrainingDiverged(FloatingPointError):
-    """The weights became non-finite."""
+from asyncopt.errors import TrainingDiverged
 
 
 @dataclasses.dataclass
@@ -87,6 +84,16 @@ class EigenProAlgorithm:
             torch.as_tensor(sub_delta, device=device),
             res,
         )
+
+    # -- state: the additive rule keeps none beyond the weights ---------------------------------
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, params: torch.Tensor) -> None:
+        pass
+
+    def saved_params(self, params: torch.Tensor) -> torch.Tensor:
+        return params.detach().clone()
 
     def share_memory(self) -> None:
         """Move the read-only tensors to shared memory once, so spawned workers map, not copy, them."""

@@ -112,7 +112,7 @@ def nystrom_preconditioner(
     V = evecs[:, : q - 1] / np.sqrt(s)
     return Preconditioner(
         indices=idx,
-        V=V.to(data.options.dtype),
+        V=V.to(data.options.dtype).contiguous(),  # (eigh returns column-major vectors: checkpoints store row-major)
         D=torch.as_tensor(D, dtype=data.options.dtype, device=data.X.device),
         eigenvalues=eigenvalues[: max(q, min(s, 10))].copy(),
         beta=beta,

@@ -45,9 +45,57 @@ class AsyncAlgorithm(Protocol):
 
     def update_from_numpy(self, payload: Any) -> Any: ...
 
+    def state_dict(self) -> dict:
+        """The rule state a resumed run needs (step schedule, anchors, lazy counters flushed):
+        JSON-able values and arrays. Called with no update in flight."""
+
+    def load_state_dict(self, state: dict, params: torch.Tensor) -> None:
+        """Restore `state_dict`'s output (`params` are the restored parameters)."""
+
+
+class ServersInWorkers(AsyncAlgorithm, Protocol):
+    """What `WorkerEngine(servers_in_workers=True)` needs on top: the servers' rule is applied by
+    the workers, each part under its server's lock."""
+
+    n_locks: int  # parameter servers (locks); the engine adds one for the version counter
+    compiled_tasks: bool  # `run_task` takes whole (and shared) tasks in compiled code
+
+    def server_parts(self, update: Any) -> list[tuple[int, Any]]:
+        """(server, part) pairs: each part is applied under that server's lock."""
+
+    def run_task(self, params: torch.Tensor, task: Task, sync: np.ndarray) -> tuple[np.ndarray, int] | None:
+        """Run a whole task compiled (lock-free reads, each part under its spinlock word in `sync`);
+        (stalenesses, samples), or None when it cannot (the engine loops over compute / apply)."""
+
+    def prepare(self) -> None:
+        """Load compiled kernels (in a worker's start, before the clock of its first task)."""
+
 
 class WorkerFailed(RuntimeError):
     """A worker raised; the message carries its traceback."""
+
+
+class TrainingInterrupted(Exception):
+    """A stop was requested (SIGINT / SIGTERM) and the engine stopped at a drained point, after
+    the checkpointer (if any) saved; `signum` says which signal."""
+
+    def __init__(self, signum: int, checkpoint=None):
+        super().__init__(f"training interrupted by signal {signum}")
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+class Checkpointer(Protocol):
+    """What an engine asks at its drained points (no update in flight): serial after every step,
+    worker engines after draining when `due` says so or a stop was requested."""
+
+    def due(self, samples: int) -> bool:
+        """A periodic checkpoint is due (time or samples since the last one)."""
+
+    def stop_requested(self) -> int | None:
+        """The signal number when a stop was requested, else None."""
+
+    def save(self, params: torch.Tensor, coordinator: dict, telemetry) -> None:
+        """Write the run's state: `coordinator` is the engine's part (`BatchStream` position, steps)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +148,29 @@ class Task:
 class BatchStream:
     """Draws batches from per-epoch permutations (deterministic from the generator)."""
 
-    def __init__(self, schedule: Schedule, rng: np.random.Generator):
+    def __init__(self, schedule: Schedule, rng: np.random.Generator, state: dict | None = None):
         self.schedule, self.rng = schedule, rng
         self.order = np.empty(0, dtype=np.int64)
         self.issued = 0
         self._keys, self._used = np.empty(0, dtype=np.int64), 0
+        if state is not None:
+            self.load_state_dict(state)
+
+    def state_dict(self) -> dict:
+        """Everything the stream continues from: the epoch's remaining order, drawn keys, the
+        generator's state (with every engine's draws: the serial simulator's delays too)."""
+        return {
+            "order": self.order.copy(),
+            "issued": int(self.issued),
+            "keys": self._keys[self._used :].copy(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order = np.asarray(state["order"], dtype=np.int64).copy()
+        self.issued = int(state["issued"])
+        self._keys, self._used = np.asarray(state["keys"], dtype=np.int64).copy(), 0
+        self.rng.bit_generator.state = state["rng"]
 
     def _next_keys(self, count: int) -> np.ndarray:
         if self._used + count > len(self._keys):
@@ -156,16 +222,22 @@ class Monitor:
         self.refresh = refresh  # refresh(params, samples): training work done with workers drained (timed)
         self.started = self._clock() if started is None else started
         self.eval_seconds = 0.0
+        self.earlier_seconds = 0.0  # training seconds of the run before it was resumed
         self.history: list = []
 
     def training_seconds(self) -> float:
+        """Of the whole run (earlier fits of a resumed run included): what history entries record."""
+        return self._clock() - self.started - self.eval_seconds + self.earlier_seconds
+
+    def session_seconds(self) -> float:
+        """Of this fit only: what `time_limit` bounds."""
         return self._clock() - self.started - self.eval_seconds
 
     def __call__(self, params: torch.Tensor, samples: int, steps: int) -> bool:
         if self.refresh is not None:
             self.refresh(params, samples)
         t0 = self._clock()
-        entry = self.evaluate(params, samples, steps, t0 - self.started - self.eval_seconds)
+        entry = self.evaluate(params, samples, steps, t0 - self.started - self.eval_seconds + self.earlier_seconds)
         self.history.append(entry)
         self.eval_seconds += self._clock() - t0
         if self.callback is None:

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from asyncopt.engines.base import AsyncAlgorithm, BatchStream, Monitor, Schedule
+from asyncopt.engines.base import AsyncAlgorithm, BatchStream, Checkpointer, Monitor, Schedule, TrainingInterrupted
 from asyncopt.engines.telemetry import Telemetry
 
 
@@ -63,18 +63,36 @@ class SerialEngine:
         time_limit: float | None = None,
         started: float | None = None,
         progress=None,
+        *,
+        params: torch.Tensor | None = None,
+        resume: dict | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> tuple[torch.Tensor, Telemetry]:
-        params = algo.init_params()
+        """Train from `params` (default `algo.init_params()`); `resume` is the coordinator state a
+        checkpointer saved (stream position, steps, recent differences of the delay simulator) and
+        `telemetry` of the run so far. The checkpointer is asked after every step (a serial run is
+        always drained) and saves once more when the run ends."""
+        params = algo.init_params() if params is None else params
         telemetry = Telemetry(n_workers=1)
-        monitor.telemetry = telemetry
         diffs: collections.deque = collections.deque(maxlen=max(self.max_delay, 1))
         stream = BatchStream(schedule, rng)
+        steps = 0
+        if resume is not None:
+            stream.load_state_dict(resume["stream"])
+            steps = int(resume["steps"])
+            telemetry = Telemetry.from_dict(resume["telemetry"], 1)
+            diffs.extend(torch.as_tensor(d) for d in resume.get("delay_diffs", []))
+        monitor.telemetry = telemetry
         eval_at = schedule.evaluation_points()
+        next_eval = int(np.searchsorted(eval_at, stream.issued, side="right"))
         now = time.perf_counter()
         telemetry.setup_seconds = now - started if started is not None else 0.0
         started = now if started is None else started
-        steps = next_eval = 0
-        while stream.issued < eval_at[-1]:
+
+        def state() -> dict:
+            return {"stream": stream.state_dict(), "steps": steps, "delay_diffs": [d.clone() for d in diffs]}
+
+        while next_eval < len(eval_at) and stream.issued < eval_at[-1]:
             batch, key = stream.next(eval_at[next_eval] - stream.issued)
             t0 = time.perf_counter()
             seen, staleness = self._read(params, diffs, rng)
@@ -90,10 +108,19 @@ class SerialEngine:
             telemetry.record(0, staleness, len(batch), time.perf_counter() - t0, 0.0)
             if progress is not None:
                 progress.update(len(batch))
-            over_time = time_limit is not None and monitor.training_seconds() >= time_limit
+            over_time = time_limit is not None and monitor.session_seconds() >= time_limit
             if stream.issued == eval_at[next_eval] or over_time:
                 if stream.issued == eval_at[next_eval]:
                     next_eval += 1
                 if monitor(params, stream.issued, steps) or over_time:
                     break
+            if checkpointer is not None:
+                signum = checkpointer.stop_requested()
+                if signum is not None:
+                    checkpointer.save(params, state(), telemetry)
+                    raise TrainingInterrupted(signum)
+                if checkpointer.due(stream.issued):
+                    checkpointer.save(params, state(), telemetry)
+        if checkpointer is not None:
+            checkpointer.save(params, state(), telemetry)
         return params, telemetry

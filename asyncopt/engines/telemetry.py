@@ -64,6 +64,18 @@ class Telemetry:
             "p99": values[min(len(values) - 1, int(0.99 * len(values)))],
         }
 
+    @classmethod
+    def from_dict(cls, saved: dict, n_workers: int) -> Telemetry:
+        """Continue the record of a resumed run (`as_dict`'s output) with `n_workers` workers."""
+        t = cls(n_workers=n_workers)
+        t.staleness.update({int(k): int(v) for k, v in saved.get("staleness_histogram", {}).items()})
+        for w, stats in zip(t.workers, saved.get("workers", []), strict=False):
+            for name, value in stats.items():
+                setattr(w, name, value)
+        t.setup_seconds = float(saved.get("setup_seconds", 0.0))
+        t.startup_seconds = float(saved.get("startup_seconds", 0.0))
+        return t
+
     def as_dict(self) -> dict:
         return {
             "n_workers": self.n_workers,

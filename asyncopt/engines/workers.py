@@ -31,7 +31,15 @@ import numpy as np
 import torch
 
 from asyncopt.engines import atomics
-from asyncopt.engines.base import AsyncAlgorithm, BatchStream, Monitor, Schedule, WorkerFailed
+from asyncopt.engines.base import (
+    AsyncAlgorithm,
+    BatchStream,
+    Checkpointer,
+    Monitor,
+    Schedule,
+    TrainingInterrupted,
+    WorkerFailed,
+)
 from asyncopt.engines.telemetry import Telemetry
 
 POLL_SECONDS = 0.2
@@ -311,30 +319,51 @@ class WorkerEngine:
         time_limit: float | None = None,
         started: float | None = None,
         progress=None,
+        *,
+        params: torch.Tensor | None = None,
+        resume: dict | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> tuple[torch.Tensor, Telemetry]:
-        params = algo.init_params()
-        telemetry = Telemetry(n_workers=self.n_workers)
-        monitor.telemetry = telemetry
+        """Train from `params` (default `algo.init_params()`), continuing the coordinator state
+        `resume` a checkpointer saved. A due checkpoint (or a stop request) makes the coordinator
+        stop handing out tasks; once the in-flight ones are applied it saves (and for a stop,
+        shuts the workers down and raises TrainingInterrupted)."""
+        params = algo.init_params() if params is None else params
         stream = BatchStream(schedule, rng)
+        telemetry = Telemetry(n_workers=self.n_workers)
+        steps = 0
+        if resume is not None:
+            stream.load_state_dict(resume["stream"])
+            steps = int(resume["steps"])
+            telemetry = Telemetry.from_dict(resume["telemetry"], self.n_workers)
+        monitor.telemetry = telemetry
         eval_at = schedule.evaluation_points()
         round_batch = schedule.batch_size * (self.n_workers if self.synchronous else 1)
         # compiled tasks: a round of batches goes to every worker at once and splits itself (atomics.py)
         shared_rounds = self.servers_in_workers and getattr(algo, "compiled_tasks", False)
-        next_eval = steps = applied = in_flight = 0
-        stopping = False
+        next_eval = int(np.searchsorted(eval_at, stream.issued, side="right"))
+        applied, in_flight = stream.issued, 0
+        stopping = draining = False
         self._workers = []
         try:
             t0 = time.perf_counter()
             telemetry.setup_seconds = t0 - started if started is not None else 0.0
             self._start(algo, params)
             telemetry.startup_seconds = time.perf_counter() - t0
-            while True:
+            while next_eval < len(eval_at):
                 if in_flight == 0:
                     if stopping or stream.issued == eval_at[next_eval]:
                         if stream.issued == eval_at[next_eval]:
                             next_eval += 1
                         if monitor(params, applied, steps) or stopping or next_eval == len(eval_at):
                             break
+                    if checkpointer is not None:
+                        draining = False
+                        signum = checkpointer.stop_requested()
+                        if signum is not None or checkpointer.due(applied):
+                            checkpointer.save(params, {"stream": stream.state_dict(), "steps": steps}, telemetry)
+                            if signum is not None:
+                                raise TrainingInterrupted(signum)
                     if shared_rounds:
                         in_flight += self._send_round(stream, eval_at[next_eval], schedule.batch_size)
                         continue
@@ -374,10 +403,14 @@ class WorkerEngine:
                         progress.update(n)
                 if self.synchronous:
                     self._version.value += 1
-                if time_limit is not None and monitor.training_seconds() >= time_limit:
+                if time_limit is not None and monitor.session_seconds() >= time_limit:
                     stopping = True
-                if not self.synchronous and not stopping and not shared_rounds:
+                if checkpointer is not None and not draining:  # drain, then save at in_flight == 0
+                    draining = checkpointer.stop_requested() is not None or checkpointer.due(applied)
+                if not self.synchronous and not stopping and not draining and not shared_rounds:
                     in_flight += self._send_task(stream, eval_at[next_eval], round_batch)
+            if checkpointer is not None:
+                checkpointer.save(params, {"stream": stream.state_dict(), "steps": steps}, telemetry)
         finally:
             self._shutdown()
         return params, telemetry

@@ -9,7 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -17,16 +17,18 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from asyncopt.eigenpro.preconditioner import (
     DEFAULT_TARGET_BATCH,
+    Preconditioner,
     auto_subsample_size,
     nystrom_preconditioner,
     step_size,
 )
-from asyncopt.eigenpro.solver import EigenProSettings, run_eigenpro
 from asyncopt.eigenpro.step import KernelProblem
 from asyncopt.engines import make_engine
+from asyncopt.estimators.base import AsyncEstimator, data_fingerprint
 from asyncopt.kernels.blocks import KernelData, MemoryBudgetError, kernel_product
 from asyncopt.kernels.functions import RADIAL_PROFILES, make_kernel
 from asyncopt.options import ComputeOptions
+from asyncopt.training.eigenpro import EigenProSettings, run_eigenpro
 
 QUERY_ROWS = 4096
 # The automatic batch is m*/4: with the stability step rule a sample then moves the weights
@@ -45,8 +47,34 @@ def median_distance(X: np.ndarray, rng: np.random.Generator, sample: int = 1000)
     return float(d.median()) if len(d) else 1.0
 
 
-class _EigenProBase(BaseEstimator):
+def _preconditioner_dict(p: Preconditioner) -> dict:
+    return {
+        "indices": p.indices.cpu(),
+        "V": p.V.cpu(),
+        "D": p.D.cpu(),
+        "eigenvalues": p.eigenvalues,
+        "beta": p.beta,
+        "n_components": p.n_components,
+        "top_eigenvalue": p.top_eigenvalue,
+    }
+
+
+def _preconditioner_from(saved: dict, options: ComputeOptions) -> Preconditioner:
+    to = lambda t: torch.as_tensor(t).to(options.device)  # noqa: E731
+    return Preconditioner(
+        indices=to(saved["indices"]),
+        V=to(saved["V"]).to(options.dtype),
+        D=to(saved["D"]).to(options.dtype),
+        eigenvalues=np.asarray(saved["eigenvalues"], dtype=np.float64),
+        beta=float(saved["beta"]),
+        n_components=int(saved["n_components"]),
+        top_eigenvalue=float(saved["top_eigenvalue"]),
+    )
+
+
+class _EigenProBase(AsyncEstimator):
     _parameter_constraints: dict = {
+        **AsyncEstimator._shared_constraints,
         "kernel": [StrOptions(set(RADIAL_PROFILES)), callable],
         "bandwidth": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "epochs": [Interval(Real, 0, None, closed="neither")],
@@ -54,21 +82,8 @@ class _EigenProBase(BaseEstimator):
         "subsample_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "n_components": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "step_size": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto", "eigenpro2"})],
-        "device": [str, torch.device],
-        "dtype": [StrOptions({"float32", "float64"})],
         "memory_gb": [Interval(Real, 0, None, closed="neither")],
         "evals_per_epoch": [Interval(Integral, 1, None, closed="left")],
-        "time_limit": [Interval(Real, 0, None, closed="neither"), None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-        "callback": [callable, None],
-        "backend": [StrOptions({"serial", "threads", "processes"})],
-        "n_workers": [Interval(Integral, 1, None, closed="left")],
-        "threads_per_worker": [Interval(Integral, 1, None, closed="left"), None],
-        "max_delay": [Interval(Integral, 0, None, closed="left")],
-        "delay": [StrOptions({"fixed", "random"})],
-        "inconsistent_reads": ["boolean"],
-        "synchronous": ["boolean"],
         "devices": [list, tuple, None],
         "val_target": [Real, None],
     }
@@ -100,6 +115,8 @@ class _EigenProBase(BaseEstimator):
         synchronous=False,
         devices=None,
         val_target=None,
+        checkpoint_dir=None,
+        checkpoint_every=60.0,
     ):
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -125,20 +142,21 @@ class _EigenProBase(BaseEstimator):
         self.synchronous = synchronous
         self.devices = devices
         self.val_target = val_target
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
 
     # -- fitting -----------------------------------------------------------------------
     def _validate_X(self, X, reset):
         X = validate_data(self, X, reset=reset, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
         return X.toarray() if sp.issparse(X) else X
 
-    def _fit_targets(self, X, Y, validation):
+    def _fit_targets(self, X, Y, validation, resume=False):
         started = time.perf_counter()
         options = ComputeOptions.from_params(self.device, self.dtype, self.memory_gb)
-        rng = np.random.default_rng(
-            self.random_state
-            if not isinstance(self.random_state, np.random.RandomState)
-            else self.random_state.randint(2**31)
-        )
+        fingerprint = data_fingerprint(X, Y)
+        state = self._load_resume(resume, fingerprint)
+        seed = self._seed(state)
+        rng = np.random.default_rng(seed)
         n = X.shape[0]
         itemsize = options.itemsize
         persistent = (X.shape[1] + 2 * Y.shape[1]) * n * itemsize
@@ -147,7 +165,10 @@ class _EigenProBase(BaseEstimator):
                 f"memory budget too small: the training data, targets and weights need "
                 f"{persistent / 2**30:.3f} GiB on {options.device} but memory_gb={self.memory_gb}"
             )
-        self.bandwidth_ = median_distance(X, rng) if self.bandwidth == "auto" else float(self.bandwidth)
+        if state is not None:  # the setup of the run being resumed (no second eigensolve)
+            self.bandwidth_ = float(state.setup["bandwidth"])
+        else:
+            self.bandwidth_ = median_distance(X, rng) if self.bandwidth == "auto" else float(self.bandwidth)
         kernel = make_kernel(self.kernel, self.bandwidth_)
         data = KernelData.from_array(X, kernel, options)
         problem = KernelProblem(data, torch.as_tensor(Y).to(options.device, options.dtype))
@@ -160,7 +181,10 @@ class _EigenProBase(BaseEstimator):
                 f"memory_gb (now {self.memory_gb}) or lower subsample_size"
             )
         target = DEFAULT_TARGET_BATCH if self.batch_size == "auto" else self.batch_size
-        precond = nystrom_preconditioner(data, s, self.n_components, target, rng)
+        if state is not None:
+            precond = _preconditioner_from(state.setup["preconditioner"], options)
+        else:
+            precond = nystrom_preconditioner(data, s, self.n_components, target, rng)
         m_star = precond.critical_batch_size
         parallel = self.backend != "serial"
         if self.devices is not None and self.backend != "threads":
@@ -200,16 +224,12 @@ class _EigenProBase(BaseEstimator):
             evals_per_epoch=self.evals_per_epoch,
             time_limit=self.time_limit,
         )
-        progress = None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(
-                total=int(math.ceil(self.epochs * n)),
-                unit="samples",
-                unit_scale=True,
-                desc=type(self).__name__,
-            )
+        derived = {"batch_size": m, "step_size": eta, "subsample_size": s, "n_components": precond.n_components}
+        self._check_derived(state, derived)
+        checkpointing = self._checkpointing(
+            seed, fingerprint, derived, {"bandwidth": self.bandwidth_, "preconditioner": _preconditioner_dict(precond)}
+        )
+        progress = self._progress(int(math.ceil(self.epochs * n)), state.samples if state is not None else 0)
         engine = make_engine(
             self.backend,
             self.n_workers,
@@ -221,18 +241,21 @@ class _EigenProBase(BaseEstimator):
             self.devices,
         )
         try:
-            alpha, history, telemetry = run_eigenpro(
-                problem,
-                precond,
-                settings,
-                rng,
-                budget_bytes=budget,
-                engine=engine,
-                validate=validate,
-                callback=self._stopping_rule(),
-                progress=progress,
-                started=started,
-            )
+            with self._interruptible(checkpointing):
+                alpha, history, telemetry = run_eigenpro(
+                    problem,
+                    precond,
+                    settings,
+                    rng,
+                    budget_bytes=budget,
+                    engine=engine,
+                    validate=validate,
+                    callback=self._stopping_rule(),
+                    progress=progress,
+                    started=started,
+                    resume=state,
+                    checkpointing=checkpointing,
+                )
         finally:
             if progress is not None:
                 progress.close()
@@ -305,6 +328,13 @@ class _EigenProBase(BaseEstimator):
             state["_data"] = KernelData(kernel, X, sq, kept, dropped, options)
         self.__dict__.update(state)
 
+    def save(self, path):
+        """Write the fitted model to `path` (safetensors + JSON, no pickle); read it back with asyncopt.load."""
+        from asyncopt.estimators.model_files import save_model
+
+        check_is_fitted(self)
+        return save_model(self, path)
+
 
 class EigenProRegressor(RegressorMixin, _EigenProBase):
     """Kernel interpolation (ridgeless regression) trained by EigenPro 2.
@@ -361,6 +391,13 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
     devices : list of str or torch.device, or None
         Threads backend: one worker per device, each keeping a replica of the weights and data
         there and receiving the sparse updates of the others (e.g. ["cuda:0", "cuda:1"]).
+    checkpoint_dir : str, Path or None
+        Folder for checkpoints (safetensors + JSON, written atomically; the newest two are kept):
+        every ``checkpoint_every``, at the end of the fit, and when SIGINT / SIGTERM stops it
+        (the workers are drained and stopped first). ``fit(..., resume=True)`` continues from it.
+    checkpoint_every : float, str or None
+        Seconds between checkpoints (training time), or a string "N samples"; None: only at the
+        end and on a signal.
 
     Attributes
     ----------
@@ -397,8 +434,11 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, X_val=None, y_val=None):
-        """Fit to (X, y); optional (X_val, y_val) is scored (R^2) at every history entry."""
+    def fit(self, X, y, X_val=None, y_val=None, resume=False):
+        """Fit to (X, y); optional (X_val, y_val) is scored (R^2) at every history entry.
+
+        ``resume=True`` continues from the latest checkpoint in ``checkpoint_dir`` (refused when it
+        is of other data or settings); ``"auto"`` does so when there is one, else starts afresh."""
         X, y = validate_data(
             self,
             X,
@@ -412,7 +452,7 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         self._y_1d = y.ndim == 1
         Y = y.reshape(-1, 1) if self._y_1d else y
         validation = None if X_val is None else (X_val, np.asarray(y_val))
-        return self._fit_targets(X, np.asarray(Y, dtype=np.float64), validation)
+        return self._fit_targets(X, np.asarray(Y, dtype=np.float64), validation, resume)
 
     def _score_decision(self, decision, y):
         pred = decision.cpu().numpy()
@@ -452,15 +492,16 @@ class EigenProClassifier(ClassifierMixin, _EigenProBase):
         return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, X_val=None, y_val=None):
-        """Fit to (X, y); optional (X_val, y_val) is scored (accuracy) at every history entry."""
+    def fit(self, X, y, X_val=None, y_val=None, resume=False):
+        """Fit to (X, y); optional (X_val, y_val) is scored (accuracy) at every history entry.
+        ``resume``: as in `EigenProRegressor.fit`."""
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
         X = X.toarray() if sp.issparse(X) else X
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         Y = np.eye(len(self.classes_))[codes]
         validation = None if X_val is None else (X_val, np.asarray(y_val))
-        return self._fit_targets(X, Y, validation)
+        return self._fit_targets(X, Y, validation, resume)
 
     def _score_decision(self, decision, y):
         return float(np.mean(self.classes_[decision.argmax(1).cpu().numpy()] == y))

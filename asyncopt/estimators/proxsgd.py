@@ -8,20 +8,21 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from asyncopt.engines import make_engine
+from asyncopt.estimators.base import AsyncEstimator, data_fingerprint
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 from asyncopt.proxsgd.data import LinearData
 from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds
 from asyncopt.proxsgd.prox import PENALTIES, make_penalty
-from asyncopt.proxsgd.solver import ProxSGDSettings, run_proxsgd
 from asyncopt.proxsgd.stepsize import base_step, estimate_smoothness
+from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd
 
 # Below the critical batch size (beta / lambda_1, about 2-3 on a9a and 20 Newsgroups) a larger
 # batch buys no progress per sample; 32 keeps the per-update Python overhead small against the work.
@@ -53,8 +54,9 @@ def feature_groups(groups, n_features: int) -> np.ndarray:
     return np.unique(labels, return_inverse=True)[1]
 
 
-class _ProxSGDBase(BaseEstimator):
+class _ProxSGDBase(AsyncEstimator):
     _parameter_constraints: dict = {
+        **AsyncEstimator._shared_constraints,
         "loss": [str],
         "penalty": [StrOptions(set(PENALTIES)), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
@@ -126,6 +128,8 @@ class _ProxSGDBase(BaseEstimator):
         random_state=None,
         verbose=0,
         callback=None,
+        checkpoint_dir=None,
+        checkpoint_every=60.0,
     ):
         self.loss = loss
         self.penalty = penalty
@@ -160,13 +164,18 @@ class _ProxSGDBase(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.callback = callback
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
 
     # -- fitting -----------------------------------------------------------------------
     def _validate_X(self, X, reset):
         return validate_data(self, X, reset=reset, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
 
-    def _fit_linear(self, X, Y, loss_name):
+    def _fit_linear(self, X, Y, loss_name, resume=False):
         started = time.perf_counter()
+        fingerprint = data_fingerprint(X, Y)
+        state = self._load_resume(resume, fingerprint)
+        seed = self._seed(state)
         loss = get_loss(loss_name)
         n, d = X.shape
         if self.penalty != "group_l1" and self.groups is not None:
@@ -242,11 +251,10 @@ class _ProxSGDBase(BaseEstimator):
             n_iter_no_change=self.n_iter_no_change,
             time_limit=self.time_limit,
         )
-        rng = np.random.default_rng(
-            self.random_state
-            if not isinstance(self.random_state, np.random.RandomState)
-            else self.random_state.randint(2**31)
-        )
+        rng = np.random.default_rng(seed)
+        derived = {"batch_size": N, "step_size": eta, "n_blocks": self.n_blocks_}
+        self._check_derived(state, derived)
+        checkpointing = self._checkpointing(seed, fingerprint, derived)
         engine = make_engine(
             self.backend,
             self.n_workers,
@@ -259,17 +267,13 @@ class _ProxSGDBase(BaseEstimator):
         )
         if parallel and (self.max_delay or self.inconsistent_reads):
             raise ValueError("max_delay and inconsistent_reads simulate delays with backend='serial' only")
-        progress = None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(
-                total=int(math.ceil(self.max_epochs * n)), unit="samples", unit_scale=True, desc=type(self).__name__
-            )
+        progress = self._progress(int(math.ceil(self.max_epochs * n)), state.samples if state is not None else 0)
         try:
-            params, history, telemetry = run_proxsgd(
-                algo, settings, rng, engine=engine, callback=self.callback, progress=progress, started=started
-            )
+            with self._interruptible(checkpointing):
+                params, history, telemetry = run_proxsgd(
+                    algo, settings, rng, engine=engine, callback=self.callback, progress=progress, started=started,
+                    resume=state, checkpointing=checkpointing,
+                )  # fmt: skip
         finally:
             if progress is not None:
                 progress.close()
@@ -290,6 +294,13 @@ class _ProxSGDBase(BaseEstimator):
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         return np.asarray(X @ self._coef) + self._intercept
+
+    def save(self, path):
+        """Write the fitted model to `path` (safetensors + JSON, no pickle); read it back with asyncopt.load."""
+        from asyncopt.estimators.model_files import save_model
+
+        check_is_fitted(self)
+        return save_model(self, path)
 
 
 class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
@@ -374,6 +385,8 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         Progress bar when > 0.
     callback : callable or None
         Called with each history entry; returning True or raising StopIteration stops training.
+    checkpoint_dir, checkpoint_every : as in `EigenProRegressor` (checkpoints hold the servers'
+        step, the SVRG anchor, lazy rows caught up, the batch stream and the plateau windows).
 
     Attributes
     ----------
@@ -401,11 +414,13 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     """
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, resume=False):
+        """Fit to (X, y). ``resume=True`` continues from the latest checkpoint in ``checkpoint_dir``
+        (refused when it is of other data or settings); ``"auto"`` does so when there is one."""
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32], y_numeric=True)
         if self.loss != "squared":
             raise ValueError(f"ProxSGDRegressor supports loss='squared'; got loss={self.loss!r}")
-        self._fit_linear(X, np.asarray(y, dtype=np.float64).reshape(-1, 1), "squared")
+        self._fit_linear(X, np.asarray(y, dtype=np.float64).reshape(-1, 1), "squared", resume)
         self.coef_, self.intercept_ = self._coef[:, 0], self._intercept[:1]
         return self
 
@@ -490,6 +505,8 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         random_state=None,
         verbose=0,
         callback=None,
+        checkpoint_dir=None,
+        checkpoint_every=60.0,
     ):
         super().__init__(
             loss,
@@ -525,11 +542,14 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
             random_state=random_state,
             verbose=verbose,
             callback=callback,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
         )
         self.multi_class = multi_class
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, resume=False):
+        """Fit to (X, y); ``resume``: as in `ProxSGDRegressor.fit`."""
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
@@ -551,7 +571,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
             Y, loss = np.where(codes == 1, 1.0, -1.0).reshape(-1, 1), self.loss
         else:
             Y, loss = np.where(np.eye(K)[codes] == 1, 1.0, -1.0), self.loss
-        self._fit_linear(X, Y, loss)
+        self._fit_linear(X, Y, loss, resume)
         self.coef_, self.intercept_ = self._coef.T.copy(), self._intercept.copy()
         return self
 

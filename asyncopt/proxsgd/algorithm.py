@@ -8,7 +8,9 @@ server (apply):    x_j <- prox_{eta h_j}(x_j - eta g_j), eta = eta_0 * delay fac
 
 ``push="full"`` is Asyn-ProxSGD: a worker pushes the gradient of every block and every block's
 server applies its prox. One worker and one block is plain proximal SGD. The intercept (one
-unpenalized coordinate) travels with every push.
+unpenalized coordinate, row d) travels with every push but has its own owner, the intercept server
+(index n_blocks): in `server_parts` it is a part of its own, so row d is only ever written under
+one lock, whichever blocks the pushes are for.
 """
 
 from __future__ import annotations
@@ -27,13 +29,12 @@ LOCK_SPINS = 2**32  # a spinlock try is ~10-50 ns: over a minute before a lock i
 LAZY_RATIO = 100.0  # lazy prox when a block is this many times wider than a minibatch's entries
 
 
-class TrainingDiverged(FloatingPointError):
-    """The loss or the parameters became non-finite."""
+from asyncopt.errors import TrainingDiverged  # noqa: E402 (one class for both families)
 
 
 @dataclasses.dataclass
 class BlockUpdate:
-    block: int  # the block j, or -1 for a full-vector push
+    block: int  # the block j, -1 for a full-vector push, n_blocks for the intercept alone (server_parts)
     index: torch.Tensor | None  # rows of the parameters with gradient entries (duplicates add up); None: dense
     values: torch.Tensor  # (len(index), k) entries, or the dense block gradient (hi - lo, k)
     intercept: torch.Tensor | None  # (k,) gradient of the intercept
@@ -146,25 +147,36 @@ class ProxSGDAlgorithm:
 
     @property
     def n_locks(self) -> int:
+        """One server per block, and the intercept server when there is an intercept."""
+        return self.problem.n_blocks + (1 if self.problem.fit_intercept else 0)
+
+    @property
+    def intercept_server(self) -> int:
+        """The server (lock index) that owns the intercept row: the one after the blocks' servers."""
         return self.problem.n_blocks
 
     def server_parts(self, update: BlockUpdate) -> list[tuple[int, BlockUpdate]]:
-        """(server, part) pairs: a block update goes whole to its block's server; a full push is split
-        into one part per block (the intercept rides with the first), applied by each server."""
+        """(server, part) pairs: a block update goes to its block's server, a full push is split into
+        one part per block, applied by each server; the intercept, when there is one, is a part of its
+        own for the intercept server (no coefficients: an empty index, or None for dense updates)."""
+        bounds, M = self.problem.bounds, self.problem.n_blocks
         if update.block >= 0:
-            return [(update.block, update)]
-        bounds = self.problem.bounds
-        if update.index is not None:
-            owner = np.searchsorted(bounds, update.index.numpy(), side="right") - 1
-        parts = []
-        for k in range(self.problem.n_blocks):
-            if update.index is None:
-                index, values = None, update.values[int(bounds[k]) : int(bounds[k + 1])]
-            else:
-                mine = torch.from_numpy(owner == k)
-                index, values = update.index[mine], update.values[mine]
-            intercept = update.intercept if k == 0 else None
-            parts.append((k, BlockUpdate(k, index, values, intercept, update.weight, update.loss_sum)))
+            parts = [(update.block, dataclasses.replace(update, intercept=None))]
+        else:
+            if update.index is not None:
+                owner = np.searchsorted(bounds, update.index.numpy(), side="right") - 1
+            parts = []
+            for k in range(M):
+                if update.index is None:
+                    index, values = None, update.values[int(bounds[k]) : int(bounds[k + 1])]
+                else:
+                    mine = torch.from_numpy(owner == k)
+                    index, values = update.index[mine], update.values[mine]
+                parts.append((k, BlockUpdate(k, index, values, None, update.weight, update.loss_sum)))
+        if update.intercept is not None:
+            index = None if update.index is None else update.index[:0]  # (apply takes the same path as the whole)
+            part = BlockUpdate(M, index, update.values[:0], update.intercept, update.weight, update.loss_sum)
+            parts.append((self.intercept_server, part))
         return parts
 
     @property
@@ -355,13 +367,17 @@ class ProxSGDAlgorithm:
             unused = np.zeros(1, dtype=np.int64)
             st = {"mu": v["Y"], "ticks": unused, "last": unused, "block_of": unused}
             lazy_eta = lazy_thr = 0.0
+        from asyncopt.engines import atomics
+
+        if len(sync) < atomics.lock_word(self.n_locks):  # (the kernel does not check bounds)
+            raise ValueError(f"sync has {len(sync)} words: new_sync(n_locks={self.n_locks}) has the spinlocks needed")
         stalenesses = np.full(len(task.sizes), -1, dtype=np.int64)  # -1: a batch another worker took
         status, done = fast.run_batches(
             v["indptr"], v["indices"], v["values"], v["Y"], P, task.rows, task.sizes, task.keys,
             self._loss_code, v["snap_D"] if vr else v["Y"], vr,
             np.asarray(problem.bounds, dtype=np.int64), self.push == "block",
             penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive, v["snap_mu"] if vr else v["Y"],
-            problem.fit_intercept,
+            problem.fit_intercept, self.intercept_server,
             self.step, self.eta, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"],
@@ -422,7 +438,9 @@ class ProxSGDAlgorithm:
     def apply(self, params: torch.Tensor, update: BlockUpdate, staleness: int = 0) -> None:
         problem = self.problem
         eta = self.step_at(staleness) * update.weight  # push="full" parts keep the full push's step
-        if update.block >= 0:
+        if update.block == problem.n_blocks:  # the intercept server's part: row d alone
+            lo = hi = problem.data.d
+        elif update.block >= 0:
             lo, hi = int(problem.bounds[update.block]), int(problem.bounds[update.block + 1])
         else:
             lo, hi = 0, problem.data.d
@@ -437,7 +455,9 @@ class ProxSGDAlgorithm:
             params[lo:hi].sub_(self._snap_mu[lo:hi], alpha=eta)
             if update.intercept is not None:
                 params[problem.data.d].sub_(self._snap_mu[problem.data.d], alpha=eta)
-        if self.fast:
+        if update.block == problem.n_blocks:
+            pass  # the intercept server's part: no coefficient rows, no prox
+        elif self.fast:
             self._apply_compiled(params, update, eta, lo, hi)
         else:
             if update.index is None:
@@ -459,8 +479,9 @@ class ProxSGDAlgorithm:
         if eta != lazy_eta:  # a weighted (synchronous) or delay-adaptive step would break the closed form
             raise RuntimeError(f"lazy updates need the constant step {lazy_eta:g}, got {eta:g}")
         first, last = (update.block, update.block) if update.block >= 0 else (0, self.problem.n_blocks - 1)
-        fast.lazy_apply(params.numpy(), update.index.numpy(), update.values.numpy(), eta, thr, st["mu"].numpy(),
-                        st["ticks"].numpy(), st["last"].numpy(), st["block_of"].numpy(), first, last)  # fmt: skip
+        if update.block < self.problem.n_blocks:  # (not the intercept server's part: it has no block to tick)
+            fast.lazy_apply(params.numpy(), update.index.numpy(), update.values.numpy(), eta, thr, st["mu"].numpy(),
+                            st["ticks"].numpy(), st["last"].numpy(), st["block_of"].numpy(), first, last)  # fmt: skip
         if update.intercept is not None:
             d = self.problem.data.d
             params[d].sub_(update.intercept + st["mu"][d], alpha=eta)
@@ -527,6 +548,43 @@ class ProxSGDAlgorithm:
         # share_memory_ moves a storage (and frees the old one): numpy views taken before would read
         # freed memory, e.g. the step the plateau schedule halves. Rebuilt on the next use.
         self.__dict__.pop("_views", None)
+
+
+def _state_dict(algo: ProxSGDAlgorithm) -> dict:
+    """The servers' rule state (with no update in flight): the current step and the SVRG anchor."""
+    state = {"step": algo.step}
+    if algo.variance_reduction:
+        state["snapshot_D"], state["snapshot_mu"] = algo._snap_D.clone(), algo._snap_mu.clone()
+    return state
+
+
+def _load_state_dict(algo: ProxSGDAlgorithm, state: dict, params: torch.Tensor) -> None:
+    algo.step = float(state["step"])
+    if algo.variance_reduction:
+        algo._snap_D.copy_(torch.as_tensor(state["snapshot_D"]))
+        algo._snap_mu.copy_(torch.as_tensor(state["snapshot_mu"]))
+    if algo._lazy_state is not None:  # saved parameters are caught up: every row current at tick 0
+        algo._lazy_state["ticks"].zero_()
+        algo._lazy_state["last"].zero_()
+
+
+def _saved_params(algo: ProxSGDAlgorithm, params: torch.Tensor) -> torch.Tensor:
+    """A copy of the parameters with lazily updated rows caught up (the run itself is not touched,
+    so a checkpoint between evaluation points does not change the rounding of the run)."""
+    saved = params.detach().clone()
+    if algo._lazy_state is not None:
+        from asyncopt.proxsgd import fast
+
+        st = algo._lazy_state
+        eta, thr = algo._lazy_step()
+        fast.lazy_flush(saved.numpy(), st["mu"].numpy(), eta, thr, st["ticks"].numpy().copy(),
+                        st["last"].numpy().copy(), st["block_of"].numpy())  # fmt: skip
+    return saved
+
+
+ProxSGDAlgorithm.state_dict = _state_dict
+ProxSGDAlgorithm.load_state_dict = _load_state_dict
+ProxSGDAlgorithm.saved_params = _saved_params
 
 
 def _is_tensor(obj, field) -> bool:

@@ -252,6 +252,14 @@ def sparse_step(indptr, indices, values, Y, rows, P, code, snap_D, has_vr, lo, h
     return sparse_block_step(indptr, indices, values, Y, rows, Z, code, snap_D, has_vr, lo, hi)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def intercept_step(P, intercept, eta, mu, has_mu):
+    """The intercept server's rule: the last row of P (unpenalized) takes eta (its gradient + its mu)."""
+    d = P.shape[0] - 1
+    for j in range(P.shape[1]):
+        P[d, j] -= eta * (intercept[j] + (mu[d, j] if has_mu else 0.0))
+
+
 @njit(cache=True, nogil=True)
 def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept):
     """The server's rule on rows lo..hi of P: x <- soft(x - eta (g + mu), thr) (thr = eta alpha; 0
@@ -260,9 +268,7 @@ def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, int
     The intercept (the last row, unpenalized) takes eta (its gradient + its mu)."""
     k = P.shape[1]
     if has_intercept:
-        d = P.shape[0] - 1
-        for j in range(k):
-            P[d, j] -= eta * (intercept[j] + (mu[d, j] if has_mu else 0.0))
+        intercept_step(P, intercept, eta, mu, has_mu)
     for q in range(index.shape[0]):
         c = index[q]
         if lo <= c < hi:  # a full push's pairs go to each block's server in turn
@@ -278,8 +284,10 @@ def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, int
 
 # -- a whole task in one call (the servers-in-workers mode) -------------------------------------
 # Per batch: read the parameters lock-free, compute the block gradient, take the server's lock
-# (a spinlock word of `sync`, engines/atomics.py), apply, release, count the update. Python is
-# entered once per task instead of ~10 times per batch: a step costs its arithmetic.
+# (a spinlock word of `sync`, engines/atomics.py), apply, release; then the intercept under the
+# intercept server's lock (its one owner: pushes to different blocks never write it under different
+# locks), and count the update. Python is entered once per task instead of ~10 times per batch:
+# a step costs its arithmetic.
 
 TASK_DONE, TASK_NOT_FINITE, TASK_LOCK_TIMEOUT = 0, 1, 2
 _delay_factor = njit(cache=True, nogil=True)(delay_factor)
@@ -288,7 +296,7 @@ _delay_factor = njit(cache=True, nogil=True)(delay_factor)
 @njit(cache=True, nogil=True)
 def run_batches(
     indptr, indices, values, Y, P, rows, sizes, keys, code, snap_D, has_vr,
-    bounds, block_push, alpha, positive, mu, fit_intercept,
+    bounds, block_push, alpha, positive, mu, fit_intercept, intercept_server,
     step, eta0, delay, adaptive, delay_blocks, weight,
     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of,
     sync, max_spins, claim, stalenesses,
@@ -296,14 +304,14 @@ def run_batches(
     """The task's batches (rows cut by sizes, one random key each) as AsyB-ProxSGD updates:
     block j = key % M (block_push) or every block; step min(step, eta0 factor(tau)) * weight with
     tau the measured staleness (adaptive) or the delay bound; eager L1 prox, or lazy (fast.py's
-    just-in-time updates at the constant lazy_eta). With `claim` the task is shared by all workers:
-    each takes the next batch from the cursor word of `sync` until none is left. Writes the
-    staleness of each batch applied here (others keep their value) and returns (status, batches
-    applied here): TASK_NOT_FINITE stops before a batch whose margins are not finite,
-    TASK_LOCK_TIMEOUT when a server lock stayed taken for max_spins tries."""
+    just-in-time updates at the constant lazy_eta). With fit_intercept the intercept row is updated
+    after the blocks, under the spinlock of server intercept_server (its one owner). With `claim`
+    the task is shared by all workers: each takes the next batch from the cursor word of `sync`
+    until none is left. Writes the staleness of each batch applied here (others keep their value)
+    and returns (status, batches applied here): TASK_NOT_FINITE stops before a batch whose margins
+    are not finite, TASK_LOCK_TIMEOUT when a server lock stayed taken for max_spins tries."""
     M = bounds.shape[0] - 1
     d, k = P.shape[0] - 1, P.shape[1]
-    no_intercept = np.zeros(k, dtype=P.dtype)
     n_batches = sizes.shape[0]
     starts = np.zeros(n_batches + 1, dtype=np.int64)
     for t in range(n_batches):
@@ -340,18 +348,22 @@ def run_batches(
         for b in range(first, final + 1):
             if not atomics.acquire(sync, atomics.lock_word(b), max_spins):
                 return TASK_LOCK_TIMEOUT, applied
-            has_intercept = fit_intercept and b == max(j, 0)  # (a full push's rides with block 0)
             if lazy:
                 lazy_apply(P, index, grad, lazy_eta, lazy_thr, lazy_mu, ticks, last, block_of, b, b)
-                if fit_intercept:
-                    for c in range(k):
-                        P[d, c] -= lazy_eta * (intercept[c] + lazy_mu[d, c])
             else:
                 eager_l1_apply(
                     P, index, grad, eta, eta * alpha, positive, mu, has_vr, bounds[b], bounds[b + 1],
-                    intercept if has_intercept else no_intercept, has_intercept,
+                    intercept, False,
                 )  # fmt: skip
             atomics.release(sync, atomics.lock_word(b))
+        if fit_intercept:  # row d has one owner: the intercept server
+            if not atomics.acquire(sync, atomics.lock_word(intercept_server), max_spins):
+                return TASK_LOCK_TIMEOUT, applied
+            if lazy:
+                intercept_step(P, intercept, lazy_eta, lazy_mu, True)
+            else:
+                intercept_step(P, intercept, eta, mu, has_vr)
+            atomics.release(sync, atomics.lock_word(intercept_server))
         atomics.fetch_add(sync, atomics.VERSION_WORD, 1)
         stalenesses[t] = staleness
         applied += 1

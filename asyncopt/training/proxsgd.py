@@ -21,7 +21,10 @@ import torch
 from asyncopt.engines.base import Monitor, Schedule
 from asyncopt.engines.serial import SerialEngine
 from asyncopt.engines.telemetry import Telemetry
-from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm, TrainingDiverged
+from asyncopt.errors import TrainingDiverged
+from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+from asyncopt.training.checkpoints import Checkpointing, RunCheckpointer
+from asyncopt.training.state import TrainingState
 
 PLATEAU_PATIENCE = 2  # evaluations per window of the plateau test (and at least one epoch)
 STEP_FLOOR = 2.0**-20  # the plateau schedule never takes the step below eta_0 times this
@@ -68,11 +71,20 @@ def run_proxsgd(
     callback: Callable[[ProxHistoryEntry], bool | None] | None = None,
     progress=None,
     started: float | None = None,
+    resume: TrainingState | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> tuple[torch.Tensor, list[ProxHistoryEntry], Telemetry]:
-    """Train from zero with `engine` (serial by default); returns (params, history, telemetry)."""
+    """Train from zero, or continue `resume`, with `engine` (serial by default); returns (params,
+    history, telemetry). With `checkpointing` the engine saves the state at drained points."""
     n = algo.n_samples
-    eta_measure = algo.step
-    state = {"best": math.inf, "flat": 0}
+    eta_measure = algo.eta  # ||G||^2 at the fixed eta_0, so entries stay comparable
+    run = RunState()
+    params = None
+    if resume is not None:
+        params = algo.init_params()
+        params.copy_(resume.params.to(params.dtype))
+        algo.load_state_dict(resume.algorithm, params)
+        run = RunState.from_dict(resume.run)
 
     def evaluate(params, samples, steps, seconds):
         summary = monitor.telemetry.staleness_summary() if hasattr(monitor, "telemetry") else {}
@@ -93,52 +105,91 @@ def run_proxsgd(
                 f"training diverged by epoch {entry.epoch:.2f}: the objective is non-finite. "
                 f"Lower step_size (now {algo.step:.4g})"
             )
-        _schedule_step(algo, settings, state, entry.objective)
+        run.plateau.update(algo, settings, entry.objective)
         if progress is not None:
             progress.set_postfix(objective=f"{entry.objective:.6g}", nnz=entry.nnz)
         return entry
 
     def stop(entry):
-        if settings.tol is not None and state["flat"] >= settings.n_iter_no_change:
+        if settings.tol is not None and run.plateau.flat >= settings.n_iter_no_change:
             return True
         return callback(entry) if callback is not None else False
 
-    anchored = {"at": 0}
-
     def refresh(params, samples):  # with workers drained, before the evaluation (timed as training)
         algo.flush(params)  # lazy updates: every row up to date before F is measured or the step changes
-        if algo.variance_reduction and samples - anchored["at"] >= settings.snapshot_epochs * n:
+        if algo.variance_reduction and samples - run.anchored_at >= settings.snapshot_epochs * n:
             algo.refresh_snapshot(params)  # SVRG: move the anchor once an epoch
-            anchored["at"] = samples
+            run.anchored_at = samples
 
     monitor = Monitor(evaluate, stop, started, refresh)
-    if algo.variance_reduction:
+    if resume is not None:
+        monitor.history = [ProxHistoryEntry(**e) for e in resume.history]
+        monitor.earlier_seconds = resume.training_seconds
+    elif algo.variance_reduction:
         algo.refresh_snapshot(algo.init_params())  # the anchor at the starting point
+
+    def gather(params, coordinator, telemetry) -> TrainingState:
+        return TrainingState(
+            params=algo.saved_params(params),
+            coordinator=coordinator,
+            telemetry=telemetry.as_dict(),
+            algorithm=algo.state_dict(),
+            run=run.as_dict(),
+            history=[e.as_dict() for e in monitor.history],
+            training_seconds=monitor.training_seconds(),
+        )
+
     schedule = Schedule(n, algo.batch_size, settings.epochs, settings.evals_per_epoch)
     engine = SerialEngine() if engine is None else engine
-    params, telemetry = engine.run(algo, schedule, rng, monitor, settings.time_limit, monitor.started, progress)
+    checkpointer = None
+    if checkpointing is not None:
+        checkpointer = RunCheckpointer(checkpointing, gather, resume.samples if resume is not None else 0)
+    params, telemetry = engine.run(
+        algo, schedule, rng, monitor, settings.time_limit, monitor.started, progress,
+        params=params, resume=resume.engine_part() if resume is not None else None, checkpointer=checkpointer,
+    )  # fmt: skip
     return params, monitor.history, telemetry
 
 
-def _schedule_step(algo, settings, state, objective):
-    """Plateau rule. Halving: F is averaged over windows of W evaluations (W >= 2 and >= one epoch);
-    when a window's mean is no lower than the previous window's, noise dominates progress and the
-    step is halved (down to eta_0 / 2^20). Comparing window means, not single values, keeps slow but
-    steady progress (ill-conditioned problems) from being mistaken for a plateau.
-    Stopping: evaluations that improved the best F by less than `tol` (relative) are counted;
-    n_iter_no_change in a row stop."""
-    best = state["best"]
-    window = state.setdefault("window", [])
-    window.append(objective)
-    W = max(PLATEAU_PATIENCE, settings.evals_per_epoch)
-    if len(window) == W:
-        mean = sum(window) / W
-        previous = state.get("previous_mean", math.inf)
-        if settings.schedule == "plateau" and mean >= previous:
-            algo.step = max(0.5 * algo.step, algo.eta * STEP_FLOOR)
-        state["previous_mean"] = mean
-        window.clear()
-    tol = settings.tol if settings.tol is not None else 0.0
-    flat = math.isfinite(best) and best - objective <= tol * max(abs(best), 1e-12)
-    state["flat"] = state["flat"] + 1 if flat else 0
-    state["best"] = min(best, objective)
+@dataclasses.dataclass
+class PlateauState:
+    """The plateau rule's memory. Halving: F is averaged over windows of W evaluations (W >= 2 and
+    >= one epoch); when a window's mean is no lower than the previous window's, noise dominates
+    progress and the step is halved (down to eta_0 / 2^20). Comparing window means, not single
+    values, keeps slow but steady progress (ill-conditioned problems) from being mistaken for a
+    plateau. Stopping: evaluations that improved the best F by less than `tol` (relative) are
+    counted; n_iter_no_change in a row stop."""
+
+    best: float = math.inf
+    flat: int = 0
+    window: list = dataclasses.field(default_factory=list)
+    previous_mean: float = math.inf
+
+    def update(self, algo, settings: ProxSGDSettings, objective: float) -> None:
+        self.window.append(objective)
+        W = max(PLATEAU_PATIENCE, settings.evals_per_epoch)
+        if len(self.window) == W:
+            mean = sum(self.window) / W
+            if settings.schedule == "plateau" and mean >= self.previous_mean:
+                algo.step = max(0.5 * algo.step, algo.eta * STEP_FLOOR)
+            self.previous_mean = mean
+            self.window = []
+        tol = settings.tol if settings.tol is not None else 0.0
+        flat = math.isfinite(self.best) and self.best - objective <= tol * max(abs(self.best), 1e-12)
+        self.flat = self.flat + 1 if flat else 0
+        self.best = min(self.best, objective)
+
+
+@dataclasses.dataclass
+class RunState:
+    """The training loop's state between evaluation points (saved in checkpoints)."""
+
+    plateau: PlateauState = dataclasses.field(default_factory=PlateauState)
+    anchored_at: int = 0  # samples when the SVRG anchor last moved
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> RunState:
+        return cls(PlateauState(**saved["plateau"]), int(saved["anchored_at"]))

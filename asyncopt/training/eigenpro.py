@@ -9,13 +9,16 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from asyncopt.eigenpro.algorithm import EigenProAlgorithm, TrainingDiverged
+from asyncopt.eigenpro.algorithm import EigenProAlgorithm
 from asyncopt.eigenpro.preconditioner import Preconditioner
 from asyncopt.eigenpro.step import KernelProblem
 from asyncopt.engines.base import Monitor, Schedule
 from asyncopt.engines.serial import SerialEngine
 from asyncopt.engines.telemetry import Telemetry
+from asyncopt.errors import TrainingDiverged
 from asyncopt.kernels.blocks import kernel_product
+from asyncopt.training.checkpoints import Checkpointing, RunCheckpointer
+from asyncopt.training.state import TrainingState
 
 __all__ = ["EigenProSettings", "HistoryEntry", "TrainingDiverged", "run_eigenpro"]
 
@@ -59,13 +62,22 @@ def run_eigenpro(
     callback: Callable[[HistoryEntry], bool | None] | None = None,
     progress=None,
     started: float | None = None,
+    resume: TrainingState | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> tuple[torch.Tensor, list[HistoryEntry], Telemetry]:
-    """Train alpha from zero with `engine` (serial by default); returns (alpha, history, telemetry)."""
+    """Train alpha from zero, or continue `resume`, with `engine` (serial by default); returns
+    (alpha, history, telemetry). With `checkpointing` the engine saves the state at drained points."""
     n = problem.n
     algo = EigenProAlgorithm(problem, precond, settings.eta, budget_bytes)
-    rows = torch.as_tensor(
-        np.sort(rng.choice(n, size=min(n, settings.monitor_size), replace=False)), device=problem.Y.device
-    )
+    device = problem.Y.device
+    alpha = None
+    if resume is not None:
+        rows = torch.as_tensor(resume.run["monitor_rows"], device=device)
+        alpha = algo.init_params()
+        alpha.copy_(resume.params.to(alpha.dtype))
+        algo.load_state_dict(resume.algorithm, alpha)
+    else:  # the fixed training subsample the train MSE is measured on
+        rows = torch.as_tensor(np.sort(rng.choice(n, size=min(n, settings.monitor_size), replace=False)), device=device)
 
     def evaluate(alpha, samples, steps, seconds):
         summary = monitor.telemetry.staleness_summary() if hasattr(monitor, "telemetry") else {}
@@ -92,9 +104,30 @@ def run_eigenpro(
         return entry
 
     monitor = Monitor(evaluate, callback, started)
+    if resume is not None:
+        monitor.history = [HistoryEntry(**e) for e in resume.history]
+        monitor.earlier_seconds = resume.training_seconds
+
+    def gather(alpha, coordinator, telemetry) -> TrainingState:
+        return TrainingState(
+            params=algo.saved_params(alpha),
+            coordinator=coordinator,
+            telemetry=telemetry.as_dict(),
+            algorithm=algo.state_dict(),
+            run={"monitor_rows": rows.cpu()},
+            history=[e.as_dict() for e in monitor.history],
+            training_seconds=monitor.training_seconds(),
+        )
+
     schedule = Schedule(n, settings.batch_size, settings.epochs, settings.evals_per_epoch)
     engine = SerialEngine() if engine is None else engine
-    alpha, telemetry = engine.run(algo, schedule, rng, monitor, settings.time_limit, monitor.started, progress)
+    checkpointer = None
+    if checkpointing is not None:
+        checkpointer = RunCheckpointer(checkpointing, gather, resume.samples if resume is not None else 0)
+    alpha, telemetry = engine.run(
+        algo, schedule, rng, monitor, settings.time_limit, monitor.started, progress,
+        params=alpha, resume=resume.engine_part() if resume is not None else None, checkpointer=checkpointer,
+    )  # fmt: skip
     return alpha, monitor.history, telemetry
 
 

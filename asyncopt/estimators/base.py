@@ -1,0 +1,204 @@
+"""What the four estimators share: seeds, progress display, checkpoints and resuming, signals."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import signal
+import sys
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from asyncopt.engines.base import TrainingInterrupted
+from asyncopt.persistence import latest_checkpoint
+from asyncopt.training import Checkpointing, StopSignals, TrainingState
+from asyncopt.training.checkpoints import parse_every
+
+# parameters a resumed fit may change: how long and how it runs, not what it computes
+RESUME_FREE = frozenset(
+    {
+        "epochs",
+        "max_epochs",
+        "time_limit",
+        "verbose",
+        "callback",
+        "checkpoint_dir",
+        "checkpoint_every",
+        "threads_per_worker",
+        "tol",
+        "n_iter_no_change",
+        "val_target",
+        "backend",
+        "devices",
+    }
+)
+
+
+def data_fingerprint(X, Y) -> dict:
+    """Shape and a BLAKE2b digest of the training data and targets (a resumed fit must see the same)."""
+    h = hashlib.blake2b(digest_size=16)
+    if sp.issparse(X):
+        X = X.tocsr()
+        for a in (X.indptr, X.indices, X.data):
+            h.update(np.ascontiguousarray(a).tobytes())
+    else:
+        h.update(np.ascontiguousarray(X).tobytes())
+    h.update(np.ascontiguousarray(Y).tobytes())
+    return {"shape": [int(s) for s in X.shape], "dtype": str(X.dtype), "digest": h.hexdigest()}
+
+
+def _json_param(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_param(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.device):
+        return str(value)
+    if callable(value):
+        return f"callable {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+    return repr(value)
+
+
+class AsyncEstimator(BaseEstimator):
+    """Base of the four estimators (each declares its own parameters, as scikit-learn requires)."""
+
+    _shared_constraints: dict = {
+        "backend": [StrOptions({"serial", "threads", "processes"})],
+        "n_workers": [Interval(Integral, 1, None, closed="left")],
+        "threads_per_worker": [Interval(Integral, 1, None, closed="left"), None],
+        "max_delay": [Interval(Integral, 0, None, closed="left")],
+        "delay": [StrOptions({"fixed", "random"})],
+        "inconsistent_reads": ["boolean"],
+        "synchronous": ["boolean"],
+        "device": [str, torch.device],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "time_limit": [Interval(Real, 0, None, closed="neither"), None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callback": [callable, None],
+        "checkpoint_dir": [str, Path, None],
+        "checkpoint_every": [Interval(Real, 0, None, closed="neither"), str, None],
+    }
+
+    # -- seeds and progress --------------------------------------------------------------
+    def _seed(self, resume: TrainingState | None) -> int:
+        """The run's seed: the checkpoint's when resuming (so setup draws the same), else from random_state."""
+        if resume is not None:
+            return int(resume.setup["seed"])
+        rs = self.random_state
+        if rs is None:
+            return int(np.random.SeedSequence().entropy % 2**32)  # (a valid random_state for a rerun)
+        if isinstance(rs, np.random.RandomState):
+            return int(rs.randint(2**31))
+        return int(rs)
+
+    def _progress(self, total: int, done: int = 0):
+        if not self.verbose:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=done, unit="samples", unit_scale=True, desc=type(self).__name__)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _resume_params(self) -> dict:
+        return {k: _json_param(v) for k, v in self.get_params(deep=False).items() if k not in RESUME_FREE}
+
+    def _load_resume(self, resume, fingerprint: dict) -> TrainingState | None:
+        """The checkpoint to continue (resume=True: the latest, refused if it is of another problem;
+        "auto": the same when there is one); None to start afresh."""
+        if resume is False or resume is None:
+            return None
+        if resume not in (True, "auto"):
+            raise ValueError(f"resume={resume!r} must be False, True or 'auto'")
+        if self.checkpoint_dir is None:
+            raise ValueError("resume needs checkpoint_dir= (the folder the interrupted fit wrote its checkpoints to)")
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            if resume == "auto":
+                return None
+            raise FileNotFoundError(f"resume=True: no checkpoint in {self.checkpoint_dir} (use resume='auto' to start afresh)")
+        state = TrainingState.read(path)
+        setup = state.setup
+        if setup.get("estimator") != type(self).__name__:
+            raise ValueError(f"{path}: a checkpoint of {setup.get('estimator')}, not of {type(self).__name__}")
+        if setup.get("data") != fingerprint:
+            raise ValueError(
+                f"{path}: the checkpoint was written for other training data (shape {setup.get('data', {}).get('shape')}, "
+                f"now {fingerprint['shape']}; or the same shape with other values); resume needs the same X and y"
+            )
+        saved, now = setup.get("params", {}), self._resume_params()
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if changed:
+            shown = ", ".join(f"{k}={saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"{path}: the checkpoint's settings differ ({shown}); a resumed fit may change only "
+                f"{', '.join(sorted(RESUME_FREE))}"
+            )
+        self._resumed_from = str(path)
+        return state
+
+    def _check_derived(self, resume: TrainingState | None, derived: dict) -> None:
+        if resume is None:
+            return
+        saved = resume.setup.get("derived", {})
+        changed = [k for k in derived if k in saved and not _same(saved[k], derived[k])]
+        if changed:
+            shown = ", ".join(f"{k}: {saved[k]!r} -> {derived[k]!r}" for k in changed)
+            raise ValueError(f"{self._resumed_from}: settings derived for this fit differ from the checkpoint's ({shown})")
+
+    def _checkpointing(self, seed: int, fingerprint: dict, derived: dict, extra: dict | None = None) -> Checkpointing:
+        parse_every(self.checkpoint_every)  # a bad value fails before any work
+        setup = {
+            "estimator": type(self).__name__,
+            "params": self._resume_params(),
+            "data": fingerprint,
+            "seed": seed,
+            "derived": derived,
+            **(extra or {}),
+        }
+        folder = None if self.checkpoint_dir is None else Path(self.checkpoint_dir)
+        return Checkpointing(folder, self.checkpoint_every, setup)
+
+    @contextlib.contextmanager
+    def _interruptible(self, checkpointing: Checkpointing):
+        """SIGINT / SIGTERM during the run: the engine drains, saves (with checkpoint_dir) and stops the
+        workers; then SIGINT raises KeyboardInterrupt and SIGTERM exits with status 128 + 15."""
+        with StopSignals() as signals:
+            checkpointing.signals = signals
+            try:
+                yield
+            except TrainingInterrupted as stop:
+                where = f"checkpoint written to {checkpointing.written[-1]}" if checkpointing.written else "no checkpoint_dir"
+                message = f"{type(self).__name__}.fit stopped by signal {stop.signum} ({where})"
+                if stop.signum == signal.SIGINT:
+                    raise KeyboardInterrupt(message) from None
+                print(f"asyncopt: {message}", file=sys.stderr, flush=True)
+                raise SystemExit(128 + stop.signum) from None
+            finally:
+                checkpointing.signals = None
+
+    def save(self, path):
+        """Write the fitted model to `path` (safetensors + JSON, no pickle); read it back with asyncopt.load."""
+        from sklearn.utils.validation import check_is_fitted
+
+        from asyncopt.estimators.model_files import save_model
+
+        check_is_fitted(self)
+        return save_model(self, path)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+    return a == b

@@ -260,3 +260,16 @@ def test_a_checkpoint_holds_no_pickle(proxsgd_checkpoint, monkeypatch):
         monkeypatch.setattr(pickle, name, refuse)
     state = TrainingState.read(latest_checkpoint(params["checkpoint_dir"]))
     assert state.samples == 2 * X.shape[0]
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_a_diverging_worker_raises_training_diverged_itself(backend):
+    from asyncopt import TrainingDiverged
+
+    rng = np.random.default_rng(0)
+    X = sp.random(3000, 50, density=0.2, random_state=0, format="csr") * 100
+    y = rng.integers(0, 2, 3000)
+    est = ProxSGDClassifier(loss="squared", penalty="l1", step_size=1e8, backend=backend, n_workers=2, max_epochs=5)
+    with pytest.raises(TrainingDiverged, match="Lower step_size") as info:
+        est.fit(X, y)
+    assert any("raised in worker" in note for note in getattr(info.value, "__notes__", []))

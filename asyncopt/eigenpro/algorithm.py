@@ -19,6 +19,8 @@ class EigenProAlgorithm:
     eta: float  # step size for a full batch of the schedule's batch size
     budget_bytes: int
 
+    passthrough_errors = (TrainingDiverged,)  # a diverging worker's error reaches fit as itself
+
     @property
     def n_samples(self) -> int:
         return self.problem.n

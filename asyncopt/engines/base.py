@@ -19,6 +19,7 @@ import torch
 
 class AsyncAlgorithm(Protocol):
     n_samples: int
+    passthrough_errors: tuple  # exception types a worker's failure is raised as (others: WorkerFailed)
 
     def init_params(self) -> torch.Tensor:
         """The parameter store, created once (the engine shares or replicates it)."""

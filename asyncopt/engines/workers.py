@@ -146,8 +146,10 @@ def _worker_loop(
             update = algo.compute(params, torch.as_tensor(batch), scale, key)
             payload = algo.update_to_numpy(update) if to_numpy else update
             results.put(("ok", worker, read_version, payload, len(batch), time.perf_counter() - t1, t1 - t0))
-    except BaseException:  # noqa: BLE001 - every failure must reach the caller
-        results.put(("error", worker, traceback.format_exc()))
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the caller
+        # the exception itself travels when the algorithm declares it its own (e.g. TrainingDiverged)
+        own = isinstance(exc, tuple(getattr(algo, "passthrough_errors", ())))
+        results.put(("error", worker, traceback.format_exc(), exc if own else None))
 
 
 def _process_main(worker, algo, params, version, tasks, results, stop, threads, locks, sync):
@@ -289,6 +291,9 @@ class WorkerEngine:
                     raise WorkerFailed(f"no update from any worker for {self.timeout:.0f} s") from None
                 continue
             if msg[0] == "error":
+                if msg[3] is not None:  # the algorithm's own error: raised as itself, with the worker's traceback
+                    msg[3].add_note(f"raised in worker {msg[1]} ({self.backend}):\n{msg[2]}")
+                    raise msg[3]
                 raise WorkerFailed(f"worker {msg[1]} ({self.backend}) raised:\n{msg[2]}")
             return msg
 

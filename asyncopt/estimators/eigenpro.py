@@ -263,7 +263,8 @@ class _EigenProBase(AsyncEstimator):
         self.weights_ = alpha.cpu().numpy()
         self.history_ = [entry.as_dict() for entry in history]
         self.telemetry_ = telemetry.as_dict()
-        self.n_iter_ = history[-1].steps if history else 0
+        self.n_iter_ = history[-1].epoch if history else 0.0  # epochs, as in scikit-learn's SGD and ProxSGD
+        self.t_ = history[-1].steps if history else 0  # updates applied
         self._budget = budget
         return self
 
@@ -408,6 +409,10 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         The values used, automatic or given.
     setup_seconds_ : float
         Seconds spent before the first step (data transfer, eigensolve).
+    n_iter_ : float
+        Epochs completed (the same meaning as in the ProxSGD estimators and scikit-learn's SGD).
+    t_ : int
+        Updates applied.
     telemetry_ : dict
         Staleness histogram of all updates and per-worker steps, samples, compute and wait seconds.
 

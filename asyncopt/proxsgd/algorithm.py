@@ -141,6 +141,8 @@ class ProxSGDAlgorithm:
     def _anchor_derivative(self, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return self._snap_D[rows.to(self._snap_D.device)].to(like.device)
 
+    passthrough_errors = (TrainingDiverged,)  # a diverging worker's error reaches fit as itself
+
     @property
     def n_samples(self) -> int:
         return self.problem.data.n
@@ -504,8 +506,9 @@ class ProxSGDAlgorithm:
 
     def check(self, update: BlockUpdate, step: int, samples: int) -> None:
         if not math.isfinite(update.loss_sum):
+            where = f"at step {step} (sample {samples})" if step >= 0 else "in a worker's task"
             raise TrainingDiverged(
-                f"training diverged at step {step} (sample {samples}): the minibatch margins became non-finite. "
+                f"training diverged {where}: the minibatch margins became non-finite. "
                 f"Lower step_size (now {self.step:.4g}) or use a smaller learning rate with max_delay / more workers"
             )
 
@@ -539,6 +542,36 @@ class ProxSGDAlgorithm:
         as_t = lambda a: None if a is None else torch.as_tensor(np.asarray(a), device=device)  # noqa: E731
         return BlockUpdate(block, as_t(index), as_t(values), as_t(intercept), weight, loss_sum)
 
+    # -- state (checkpoints) ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The servers' rule state (with no update in flight): the current step and the SVRG anchor."""
+        state = {"step": self.step}
+        if self.variance_reduction:
+            state["snapshot_D"], state["snapshot_mu"] = self._snap_D.clone(), self._snap_mu.clone()
+        return state
+
+    def load_state_dict(self, state: dict, params: torch.Tensor) -> None:
+        self.step = float(state["step"])
+        if self.variance_reduction:
+            self._snap_D.copy_(torch.as_tensor(state["snapshot_D"]))
+            self._snap_mu.copy_(torch.as_tensor(state["snapshot_mu"]))
+        if self._lazy_state is not None:  # saved parameters are caught up: every row current at tick 0
+            self._lazy_state["ticks"].zero_()
+            self._lazy_state["last"].zero_()
+
+    def saved_params(self, params: torch.Tensor) -> torch.Tensor:
+        """A copy of the parameters with lazily updated rows caught up (the run itself is not touched,
+        so a checkpoint between evaluation points does not change the rounding of the run)."""
+        saved = params.detach().clone()
+        if self._lazy_state is not None:
+            from asyncopt.proxsgd import fast
+
+            st = self._lazy_state
+            eta, thr = self._lazy_step()
+            fast.lazy_flush(saved.numpy(), st["mu"].numpy(), eta, thr, st["ticks"].numpy().copy(),
+                            st["last"].numpy().copy(), st["block_of"].numpy())  # fmt: skip
+        return saved
+
     def share_memory(self) -> None:
         for t in self.problem.data.tensors():
             t.share_memory_()
@@ -548,43 +581,6 @@ class ProxSGDAlgorithm:
         # share_memory_ moves a storage (and frees the old one): numpy views taken before would read
         # freed memory, e.g. the step the plateau schedule halves. Rebuilt on the next use.
         self.__dict__.pop("_views", None)
-
-
-def _state_dict(algo: ProxSGDAlgorithm) -> dict:
-    """The servers' rule state (with no update in flight): the current step and the SVRG anchor."""
-    state = {"step": algo.step}
-    if algo.variance_reduction:
-        state["snapshot_D"], state["snapshot_mu"] = algo._snap_D.clone(), algo._snap_mu.clone()
-    return state
-
-
-def _load_state_dict(algo: ProxSGDAlgorithm, state: dict, params: torch.Tensor) -> None:
-    algo.step = float(state["step"])
-    if algo.variance_reduction:
-        algo._snap_D.copy_(torch.as_tensor(state["snapshot_D"]))
-        algo._snap_mu.copy_(torch.as_tensor(state["snapshot_mu"]))
-    if algo._lazy_state is not None:  # saved parameters are caught up: every row current at tick 0
-        algo._lazy_state["ticks"].zero_()
-        algo._lazy_state["last"].zero_()
-
-
-def _saved_params(algo: ProxSGDAlgorithm, params: torch.Tensor) -> torch.Tensor:
-    """A copy of the parameters with lazily updated rows caught up (the run itself is not touched,
-    so a checkpoint between evaluation points does not change the rounding of the run)."""
-    saved = params.detach().clone()
-    if algo._lazy_state is not None:
-        from asyncopt.proxsgd import fast
-
-        st = algo._lazy_state
-        eta, thr = algo._lazy_step()
-        fast.lazy_flush(saved.numpy(), st["mu"].numpy(), eta, thr, st["ticks"].numpy().copy(),
-                        st["last"].numpy().copy(), st["block_of"].numpy())  # fmt: skip
-    return saved
-
-
-ProxSGDAlgorithm.state_dict = _state_dict
-ProxSGDAlgorithm.load_state_dict = _load_state_dict
-ProxSGDAlgorithm.saved_params = _saved_params
 
 
 def _is_tensor(obj, field) -> bool:

@@ -37,8 +37,11 @@ for name, loader in (("a9a", load_a9a), ("news20", load_news20)):
     X, y, _, _ = loader()
     for batch in (4, 32):
         for svrg in (False, True):
-            time_task(make_algo(X, y, batch, True, svrg), X.shape[0], count=500)  # warm-up (compiled kernels)
-            out[f"{name} batch {batch}" + (" SVRG" if svrg else "")] = time_task(make_algo(X, y, batch, True, svrg), X.shape[0])
+            for lazy in ("off", "on"):
+                make = lambda: make_algo(X, y, batch, True, svrg, lazy=lazy)
+                time_task(make(), X.shape[0], count=500)  # warm-up (compiled kernels)
+                label = f"{name} batch {batch}" + (" SVRG" if svrg else "") + (" lazy" if lazy == "on" else "")
+                out[label] = time_task(make(), X.shape[0])
 print("RESULT " + json.dumps(out))
 """
 
@@ -70,10 +73,28 @@ def timed(self, *args):
 checkpoints.RunCheckpointer.save = timed
 if __name__ == "__main__":
     folder = tempfile.mkdtemp()
-    clf = EigenProClassifier(bandwidth=10.0, epochs=1, random_state=0, checkpoint_dir=folder, checkpoint_every=30.0)
+    clf = EigenProClassifier(bandwidth=10.0, epochs=2, random_state=0, checkpoint_dir=folder, checkpoint_every=30.0)
     clf.fit(X, y)
     writes = [s for s in spent]
     print("RESULT " + json.dumps({"training_seconds": clf.history_[-1]["seconds"], "writes": writes}))
+"""
+
+PROXSGD_FIT = """
+import json, sys, time, torch
+from asyncopt import ProxSGDClassifier
+from asyncopt.datasets import load_a9a, load_news20
+if __name__ == "__main__":
+    out = {}
+    for name, loader in (("a9a", load_a9a), ("news20", load_news20)):
+        X, y, _, _ = loader()
+        for backend in ("serial", "processes"):
+            workers = dict(n_workers=2, threads_per_worker=1) if backend != "serial" else {}
+            est = ProxSGDClassifier(penalty="l1", alpha=1e-4, n_blocks=4, max_epochs=5, tol=None, random_state=0,
+                                    backend=backend, **workers)
+            t0 = time.perf_counter()
+            est.fit(X, y)  # the default fit_intercept=True: every push also updates the intercept
+            out[f"{name} {backend}"] = time.perf_counter() - t0
+    print("RESULT " + json.dumps(out))
 """
 
 MNIST_CONFIGS = [
@@ -84,7 +105,9 @@ MNIST_CONFIGS = [
 
 
 def run_in(tree: Path, script: str, *args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    from asyncopt.datasets import data_home
+
+    env = {**os.environ, "PYTHONPATH": str(tree), "ASYNCOPT_DATA": str(data_home())}
     done = subprocess.run([sys.executable, "-c", script, *args], cwd=tree, env=env, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -97,7 +120,7 @@ def main(argv=None):
     parser.add_argument("--baseline", required=True, help="a worktree of the commit to compare with")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--skip-mnist", action="store_true")
+    parser.add_argument("--parts", default="steps,fit,mnist,checkpoint", help="comma-separated subset")
     args = parser.parse_args(argv)
     trees = {"baseline": Path(args.baseline).resolve(), "current": HERE}
     rows = []
@@ -111,25 +134,29 @@ def main(argv=None):
                 print(label, which, values[which][-1], flush=True)
         return values
 
-    steps = compare("step cost", STEP_COST)
-    for case in steps["baseline"][0]:
-        b = statistics.median(r[case] for r in steps["baseline"])
-        c = statistics.median(r[case] for r in steps["current"])
-        rows.append((f"ProxSGD fused update, {case} (us)", b, c))
-    if not args.skip_mnist:
+    parts = set(args.parts.split(","))
+    for part, script, label in (("steps", STEP_COST, "ProxSGD fused update, {} (us)"),
+                                ("fit", PROXSGD_FIT, "ProxSGDClassifier 5-epoch fit wall time, {} (s)")):  # fmt: skip
+        if part not in parts:
+            continue
+        got = compare(part, script)
+        for case in got["baseline"][0]:
+            b = statistics.median(r[case] for r in got["baseline"])
+            c = statistics.median(r[case] for r in got["current"])
+            rows.append((label.format(case), b, c))
+    if "mnist" in parts:
         for label, params, threads in MNIST_CONFIGS:
             got = compare(label, MNIST, json.dumps(params), str(threads), key="seconds")
             b = [v for v in got["baseline"] if v is not None]
             c = [v for v in got["current"] if v is not None]
             rows.append((f"EigenPro MNIST to 98%, {label} (s)", statistics.median(b) if b else None,
                          statistics.median(c) if c else None))  # fmt: skip
-    cost = run_in(HERE, CHECKPOINT_COST)
-    written = sum(cost["writes"])
+    cost = run_in(HERE, CHECKPOINT_COST) if "checkpoint" in parts else None
     lines = [
         "# No-regression check against an earlier commit",
         "",
         "Command: `python benchmarks/regression_check.py --baseline <worktree> --repeats "
-        f"{args.repeats}" + (f" --out {args.out}`" if args.out else "`"),
+        f"{args.repeats} --parts {args.parts}" + (f" --out {args.out}`" if args.out else "`"),
         "",
         f"Median of {args.repeats} runs per tree, alternating trees; ratio = current / baseline.",
         "",
@@ -140,14 +167,16 @@ def main(argv=None):
         ratio = f"{c / b:.3f}" if b and c else "n/a"
         fmt = (lambda v: "not reached" if v is None else f"{v:,.2f}")  # noqa: E731
         lines.append(f"| {label} | {fmt(b)} | {fmt(c)} | {ratio} |")
-    lines += [
-        "",
-        f"Checkpoint cost, full MNIST, 1 epoch, serial 2 threads, checkpoint_every=30 s: {len(cost['writes'])} "
-        f"checkpoints (periodic and final) took {written:.3f} s of {cost['training_seconds']:.1f} training "
-        f"seconds = {100 * written / cost['training_seconds']:.2f}% (each: "
-        + ", ".join(f"{w * 1000:.0f} ms" for w in cost["writes"])
-        + ").",
-    ]
+    if cost is not None:
+        written = sum(cost["writes"])
+        lines += [
+            "",
+            f"Checkpoint cost, full MNIST, 2 epochs, serial 2 threads, checkpoint_every=30 s: {len(cost['writes'])} "
+            f"checkpoints (periodic and final) took {written:.3f} s of {cost['training_seconds']:.1f} training "
+            f"seconds = {100 * written / cost['training_seconds']:.2f}% (each: "
+            + ", ".join(f"{w * 1000:.0f} ms" for w in cost["writes"])
+            + ").",
+        ]
     text = "\n".join(lines) + "\n"
     if args.out:
         Path(args.out).write_text(text)

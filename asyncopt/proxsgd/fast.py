@@ -21,6 +21,7 @@ def csr_batch_margins(indptr, indices, values, rows, W):
     """Z = X[rows] @ W for CSR X; reads only the rows of W the batch touches (the pull)."""
     k = W.shape[1]
     Z = np.zeros((rows.shape[0], k), dtype=W.dtype)
+    row = np.empty(k, dtype=W.dtype)
     for r in range(rows.shape[0]):
         i = rows[r]
         for p in range(indptr[i], indptr[i + 1]):
@@ -130,14 +131,17 @@ def lazy_batch_margins(indptr, indices, values, rows, W, mu, eta, thr, ticks, la
     """Z = X[rows] @ W where each W row read is first brought up to date (not written back)."""
     k = W.shape[1]
     Z = np.zeros((rows.shape[0], k), dtype=W.dtype)
+    row = np.empty(k, dtype=W.dtype)
     for r in range(rows.shape[0]):
         i = rows[r]
         for p in range(indptr[i], indptr[i + 1]):
             c = indices[p]
+            for j in range(k):  # the row before its tick (lazy_apply writes them in the other order)
+                row[j] = W[c, j]
             behind = ticks[block_of[c] if one_block == 0 else 0] - last[c]
             v = values[p]
             for j in range(k):
-                w = W[c, j]
+                w = row[j]
                 if behind > 0 and (w != 0.0 or has_mu):  # 0 stays 0 under T when there is no mu
                     w = repeat_soft(w, eta * mu[c, j] if has_mu else 0.0, thr, behind)
                 Z[r, j] += v * w
@@ -147,27 +151,31 @@ def lazy_batch_margins(indptr, indices, values, rows, W, mu, eta, thr, ticks, la
 @njit(cache=True, nogil=True)
 def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_block, last_block):
     """One server update of blocks first_block..last_block: for each touched row, catch up, then
-    x <- soft(x - eta (g + mu), eta alpha); untouched rows fall one more tick behind."""
+    x <- soft(x - eta (g + mu), eta alpha); untouched rows fall one more tick behind.
+
+    Each touched row is computed in registers and written once, its final value, its tick marked
+    current just before: a lock-free reader never sees a half-updated row (stepped, prox pending)
+    nor a marker in `last` (the old code's, which a reader took as ~2t ticks behind).
+    Duplicate rows of `index` are taken in their order (a stable sort), so the arithmetic is that
+    of applying the pairs one by one."""
     k = P.shape[1]
-    for q in range(index.shape[0]):  # catch up (once per row) and take the gradient step
-        c = index[q]
+    m = index.shape[0]
+    order = np.argsort(index, kind="mergesort")
+    x = np.empty(k, dtype=P.dtype)
+    q = 0
+    while q < m:
+        c = index[order[q]]
         t = ticks[block_of[c]]
-        if last[c] >= 0:  # first time this row is seen in this update
-            behind = t - last[c]
-            if behind > 0:
-                for j in range(k):
-                    P[c, j] = repeat_soft(P[c, j], eta * mu[c, j], thr, behind)
-            last[c] = -1 - t  # marks "stepped, prox pending"
+        behind = t - last[c]
         for j in range(k):
-            P[c, j] -= eta * values[q, j]
-    for q in range(index.shape[0]):  # the prox of this tick, once per row
-        c = index[q]
-        if last[c] < 0:
-            t = -1 - last[c]
+            x[j] = repeat_soft(P[c, j], eta * mu[c, j], thr, behind) if behind > 0 else P[c, j]
+        while q < m and index[order[q]] == c:  # the row's gradient pairs, in their order
             for j in range(k):
-                v = P[c, j] - eta * mu[c, j]
-                P[c, j] = soft(v, thr, False)
-            last[c] = t + 1
+                x[j] -= eta * values[order[q], j]
+            q += 1
+        last[c] = t + 1  # before the row: a reader that sees the new row then sees its new tick (x86-TSO;
+        for j in range(k):  # one that sees the new tick and the old row reads it at its old tick, stale)
+            P[c, j] = soft(x[j] - eta * mu[c, j], thr, False)
     for b in range(first_block, last_block + 1):
         ticks[b] += 1
 

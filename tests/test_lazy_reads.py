@@ -1,5 +1,6 @@
 """Lock-free readers of lazily updated rows never see a value no server held."""
 
+import inspect
 import threading
 
 import numpy as np
@@ -14,11 +15,21 @@ def _race(module, updates=200_000):
     read over the value the row held after the ticks seen just after the read, in ticks."""
     lazy_apply, margins = njit(nogil=True)(module.lazy_apply.py_func), njit(nogil=True)(module.lazy_batch_margins.py_func)
 
-    @njit(nogil=True)
-    def write(P, mu, ticks, last, block_of, n):
-        index, values = np.zeros(1, dtype=np.int64), np.zeros((1, 1))
-        for _ in range(n):
-            lazy_apply(P, index, values, 0.01, 0.0, mu, ticks, last, block_of, 0, 0)
+    if "slot" in inspect.signature(module.lazy_apply.py_func).parameters:
+
+        @njit(nogil=True)
+        def write(P, mu, ticks, last, block_of, n):
+            index, values, slot = np.zeros(1, dtype=np.int64), np.zeros((1, 1)), np.full(1, -1)
+            for _ in range(n):
+                lazy_apply(P, index, values, 0.01, 0.0, mu, ticks, last, block_of, 0, 0, slot)
+
+    else:  # the kernel before the slot scratch (to show the test fails on it)
+
+        @njit(nogil=True)
+        def write(P, mu, ticks, last, block_of, n):
+            index, values = np.zeros(1, dtype=np.int64), np.zeros((1, 1))
+            for _ in range(n):
+                lazy_apply(P, index, values, 0.01, 0.0, mu, ticks, last, block_of, 0, 0)
 
     @njit(nogil=True)
     def read(P, mu, ticks, last, block_of, n, done):

@@ -80,6 +80,12 @@ def choose_n_components(eigenvalues: np.ndarray, max_batch: int) -> int:
     return int(min(max(q, 5), q_cap, s))
 
 
+def column_major(V: torch.Tensor) -> torch.Tensor:
+    """V in Fortran order, as eigh returns its vectors: the layout the step's products were tuned
+    with, and one a checkpoint (stored row-major) is restored to, so a resumed run rounds alike."""
+    return V.t().contiguous().t()
+
+
 def nystrom_preconditioner(
     data: KernelData,
     subsample_size: int,
@@ -112,7 +118,7 @@ def nystrom_preconditioner(
     V = evecs[:, : q - 1] / np.sqrt(s)
     return Preconditioner(
         indices=idx,
-        V=V.to(data.options.dtype).contiguous(),  # (eigh returns column-major vectors: checkpoints store row-major)
+        V=column_major(V.to(data.options.dtype)),
         D=torch.as_tensor(D, dtype=data.options.dtype, device=data.X.device),
         eigenvalues=eigenvalues[: max(q, min(s, 10))].copy(),
         beta=beta,

@@ -19,6 +19,7 @@ from asyncopt.eigenpro.preconditioner import (
     DEFAULT_TARGET_BATCH,
     Preconditioner,
     auto_subsample_size,
+    column_major,
     nystrom_preconditioner,
     step_size,
 )
@@ -63,7 +64,7 @@ def _preconditioner_from(saved: dict, options: ComputeOptions) -> Preconditioner
     to = lambda t: torch.as_tensor(t).to(options.device)  # noqa: E731
     return Preconditioner(
         indices=to(saved["indices"]),
-        V=to(saved["V"]).to(options.dtype),
+        V=column_major(to(saved["V"]).to(options.dtype)),
         D=to(saved["D"]).to(options.dtype),
         eigenvalues=np.asarray(saved["eigenvalues"], dtype=np.float64),
         beta=float(saved["beta"]),

@@ -105,6 +105,7 @@ class ProxSGDAlgorithm:
             "ticks": torch.zeros(problem.n_blocks, dtype=torch.int64),  # updates applied to each block
             "last": torch.zeros(data.d, dtype=torch.int64),  # the block's tick each row is up to date with
             "block_of": torch.from_numpy(block_of.astype(np.int64)),
+            "slot": torch.full((data.d,), -1, dtype=torch.int64),  # the servers' scratch (fast.lazy_apply)
             "mu": self._snap_mu if self._snap_mu is not None else torch.zeros(data.d + 1, problem.k, dtype=data.dtype),
         }
 
@@ -367,7 +368,7 @@ class ProxSGDAlgorithm:
                 raise RuntimeError(f"lazy updates need the constant step {lazy_eta:g}, got weight {weight:g}")
         else:
             unused = np.zeros(1, dtype=np.int64)
-            st = {"mu": v["Y"], "ticks": unused, "last": unused, "block_of": unused}
+            st = {"mu": v["Y"], "ticks": unused, "last": unused, "block_of": unused, "slot": unused}
             lazy_eta = lazy_thr = 0.0
         from asyncopt.engines import atomics
 
@@ -382,7 +383,7 @@ class ProxSGDAlgorithm:
             problem.fit_intercept, self.intercept_server,
             self.step, self.eta, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
-            lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"],
+            lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], st["slot"],
             sync, LOCK_SPINS, task.shared, stalenesses,
         )  # fmt: skip
         if status == fast.TASK_NOT_FINITE:
@@ -483,7 +484,8 @@ class ProxSGDAlgorithm:
         first, last = (update.block, update.block) if update.block >= 0 else (0, self.problem.n_blocks - 1)
         if update.block < self.problem.n_blocks:  # (not the intercept server's part: it has no block to tick)
             fast.lazy_apply(params.numpy(), update.index.numpy(), update.values.numpy(), eta, thr, st["mu"].numpy(),
-                            st["ticks"].numpy(), st["last"].numpy(), st["block_of"].numpy(), first, last)  # fmt: skip
+                            st["ticks"].numpy(), st["last"].numpy(), st["block_of"].numpy(), first, last,
+                        st["slot"].numpy())  # fmt: skip
         if update.intercept is not None:
             d = self.problem.data.d
             params[d].sub_(update.intercept + st["mu"][d], alpha=eta)

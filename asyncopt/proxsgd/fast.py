@@ -149,33 +149,39 @@ def lazy_batch_margins(indptr, indices, values, rows, W, mu, eta, thr, ticks, la
 
 
 @njit(cache=True, nogil=True)
-def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_block, last_block):
+def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_block, last_block, slot):
     """One server update of blocks first_block..last_block: for each touched row, catch up, then
     x <- soft(x - eta (g + mu), eta alpha); untouched rows fall one more tick behind.
 
-    Each touched row is computed in registers and written once, its final value, its tick marked
-    current just before: a lock-free reader never sees a half-updated row (stepped, prox pending)
-    nor a marker in `last` (the old code's, which a reader took as ~2t ticks behind).
-    Duplicate rows of `index` are taken in their order (a stable sort), so the arithmetic is that
-    of applying the pairs one by one."""
+    Each touched row is computed aside and written once, its final value, its tick marked current
+    just before: a lock-free reader never sees a half-updated row (stepped, prox pending) nor a
+    marker in `last` (the old code's, which a reader took as ~2t ticks behind). `slot` (-1 for
+    every row; the server's scratch, never read by workers) gives a row its place in the update;
+    duplicate rows of `index` are taken in their order, the arithmetic of one-by-one pairs."""
     k = P.shape[1]
     m = index.shape[0]
-    order = np.argsort(index, kind="mergesort")
-    x = np.empty(k, dtype=P.dtype)
-    q = 0
-    while q < m:
-        c = index[order[q]]
-        t = ticks[block_of[c]]
-        behind = t - last[c]
-        for j in range(k):
-            x[j] = repeat_soft(P[c, j], eta * mu[c, j], thr, behind) if behind > 0 else P[c, j]
-        while q < m and index[order[q]] == c:  # the row's gradient pairs, in their order
+    rows = np.empty(m, dtype=np.int64)
+    x = np.empty((m, k), dtype=P.dtype)
+    n = 0
+    for q in range(m):
+        c = index[q]
+        s = slot[c]
+        if s < 0:  # first pair of this row: catch it up
+            s = n
+            slot[c] = s
+            rows[s] = c
+            n += 1
+            behind = ticks[block_of[c]] - last[c]
             for j in range(k):
-                x[j] -= eta * values[order[q], j]
-            q += 1
-        last[c] = t + 1  # before the row: a reader that sees the new row then sees its new tick (x86-TSO;
-        for j in range(k):  # one that sees the new tick and the old row reads it at its old tick, stale)
-            P[c, j] = soft(x[j] - eta * mu[c, j], thr, False)
+                x[s, j] = repeat_soft(P[c, j], eta * mu[c, j], thr, behind) if behind > 0 else P[c, j]
+        for j in range(k):
+            x[s, j] -= eta * values[q, j]
+    for s in range(n):  # the prox of this tick, then the row, once
+        c = rows[s]
+        last[c] = ticks[block_of[c]] + 1  # before the row: a reader that sees the new row then sees its tick
+        for j in range(k):  # (x86-TSO); one that sees the new tick and the old row reads it stale, as held
+            P[c, j] = soft(x[s, j] - eta * mu[c, j], thr, False)
+        slot[c] = -1
     for b in range(first_block, last_block + 1):
         ticks[b] += 1
 
@@ -306,7 +312,7 @@ def run_batches(
     indptr, indices, values, Y, P, rows, sizes, keys, code, snap_D, has_vr,
     bounds, block_push, alpha, positive, mu, fit_intercept, intercept_server,
     step, eta0, delay, adaptive, delay_blocks, weight,
-    lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of,
+    lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot,
     sync, max_spins, claim, stalenesses,
 ):  # fmt: skip
     """The task's batches (rows cut by sizes, one random key each) as AsyB-ProxSGD updates:
@@ -357,7 +363,7 @@ def run_batches(
             if not atomics.acquire(sync, atomics.lock_word(b), max_spins):
                 return TASK_LOCK_TIMEOUT, applied
             if lazy:
-                lazy_apply(P, index, grad, lazy_eta, lazy_thr, lazy_mu, ticks, last, block_of, b, b)
+                lazy_apply(P, index, grad, lazy_eta, lazy_thr, lazy_mu, ticks, last, block_of, b, b, slot)
             else:
                 eager_l1_apply(
                     P, index, grad, eta, eta * alpha, positive, mu, has_vr, bounds[b], bounds[b + 1],

@@ -315,3 +315,39 @@ def test_lazy_proxsgd_in_worker_processes_gives_the_eager_threads_parameters():
         return params
 
     np.testing.assert_allclose(run("processes", "on").numpy(), run("threads", "off").numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_a_worker_read_never_mixes_a_write_in_progress():
+    """The server writes an update in two parts (as EigenPro's batch rows, then its Nystrom rows);
+    `_consistent_read` (the seqlock workers read through) never returns one part without the other,
+    while a plain copy does."""
+    import threading
+
+    from asyncopt.engines.workers import _consistent_read, _Counter
+
+    params, version, seq = torch.zeros(2, 200_000), _Counter(), _Counter()
+    done = threading.Event()
+
+    def server():
+        for v in range(1, 400):
+            seq.value += 1
+            params[0].fill_(v)
+            params[1].fill_(v)
+            seq.value += 1
+            version.value += 1
+            time.sleep(0.0005)  # (a server applies when an update arrives, not back to back)
+        done.set()
+
+    writer = threading.Thread(target=server)
+    writer.start()
+    torn_plain = torn_consistent = reads = 0
+    while not done.is_set():
+        plain = params.clone()
+        torn_plain += bool(plain[0, -1] != plain[1, 0])
+        _, seen = _consistent_read(params, version, seq)
+        torn_consistent += bool((seen[0] != seen[1]).any() or (seen[0] != seen[0, 0]).any())
+        reads += 1
+    writer.join()
+    assert torn_consistent == 0
+    assert reads > 10
+    print(f"{reads} reads: {torn_plain} plain copies were torn, none through the seqlock")

@@ -88,8 +88,26 @@ def _apply_here(algo, params, update, read_version, version, locks):
     return staleness
 
 
+def _consistent_read(params, version, seq):
+    """A copy of the parameters that no update was being applied to while it was taken (a seqlock:
+    the server makes `seq` odd while it writes). Without it a read can see an update's first part
+    and not its second: EigenPro's batch rows without their Nystrom correction, an unpreconditioned
+    step in the top eigendirections (with 2 threads, 1 fit in 4 to 8 ended far from interpolating).
+    Stale but whole reads are what the algorithms are designed for. Returns (version, copy)."""
+    while True:
+        before = seq.value
+        if before & 1:  # a write in progress: let the server finish
+            time.sleep(0)
+            continue
+        read_version = version.value
+        seen = params.clone()
+        if seq.value == before:
+            return read_version, seen
+
+
 def _worker_loop(
-    worker, algo, params, version, tasks, results, stop, threads, to_numpy, replica=None, locks=None, sync=None
+    worker, algo, params, version, tasks, results, stop, threads, to_numpy, replica=None, locks=None, sync=None,
+    seq=None,
 ):
     """Body of one worker (thread or process): take a task of batches, read params, compute, push.
 
@@ -142,8 +160,10 @@ def _worker_loop(
             (batch, scale, key) = next(task.batches())
             if replica is not None:
                 replica.catch_up()
-            read_version = version.value
-            update = algo.compute(params, torch.as_tensor(batch), scale, key)
+                read_version, seen = version.value, params
+            else:
+                read_version, seen = _consistent_read(params, version, seq)
+            update = algo.compute(seen, torch.as_tensor(batch), scale, key)
             payload = algo.update_to_numpy(update) if to_numpy else update
             results.put(("ok", worker, read_version, payload, len(batch), time.perf_counter() - t1, t1 - t0))
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the caller
@@ -152,9 +172,9 @@ def _worker_loop(
         results.put(("error", worker, traceback.format_exc(), exc if own else None))
 
 
-def _process_main(worker, algo, params, version, tasks, results, stop, threads, locks, sync):
+def _process_main(worker, algo, params, version, tasks, results, stop, threads, locks, sync, seq):
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    _worker_loop(worker, algo, params, version, tasks, results, stop, threads, True, None, locks, sync)
+    _worker_loop(worker, algo, params, version, tasks, results, stop, threads, True, None, locks, sync, seq)
 
 
 @dataclasses.dataclass
@@ -189,7 +209,7 @@ class WorkerEngine:
     # -- workers -------------------------------------------------------------------------
     def _start(self, algo, params):
         if self.backend == "threads":
-            self._version = _Counter()
+            self._version, self._seq = _Counter(), _Counter()
             self._tasks, self._results = queue.Queue(), queue.Queue()
             self._stop = threading.Event()
             self._saved_threads = torch.get_num_threads()
@@ -217,6 +237,7 @@ class WorkerEngine:
                         self._replicas[i],
                         self._locks,
                         self._sync,
+                        self._seq,
                     ),
                     daemon=True,
                     name=f"asyncopt-worker-{i}",
@@ -231,6 +252,7 @@ class WorkerEngine:
             params.share_memory_()
             self._replicas = [None] * self.n_workers
             self._version = ctx.Value("q", 0, lock=False)
+            self._seq = ctx.Value("q", 0, lock=False)  # odd while the server writes (_consistent_read)
             self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
             self._locks = [ctx.Lock() for _ in range(algo.n_locks + 1)] if self.servers_in_workers else None
             self._sync = atomics.new_sync(algo.n_locks).share_memory_() if self.servers_in_workers else None
@@ -249,6 +271,7 @@ class WorkerEngine:
                         self.threads_per_worker,
                         self._locks,
                         self._sync,
+                        self._seq,
                     ),
                     daemon=True,
                     name=f"asyncopt-worker-{i}",
@@ -394,7 +417,9 @@ class WorkerEngine:
                         update = algo.update_to(update, params.device)
                     staleness = self._version.value - read_version
                     algo.check(update, steps, applied)
+                    self._seq.value += 1  # odd: workers do not copy the parameters now
                     algo.apply(params, update, staleness)
+                    self._seq.value += 1
                     for replica in self._replicas:  # sparse deltas to every device's replica
                         if replica is not None:
                             replica.inbox.put((update, staleness))

@@ -143,7 +143,9 @@ def write_checkpoint(folder: str | os.PathLike, payload: dict, arrays: dict) -> 
     """The next numbered checkpoint in `folder`; older ones beyond KEEP_CHECKPOINTS are removed."""
     existing = checkpoint_files(folder)
     number = int(existing[-1].name[len(CHECKPOINT_PREFIX) : -len(CHECKPOINT_SUFFIX)]) + 1 if existing else 1
-    path = write_file(Path(folder) / f"{CHECKPOINT_PREFIX}{number:08d}{CHECKPOINT_SUFFIX}", "checkpoint", payload, arrays)
+    path = write_file(
+        Path(folder) / f"{CHECKPOINT_PREFIX}{number:08d}{CHECKPOINT_SUFFIX}", "checkpoint", payload, arrays
+    )
     for old in checkpoint_files(folder)[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
     return path

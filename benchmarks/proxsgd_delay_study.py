@@ -59,8 +59,8 @@ from asyncopt.proxsgd.data import LinearData  # noqa: E402
 from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss  # noqa: E402
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds  # noqa: E402
 from asyncopt.proxsgd.prox import make_penalty  # noqa: E402
-from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd  # noqa: E402
 from asyncopt.proxsgd.stepsize import base_step, delay_factor, estimate_smoothness  # noqa: E402
+from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent
 FSTAR_FALLBACK = 0.32689896196913715  # a9a, alpha=1e-4, liblinear tol=1e-8

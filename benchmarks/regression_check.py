@@ -165,7 +165,7 @@ def main(argv=None):
     ]
     for label, b, c in rows:
         ratio = f"{c / b:.3f}" if b and c else "n/a"
-        fmt = (lambda v: "not reached" if v is None else f"{v:,.2f}")  # noqa: E731
+        fmt = lambda v: "not reached" if v is None else f"{v:,.2f}"  # noqa: E731
         lines.append(f"| {label} | {fmt(b)} | {fmt(c)} | {ratio} |")
     if cost is not None:
         written = sum(cost["writes"])

@@ -100,7 +100,9 @@ def test_sigterm_leaves_a_checkpoint_and_the_resumed_proxsgd_run_matches(backend
     state = TrainingState.read(latest_checkpoint(tmp_path))
     X, y, _, _ = load_a9a()
     assert 0 < state.samples < 15 * X.shape[0]
-    params = dict(penalty="l1", alpha=1e-4, fit_intercept=False, max_epochs=15, evals_per_epoch=4, tol=None, random_state=0)
+    params = dict(
+        penalty="l1", alpha=1e-4, fit_intercept=False, max_epochs=15, evals_per_epoch=4, tol=None, random_state=0
+    )
     resumed = ProxSGDClassifier(
         backend=backend, n_workers=2, threads_per_worker=1, checkpoint_dir=tmp_path, checkpoint_every=None, **params
     ).fit(X, y, resume=True)
@@ -143,7 +145,10 @@ state(2).write(folder)
 @pytest.mark.parametrize("where", ["mid-write", "before-rename"])
 def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_loadable(where, tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path), where], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path), where],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline().strip()

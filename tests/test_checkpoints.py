@@ -39,7 +39,11 @@ CASES = {
         dict(epochs=2, evals_per_epoch=3, batch_size=50, max_delay=3, delay="random", inconsistent_reads=True),
         _dense_regression,
     ),
-    "proxsgd-eager": (ProxSGDRegressor, dict(penalty="l1", alpha=1e-3, max_epochs=4, evals_per_epoch=2), _dense_regression),
+    "proxsgd-eager": (
+        ProxSGDRegressor,
+        dict(penalty="l1", alpha=1e-3, max_epochs=4, evals_per_epoch=2),
+        _dense_regression,
+    ),
     "proxsgd-eager-blocks-delay": (
         ProxSGDRegressor,
         dict(penalty="l1", alpha=1e-3, max_epochs=4, evals_per_epoch=2, n_blocks=3, max_delay=2),
@@ -57,7 +61,15 @@ CASES = {
     ),
     "proxsgd-lazy-svrg": (
         ProxSGDClassifier,
-        dict(penalty="l1", alpha=1e-4, batch_size=4, n_blocks=2, max_epochs=3, evals_per_epoch=3, variance_reduction="svrg"),
+        dict(
+            penalty="l1",
+            alpha=1e-4,
+            batch_size=4,
+            n_blocks=2,
+            max_epochs=3,
+            evals_per_epoch=3,
+            variance_reduction="svrg",
+        ),
         _wide_sparse,
     ),
 }
@@ -159,9 +171,9 @@ def test_resume_extends_a_finished_run(tmp_path):
 
 def test_checkpoints_every_n_samples_keep_the_newest_two(tmp_path):
     X, y = _dense_regression()
-    ProxSGDRegressor(max_epochs=3, random_state=0, tol=None, checkpoint_dir=tmp_path, checkpoint_every="100 samples").fit(
-        X, y
-    )
+    ProxSGDRegressor(
+        max_epochs=3, random_state=0, tol=None, checkpoint_dir=tmp_path, checkpoint_every="100 samples"
+    ).fit(X, y)
     files = checkpoint_files(tmp_path)
     assert len(files) == 2
     numbers = [int(f.name.split("-")[1].split(".")[0]) for f in files]

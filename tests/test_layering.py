@@ -29,7 +29,11 @@ def test_the_contract_would_catch_an_engine_importing_an_algorithm(tmp_path):
     base = tmp_path / "asyncopt" / "engines" / "base.py"
     base.write_text(base.read_text() + "\nfrom asyncopt.proxsgd import prox  # noqa\n")
     run = subprocess.run(
-        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -13,7 +13,10 @@ def _race(module, updates=200_000):
     """A writer applies `updates` lazy updates to one row whose map moves it up by eta |mu| a tick
     (x_t = 0.01 t); a reader, meanwhile, reads the row caught up. Returns the largest overshoot of a
     read over the value the row held after the ticks seen just after the read, in ticks."""
-    lazy_apply, margins = njit(nogil=True)(module.lazy_apply.py_func), njit(nogil=True)(module.lazy_batch_margins.py_func)
+    lazy_apply, margins = (
+        njit(nogil=True)(module.lazy_apply.py_func),
+        njit(nogil=True)(module.lazy_batch_margins.py_func),
+    )
 
     if "slot" in inspect.signature(module.lazy_apply.py_func).parameters:
 
@@ -33,7 +36,12 @@ def _race(module, updates=200_000):
 
     @njit(nogil=True)
     def read(P, mu, ticks, last, block_of, n, done):
-        indptr, indices, values, rows = np.array([0, 1]), np.zeros(1, dtype=np.int64), np.ones(1), np.zeros(1, dtype=np.int64)
+        indptr, indices, values, rows = (
+            np.array([0, 1]),
+            np.zeros(1, dtype=np.int64),
+            np.ones(1),
+            np.zeros(1, dtype=np.int64),
+        )
         worst = 0.0
         for _ in range(n):
             z = margins(indptr, indices, values, rows, P, mu, 0.01, 0.0, ticks, last, block_of, True, True)[0, 0]

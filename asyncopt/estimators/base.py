@@ -127,14 +127,17 @@ class AsyncEstimator(BaseEstimator):
         if path is None:
             if resume == "auto":
                 return None
-            raise FileNotFoundError(f"resume=True: no checkpoint in {self.checkpoint_dir} (use resume='auto' to start afresh)")
+            raise FileNotFoundError(
+                f"resume=True: no checkpoint in {self.checkpoint_dir} (use resume='auto' to start afresh)"
+            )
         state = TrainingState.read(path)
         setup = state.setup
         if setup.get("estimator") != type(self).__name__:
             raise ValueError(f"{path}: a checkpoint of {setup.get('estimator')}, not of {type(self).__name__}")
         if setup.get("data") != fingerprint:
             raise ValueError(
-                f"{path}: the checkpoint was written for other training data (shape {setup.get('data', {}).get('shape')}, "
+                f"{path}: the checkpoint was written for other training data "
+                f"(shape {(setup.get('data') or {}).get('shape')}, "
                 f"now {fingerprint['shape']}; or the same shape with other values); resume needs the same X and y"
             )
         saved, now = setup.get("params", {}), self._resume_params()
@@ -155,7 +158,9 @@ class AsyncEstimator(BaseEstimator):
         changed = [k for k in derived if k in saved and not _same(saved[k], derived[k])]
         if changed:
             shown = ", ".join(f"{k}: {saved[k]!r} -> {derived[k]!r}" for k in changed)
-            raise ValueError(f"{self._resumed_from}: settings derived for this fit differ from the checkpoint's ({shown})")
+            raise ValueError(
+                f"{self._resumed_from}: settings derived for this fit differ from the checkpoint's ({shown})"
+            )
 
     def _checkpointing(self, seed: int, fingerprint: dict, derived: dict, extra: dict | None = None) -> Checkpointing:
         parse_every(self.checkpoint_every)  # a bad value fails before any work
@@ -179,7 +184,11 @@ class AsyncEstimator(BaseEstimator):
             try:
                 yield
             except TrainingInterrupted as stop:
-                where = f"checkpoint written to {checkpointing.written[-1]}" if checkpointing.written else "no checkpoint_dir"
+                where = (
+                    f"checkpoint written to {checkpointing.written[-1]}"
+                    if checkpointing.written
+                    else "no checkpoint_dir"
+                )
                 message = f"{type(self).__name__}.fit stopped by signal {stop.signum} ({where})"
                 if stop.signum == signal.SIGINT:
                     raise KeyboardInterrupt(message) from None

@@ -254,7 +254,7 @@ class _Decoder:
         if tag == "json_array":
             dtype = np.dtype(value["dtype"])
             items = [self.value(v) for v in value["values"]]
-            if dtype == object:
+            if dtype.kind == "O":
                 out = np.empty(len(items), dtype=object)
                 out[:] = items
             else:

@@ -21,7 +21,6 @@ def csr_batch_margins(indptr, indices, values, rows, W):
     """Z = X[rows] @ W for CSR X; reads only the rows of W the batch touches (the pull)."""
     k = W.shape[1]
     Z = np.zeros((rows.shape[0], k), dtype=W.dtype)
-    row = np.empty(k, dtype=W.dtype)
     for r in range(rows.shape[0]):
         i = rows[r]
         for p in range(indptr[i], indptr[i + 1]):

@@ -13,11 +13,11 @@ from asyncopt.eigenpro.algorithm import EigenProAlgorithm
 from asyncopt.eigenpro.preconditioner import Preconditioner
 from asyncopt.eigenpro.step import KernelProblem
 from asyncopt.engines.base import Monitor, Schedule
-from asyncopt.engines.serial import SerialEngine
 from asyncopt.engines.telemetry import Telemetry
 from asyncopt.errors import TrainingDiverged
 from asyncopt.kernels.blocks import kernel_product
-from asyncopt.training.checkpoints import Checkpointing, RunCheckpointer
+from asyncopt.training.checkpoints import Checkpointing
+from asyncopt.training.launch import continue_monitor, launch
 from asyncopt.training.state import TrainingState
 
 __all__ = ["EigenProSettings", "HistoryEntry", "TrainingDiverged", "run_eigenpro"]
@@ -104,29 +104,11 @@ def run_eigenpro(
         return entry
 
     monitor = Monitor(evaluate, callback, started)
-    if resume is not None:
-        monitor.history = [HistoryEntry(**e) for e in resume.history]
-        monitor.earlier_seconds = resume.training_seconds
-
-    def gather(alpha, coordinator, telemetry) -> TrainingState:
-        return TrainingState(
-            params=algo.saved_params(alpha),
-            coordinator=coordinator,
-            telemetry=telemetry.as_dict(),
-            algorithm=algo.state_dict(),
-            run={"monitor_rows": rows.cpu()},
-            history=[e.as_dict() for e in monitor.history],
-            training_seconds=monitor.training_seconds(),
-        )
-
+    continue_monitor(monitor, resume, HistoryEntry)
     schedule = Schedule(n, settings.batch_size, settings.epochs, settings.evals_per_epoch)
-    engine = SerialEngine() if engine is None else engine
-    checkpointer = None
-    if checkpointing is not None:
-        checkpointer = RunCheckpointer(checkpointing, gather, resume.samples if resume is not None else 0)
-    alpha, telemetry = engine.run(
-        algo, schedule, rng, monitor, settings.time_limit, monitor.started, progress,
-        params=alpha, resume=resume.engine_part() if resume is not None else None, checkpointer=checkpointer,
+    alpha, telemetry = launch(
+        algo, schedule, rng, monitor, engine=engine, time_limit=settings.time_limit, progress=progress,
+        params=alpha, resume=resume, checkpointing=checkpointing, run_state=lambda: {"monitor_rows": rows.cpu()},
     )  # fmt: skip
     return alpha, monitor.history, telemetry
 

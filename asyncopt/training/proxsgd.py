@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from asyncopt.engines.base import Monitor, Schedule
-from asyncopt.engines.serial import SerialEngine
 from asyncopt.engines.telemetry import Telemetry
 from asyncopt.errors import TrainingDiverged
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
-from asyncopt.training.checkpoints import Checkpointing, RunCheckpointer
+from asyncopt.training.checkpoints import Checkpointing
+from asyncopt.training.launch import continue_monitor, launch
 from asyncopt.training.state import TrainingState
 
 PLATEAU_PATIENCE = 2  # evaluations per window of the plateau test (and at least one epoch)
@@ -122,31 +122,13 @@ def run_proxsgd(
             run.anchored_at = samples
 
     monitor = Monitor(evaluate, stop, started, refresh)
-    if resume is not None:
-        monitor.history = [ProxHistoryEntry(**e) for e in resume.history]
-        monitor.earlier_seconds = resume.training_seconds
-    elif algo.variance_reduction:
+    continue_monitor(monitor, resume, ProxHistoryEntry)
+    if resume is None and algo.variance_reduction:
         algo.refresh_snapshot(algo.init_params())  # the anchor at the starting point
-
-    def gather(params, coordinator, telemetry) -> TrainingState:
-        return TrainingState(
-            params=algo.saved_params(params),
-            coordinator=coordinator,
-            telemetry=telemetry.as_dict(),
-            algorithm=algo.state_dict(),
-            run=run.as_dict(),
-            history=[e.as_dict() for e in monitor.history],
-            training_seconds=monitor.training_seconds(),
-        )
-
     schedule = Schedule(n, algo.batch_size, settings.epochs, settings.evals_per_epoch)
-    engine = SerialEngine() if engine is None else engine
-    checkpointer = None
-    if checkpointing is not None:
-        checkpointer = RunCheckpointer(checkpointing, gather, resume.samples if resume is not None else 0)
-    params, telemetry = engine.run(
-        algo, schedule, rng, monitor, settings.time_limit, monitor.started, progress,
-        params=params, resume=resume.engine_part() if resume is not None else None, checkpointer=checkpointer,
+    params, telemetry = launch(
+        algo, schedule, rng, monitor, engine=engine, time_limit=settings.time_limit, progress=progress,
+        params=params, resume=resume, checkpointing=checkpointing, run_state=run.as_dict,
     )  # fmt: skip
     return params, monitor.history, telemetry
 

@@ -59,13 +59,17 @@ def time_task(algo, n, count=4000):
     from asyncopt.engines import atomics
     from asyncopt.engines.base import Task
 
+    try:  # the engine's compiled task loop; before it, the algorithm's own (regression_check's baseline)
+        from asyncopt.engines.compiled import run_task
+    except ImportError:
+        run_task = type(algo).run_task
     rng = np.random.default_rng(0)
     B = algo.batch_size
     task = Task(rng.integers(0, n, count * B), np.full(count, B), rng.integers(0, 2**62, count), B)
     sync = atomics.new_sync(algo.n_locks).numpy()
     params = algo.init_params()
     t0 = time.perf_counter()
-    algo.run_task(params, task, sync)
+    run_task(algo, params, task, sync)
     algo.flush(params)  # lazy updates: the catch-up of every row, done once per evaluation segment
     return (time.perf_counter() - t0) / count * 1e6
 

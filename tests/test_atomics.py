@@ -57,6 +57,7 @@ def test_a_lock_held_by_a_dead_worker_times_out_instead_of_hanging():
 def test_a_compiled_task_reports_a_lock_never_released(monkeypatch):
     import scipy.sparse as sp
 
+    from asyncopt.engines import compiled
     from asyncopt.engines.base import Task
     from asyncopt.proxsgd import algorithm
     from asyncopt.proxsgd.data import LinearData
@@ -78,7 +79,7 @@ def test_a_compiled_task_reports_a_lock_never_released(monkeypatch):
     assert algo.fused
     sync = atomics.new_sync(algo.n_locks).numpy()
     sync[atomics.lock_word(0)] = 1  # taken, never to be released
-    monkeypatch.setattr(algorithm, "LOCK_SPINS", 1000)
+    monkeypatch.setattr(compiled, "LOCK_SPINS", 1000)
     task = Task(np.arange(8), np.array([4, 4]), np.array([0, 1]), 4)
     with pytest.raises(RuntimeError, match="lock stayed taken for 1,000 tries"):
-        algo.run_task(algo.init_params(), task, sync)
+        compiled.run_task(algo, algo.init_params(), task, sync)

@@ -154,24 +154,23 @@ def test_without_an_intercept_there_is_no_intercept_server(push):
 
 
 def test_the_compiled_task_takes_the_intercept_servers_lock(monkeypatch):
-    """run_task applies row d under lock_word(n_blocks): with that lock held it stops (after releasing
+    """The compiled task loop applies row d under lock_word(n_blocks): with that lock held it stops (after releasing
     the block's lock), and a sync without the intercept server's words is refused."""
-    from asyncopt.engines import atomics
+    from asyncopt.engines import atomics, compiled
     from asyncopt.engines.base import Task
-    from asyncopt.proxsgd import algorithm
 
     problem = small_problem(blocks=2)
     algo = ProxSGDAlgorithm(problem, 4, 0.1)
     assert algo.fused and algo.n_locks == 3
     task = Task(np.arange(8), np.array([4, 4]), np.array([1, 0]), 4)
     with pytest.raises(ValueError, match="spinlocks"):
-        algo.run_task(algo.init_params(), task, atomics.new_sync(problem.n_blocks).numpy())
+        compiled.run_task(algo, algo.init_params(), task, atomics.new_sync(problem.n_blocks).numpy())
     sync = atomics.new_sync(algo.n_locks).numpy()
     sync[atomics.lock_word(problem.n_blocks)] = 1  # the intercept server's lock, taken
-    monkeypatch.setattr(algorithm, "LOCK_SPINS", 1000)
+    monkeypatch.setattr(compiled, "LOCK_SPINS", 1000)
     params = algo.init_params()
-    with pytest.raises(RuntimeError, match="after 0 of this task's updates"):
-        algo.run_task(params, task, sync)
+    with pytest.raises(RuntimeError, match=r"server 2's lock .*\(after 0 of this task's updates"):
+        compiled.run_task(algo, params, task, sync)
     assert sync[atomics.lock_word(0)] == sync[atomics.lock_word(1)] == 0  # block 1's lock was released
     assert params[problem.data.d].abs().max() == 0 and params[:-1].abs().max() > 0  # block 1 applied, not row d
     assert sync[atomics.VERSION_WORD] == 0  # not counted
@@ -179,9 +178,9 @@ def test_the_compiled_task_takes_the_intercept_servers_lock(monkeypatch):
 
 @pytest.mark.parametrize("vr", [False, True])
 def test_two_threads_running_compiled_tasks_agree_with_serial_and_release_every_lock(vr):
-    """The servers-in-workers threads run (compiled run_task, 4 blocks and the intercept server) on a
+    """The servers-in-workers threads run (the compiled task loop, 4 blocks and the intercept server) on a
     small sparse problem ends near the serial engine's objective, with every spinlock released."""
-    from asyncopt.engines import Monitor, Schedule, SerialEngine, WorkerEngine, atomics
+    from asyncopt.engines import Monitor, Schedule, SerialEngine, WorkerEngine, atomics, compiled
 
     n, d = 400, 60
     rng = np.random.default_rng(4)
@@ -218,4 +217,8 @@ def test_two_threads_running_compiled_tasks_agree_with_serial_and_release_every_
     sync = engine._sync_words
     assert len(sync) == atomics.lock_word(5)  # 4 blocks' servers and the intercept server
     assert sync[atomics.VERSION_WORD] == telemetry.updates
-    assert not sync[atomics.lock_word(0) :].any()  # every server lock released, the intercept's included
+    assert all(
+        sync[atomics.lock_word(b)] == 0 for b in range(5)
+    )  # every server lock released, the intercept's included
+    clocks = compiled.server_clocks(sync, 5)
+    assert sum(clocks[:4]) == clocks[4] == telemetry.updates  # a block each, and the intercept every time

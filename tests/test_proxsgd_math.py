@@ -208,12 +208,12 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
 def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr, lazy, blocks):
-    """run_task (the servers-in-workers fast path: no torch per step) against the step-by-step eager
-    rule, with an intercept, 3 outputs and a task of 7 batches, eager or lazy (then flushed); the
+    """The engine's compiled task loop (the servers-in-workers fast path: no torch per step) against
+    the step-by-step eager rule, with an intercept, 3 outputs and a task of 7 batches, eager or lazy (then flushed); the
     version counter counts every update."""
     import scipy.sparse as sp
 
-    from asyncopt.engines import atomics
+    from asyncopt.engines import atomics, compiled
     from asyncopt.engines.base import Task
     from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 
@@ -241,12 +241,19 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
         algo.apply(stepwise, algo.compute(stepwise, torch.as_tensor(batch), scale, key), 0)
     fused, sync = start.clone(), atomics.new_sync(algo.n_locks).numpy()
     if lazy and push == "full" and blocks > 1:  # lazy counts are per block: a full push over 3 is not fused
-        assert not fused_algo.fused and fused_algo.run_task(fused, task, sync) is None
+        assert not fused_algo.fused and not fused_algo.compiled_tasks
         return
     assert fused_algo.fused and fused_algo.lazy_active == lazy
-    stalenesses, samples = fused_algo.run_task(fused, task, sync)
+    stalenesses, samples = compiled.run_task(fused_algo, fused, task, sync)
     assert stalenesses.tolist() == [0] * 7 and samples == 35
-    assert sync[atomics.VERSION_WORD] == 7 and not sync[atomics.WORDS_PER_LINE :].any()  # counted, locks free
+    assert sync[atomics.VERSION_WORD] == 7 and sync[atomics.CURSOR_WORD] == 0  # counted
+    assert all(sync[atomics.lock_word(b)] == 0 for b in range(algo.n_locks))  # locks free
+    clocks = compiled.server_clocks(sync, algo.n_locks)  # updates each server applied
+    per_block = [0] * blocks
+    for key in range(7):
+        for b in [key % blocks] if push == "block" else range(blocks):
+            per_block[b] += 1
+    assert clocks == per_block + [7]  # the intercept server: every update
     fused_algo.flush(fused)
     np.testing.assert_allclose(fused.numpy(), stepwise.numpy(), rtol=1e-12, atol=1e-12)
     assert not torch.equal(fused, start)
@@ -403,7 +410,7 @@ def test_a_shared_task_is_split_between_two_workers_and_each_batch_is_applied_on
 
     import scipy.sparse as sp
 
-    from asyncopt.engines import atomics
+    from asyncopt.engines import atomics, compiled
     from asyncopt.engines.base import Task
     from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 
@@ -425,8 +432,8 @@ def test_a_shared_task_is_split_between_two_workers_and_each_batch_is_applied_on
     shared = dataclasses.replace(task, shared=True)
 
     alone, in_order = algo.init_params(), algo.init_params()
-    algo.run_task(alone, shared, atomics.new_sync(algo.n_locks).numpy())
-    algo.run_task(in_order, task, atomics.new_sync(algo.n_locks).numpy())
+    compiled.run_task(algo, alone, shared, atomics.new_sync(algo.n_locks).numpy())
+    compiled.run_task(algo, in_order, task, atomics.new_sync(algo.n_locks).numpy())
     np.testing.assert_array_equal(alone.numpy(), in_order.numpy())
 
     params, sync = algo.init_params(), atomics.new_sync(algo.n_locks).numpy()
@@ -434,7 +441,7 @@ def test_a_shared_task_is_split_between_two_workers_and_each_batch_is_applied_on
 
     def work(i):
         start.wait()
-        results[i] = algo.run_task(params, shared, sync)
+        results[i] = compiled.run_task(algo, params, shared, sync)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:
@@ -443,5 +450,7 @@ def test_a_shared_task_is_split_between_two_workers_and_each_batch_is_applied_on
         t.join()
     assert sum(len(r[0]) for r in results) == batches and sum(r[1] for r in results) == 5 * batches
     assert sync[atomics.VERSION_WORD] == batches and sync[atomics.CURSOR_WORD] >= batches
-    assert not sync[atomics.lock_word(0) :].any()  # every server lock released
+    assert all(sync[atomics.lock_word(b)] == 0 for b in range(algo.n_locks))  # every server lock released
+    clocks = compiled.server_clocks(sync, algo.n_locks)
+    assert sum(clocks[:3]) == clocks[3] == batches  # one block each, and the intercept server every time
     assert np.isfinite(params.numpy()).all() and not torch.equal(params, algo.init_params())

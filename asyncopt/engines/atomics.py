@@ -4,7 +4,8 @@ Python locks cannot be taken inside a compiled loop, so a task that runs its ste
 synchronizes through a small int64 array in shared memory instead (`new_sync`): word 0 counts
 the applied updates (the version staleness is measured against), word CURSOR_WORD hands out
 the batches of a shared task (each worker takes the next one with a fetch-add, so a round of
-batches splits itself evenly between workers), word `lock_word(b)` is the spinlock of server b.
+batches splits itself evenly between workers), word `lock_word(b)` is the spinlock of server b
+and the next word its clock.
 Each word sits on its own 64-byte cache line, so workers that update different blocks do not
 slow each other down by writing to one line.
 
@@ -23,6 +24,7 @@ from numba.extending import intrinsic
 WORDS_PER_LINE = 8  # 8 int64 = one 64-byte cache line
 VERSION_WORD = 0
 CURSOR_WORD = WORDS_PER_LINE
+CLOCK_OFFSET = 1  # a server's clock (updates it applied) sits next to its lock word, written under the lock
 
 
 @njit(cache=True, nogil=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -54,22 +54,45 @@ class AsyncAlgorithm(Protocol):
         """Restore `state_dict`'s output (`params` are the restored parameters)."""
 
 
+class TaskKernels(NamedTuple):
+    """An algorithm's three module-level numba kernels for the compiled task loop (engines/compiled.py):
+
+    - ``worker_step(worker_args, batch, key) -> (status, update)``: a worker's update from the
+      parameters as read (lock-free); status 0, or the algorithm's non-zero code to stop the task;
+    - ``update_servers(server_args, update) -> int64 array``: the servers the update goes to;
+    - ``server_apply(server_args, server, update, staleness)``: that server's rule on its rows
+      (the loop holds its lock and ticks its clock)."""
+
+    worker_step: Any
+    update_servers: Any
+    server_apply: Any
+
+
 class ServersInWorkers(AsyncAlgorithm, Protocol):
     """What `WorkerEngine(servers_in_workers=True)` needs on top: the servers' rule is applied by
     the workers, each part under its server's lock."""
 
     n_locks: int  # parameter servers (locks); the engine adds one for the version counter
-    compiled_tasks: bool  # `run_task` takes whole (and shared) tasks in compiled code
+    compiled_tasks: bool  # whole tasks run in the engine's compiled loop (task_kernels / task_args)
 
     def server_parts(self, update: Any) -> list[tuple[int, Any]]:
         """(server, part) pairs: each part is applied under that server's lock."""
 
-    def run_task(self, params: torch.Tensor, task: Task, sync: np.ndarray) -> tuple[np.ndarray, int] | None:
-        """Run a whole task compiled (lock-free reads, each part under its spinlock word in `sync`);
-        (stalenesses, samples), or None when it cannot (the engine loops over compute / apply)."""
+    def server_rows(self, server: int) -> tuple[int, int]:
+        """The rows [lo, hi) of the parameter store that `server` owns."""
 
     def prepare(self) -> None:
         """Load compiled kernels (in a worker's start, before the clock of its first task)."""
+
+    # with compiled_tasks:
+    def task_kernels(self) -> tuple:
+        """TaskKernels' three kernels, as a plain tuple (the algorithm imports no engine)."""
+
+    def task_args(self, params: torch.Tensor, task: Task) -> tuple[tuple, tuple]:
+        """(worker_args, server_args) for the kernels, over `params` (numpy views), for this task."""
+
+    def task_failed(self, status: int) -> None:
+        """Raise the error a worker kernel's non-zero status stands for."""
 
 
 class WorkerFailed(RuntimeError):

@@ -30,7 +30,7 @@ import traceback
 import numpy as np
 import torch
 
-from asyncopt.engines import atomics
+from asyncopt.engines import atomics, compiled
 from asyncopt.engines.base import (
     AsyncAlgorithm,
     BatchStream,
@@ -106,7 +106,18 @@ def _consistent_read(params, version, seq):
 
 
 def _worker_loop(
-    worker, algo, params, version, tasks, results, stop, threads, to_numpy, replica=None, locks=None, sync=None,
+    worker,
+    algo,
+    params,
+    version,
+    tasks,
+    results,
+    stop,
+    threads,
+    to_numpy,
+    replica=None,
+    locks=None,
+    sync=None,
     seq=None,
 ):
     """Body of one worker (thread or process): take a task of batches, read params, compute, push.
@@ -125,6 +136,8 @@ def _worker_loop(
             sync = sync.numpy()
         if hasattr(algo, "prepare"):  # e.g. load compiled kernels before the clock of the first task
             algo.prepare()
+        if locks is not None and getattr(algo, "compiled_tasks", False):
+            compiled.warm(algo)
         results.put(("ready", worker))
         while True:
             t0 = time.perf_counter()
@@ -140,14 +153,12 @@ def _worker_loop(
             if locks is not None:
                 # an algorithm may run the whole task compiled (same rule: lock-free reads, each
                 # server's part under its lock); None means it cannot, and the loop below does it
-                run_task = getattr(algo, "run_task", None)
-                done = run_task(params, task, sync) if run_task is not None else None
-                if done is not None:
-                    stalenesses, samples = done
+                if getattr(algo, "compiled_tasks", False):
+                    stalenesses, samples = compiled.run_task(algo, params, task, sync)
                     results.put(("applied", worker, stalenesses, samples, time.perf_counter() - t1, t1 - t0))
                     continue
                 if task.shared:
-                    raise RuntimeError("a shared task needs an algorithm whose run_task takes it (compiled_tasks)")
+                    raise RuntimeError("a shared task needs an algorithm with compiled_tasks")
                 stalenesses, samples = [], 0
                 for batch, scale, key in task.batches():
                     read_version = version.value

@@ -25,7 +25,6 @@ from asyncopt.proxsgd.problem import LinearProblem
 from asyncopt.proxsgd.prox import L1, Penalty
 from asyncopt.proxsgd.stepsize import delay_factor
 
-LOCK_SPINS = 2**32  # a spinlock try is ~10-50 ns: over a minute before a lock is declared lost
 LAZY_RATIO = 100.0  # lazy prox when a block is this many times wider than a minibatch's entries
 
 
@@ -68,6 +67,9 @@ class ProxSGDAlgorithm:
             self._snap_D = torch.zeros(data.n, self.problem.k, dtype=data.dtype, device=data.device)
             self._snap_mu = torch.zeros(data.d + 1, self.problem.k, dtype=data.dtype, device=data.device)
 
+        # the servers' scratch (fast.eager_l1_apply, fast.lazy_apply): each touched row's place in an
+        # update, -1 between updates; row c is only used under the lock of the server that owns it
+        self._slot = torch.full((self.problem.data.d,), -1, dtype=torch.int64)
         self._lazy_state = self._make_lazy_state() if self.lazy_active else None
 
     @property
@@ -105,7 +107,7 @@ class ProxSGDAlgorithm:
             "ticks": torch.zeros(problem.n_blocks, dtype=torch.int64),  # updates applied to each block
             "last": torch.zeros(data.d, dtype=torch.int64),  # the block's tick each row is up to date with
             "block_of": torch.from_numpy(block_of.astype(np.int64)),
-            "slot": torch.full((data.d,), -1, dtype=torch.int64),  # the servers' scratch (fast.lazy_apply)
+            "slot": self._slot,
             "mu": self._snap_mu if self._snap_mu is not None else torch.zeros(data.d + 1, problem.k, dtype=data.dtype),
         }
 
@@ -321,7 +323,7 @@ class ProxSGDAlgorithm:
             P, index, values, eta, eta * penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive,
             v["snap_mu"] if self.variance_reduction else v["Y"],  # (unused without SVRG)
             self.variance_reduction, lo, hi,
-            intercept if intercept is not None else v["values"], intercept is not None,
+            intercept if intercept is not None else v["values"], intercept is not None, self._slot.numpy(),
         )  # fmt: skip
 
     @property
@@ -341,22 +343,20 @@ class ProxSGDAlgorithm:
 
     @property
     def compiled_tasks(self) -> bool:
-        """`run_task` runs tasks compiled, and can share one between workers (`Task.shared`)."""
+        """Whole tasks run in the engine's compiled loop (engines/compiled.py) with fast.py's task
+        kernels, and one can be shared between workers (`Task.shared`)."""
         return self.fused
 
-    def run_task(self, params, task, sync) -> tuple[np.ndarray, int] | None:
-        """A worker's task with the servers' rule applied here (the engine's servers-in-workers mode),
-        in one compiled call (`fast.run_batches`): per batch, a lock-free read and gradient, then the
-        server's update under its spinlock in `sync` (engines/atomics.py) and the version count.
-        A shared task's batches go to whichever worker takes them first (the cursor word of `sync`).
-        Returns (the stalenesses of the updates applied here, their samples), or None when the
-        fused path does not apply (the engine then runs
-        compute / apply with Python locks; one run never mixes the two).
-        Tasks never cross an evaluation point, so the step schedule is constant within one."""
-        if not self.fused:
-            return None
+    def task_kernels(self) -> tuple:
+        """(worker_step, update_servers, server_apply): see engines.base.TaskKernels."""
         from asyncopt.proxsgd import fast
 
+        return fast.task_worker_step, fast.task_update_servers, fast.task_server_apply
+
+    def task_args(self, params, task) -> tuple[tuple, tuple]:
+        """(worker, server) arguments of fast.py's task kernels for this task: the data and the
+        parameters (numpy views), the step schedule's current step (constant within a task: tasks
+        never cross an evaluation point), the SVRG anchor, the lazy counts."""
         problem, v, P = self.problem, self._numpy_views(), params.numpy()
         penalty, vr = problem.penalty, self.variance_reduction
         weight = self.batch_size / task.round_batch  # the step of a batch of the round's size
@@ -364,53 +364,44 @@ class ProxSGDAlgorithm:
         if lazy:  # just-in-time prox (fast.py): rows are caught up when read or written
             st = {name: t.numpy() for name, t in self._lazy_state.items()}
             lazy_eta, lazy_thr = self._lazy_step()
-            if weight != 1.0:  # (lazy updates need one constant step: asynchronous rounds of one batch)
+            if weight != 1.0 and len(task.sizes):  # (lazy updates need one constant step: rounds of one batch)
                 raise RuntimeError(f"lazy updates need the constant step {lazy_eta:g}, got weight {weight:g}")
         else:
             unused = np.zeros(1, dtype=np.int64)
-            st = {"mu": v["Y"], "ticks": unused, "last": unused, "block_of": unused, "slot": unused}
+            st = {"mu": v["Y"], "ticks": unused, "last": unused, "block_of": unused}
             lazy_eta = lazy_thr = 0.0
-        from asyncopt.engines import atomics
-
-        if len(sync) < atomics.lock_word(self.n_locks):  # (the kernel does not check bounds)
-            raise ValueError(f"sync has {len(sync)} words: new_sync(n_locks={self.n_locks}) has the spinlocks needed")
-        stalenesses = np.full(len(task.sizes), -1, dtype=np.int64)  # -1: a batch another worker took
-        status, done = fast.run_batches(
-            v["indptr"], v["indices"], v["values"], v["Y"], P, task.rows, task.sizes, task.keys,
-            self._loss_code, v["snap_D"] if vr else v["Y"], vr,
-            np.asarray(problem.bounds, dtype=np.int64), self.push == "block",
-            penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive, v["snap_mu"] if vr else v["Y"],
-            problem.fit_intercept, self.intercept_server,
-            self.step, self.eta, float(self.delay), self.delay_adaptive,
-            problem.n_blocks if self.push == "block" else 1, weight,
-            lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], st["slot"],
-            sync, LOCK_SPINS, task.shared, stalenesses,
+        bounds = np.asarray(problem.bounds, dtype=np.int64)
+        snap_D, mu = (v["snap_D"], v["snap_mu"]) if vr else (v["Y"], v["Y"])  # (unused without SVRG)
+        worker = (
+            v["indptr"], v["indices"], v["values"], v["Y"], P, self._loss_code, snap_D, vr, bounds,
+            self.push == "block", lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"],
         )  # fmt: skip
-        if status == fast.TASK_NOT_FINITE:
-            self.check(BlockUpdate(-1, None, torch.zeros(0), None, 1.0, math.nan), -1, -1)
-        if status == fast.TASK_LOCK_TIMEOUT:
-            raise RuntimeError(
-                f"a parameter server's lock stayed taken for {LOCK_SPINS:,} tries (after {done} of this "
-                "task's updates): a worker died or stalled while applying an update"
-            )
-        mine = stalenesses >= 0
-        return stalenesses[mine], int(task.sizes[mine].sum())
+        server = (
+            P, bounds, penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive, mu, vr,
+            problem.fit_intercept, self.step, self.eta, float(self.delay), self.delay_adaptive,
+            problem.n_blocks if self.push == "block" else 1, weight,
+            lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
+        )  # fmt: skip
+        return worker, server
+
+    def task_failed(self, status: int) -> None:
+        """fast.STEP_NOT_FINITE: a worker's margins were not finite."""
+        self.check(BlockUpdate(-1, None, torch.zeros(0), None, 1.0, math.nan), -1, -1)
+
+    def server_rows(self, server: int) -> tuple[int, int]:
+        """Block servers own their block's rows; the intercept server (index n_blocks) row d."""
+        if server == self.problem.n_blocks:
+            return self.problem.data.d, self.problem.data.d + 1
+        return int(self.problem.bounds[server]), int(self.problem.bounds[server + 1])
 
     def prepare(self) -> None:
-        """Load (or compile) the kernels now, in the setup or a worker's start, not in the timed steps."""
+        """Load (or compile) the kernels now, in the setup or a worker's start, not in the timed steps
+        (the engine loads its compiled task loop itself)."""
         if self.fast:
             params = self.init_params()
             one_row = torch.zeros(1, dtype=torch.int64)  # scale: a batch of 1 takes the step of a full one
             self.apply(params, self.compute(params, one_row, 1.0 / self.batch_size, 0), 0)
             self.flush(params)  # also resets the lazy counts
-        if self.fused:  # the whole-task kernel, on a task of no batches (nothing shared changes)
-            from asyncopt.engines import atomics
-            from asyncopt.engines.base import Task
-
-            empty = np.zeros(0, dtype=np.int64)
-            self.run_task(
-                self.init_params(), Task(empty, empty, empty, self.batch_size), atomics.new_sync(self.n_locks).numpy()
-            )
 
     def _numpy_views(self) -> dict:
         views = getattr(self, "_views", None)
@@ -454,25 +445,25 @@ class ProxSGDAlgorithm:
             intercept = update.intercept.numpy() if update.intercept is not None else None
             self._fused_apply(params.numpy(), update.index.numpy(), update.values.numpy(), intercept, eta, lo, hi)
             return
+        # the block's new value is computed aside and written once (a lock-free reader sees the block
+        # as held before or after this update, never stepped and not yet proxed)
+        new = params[lo:hi].clone()
         if self.variance_reduction:  # the anchor's mean gradient: dense on the block
-            params[lo:hi].sub_(self._snap_mu[lo:hi], alpha=eta)
-            if update.intercept is not None:
-                params[problem.data.d].sub_(self._snap_mu[problem.data.d], alpha=eta)
-        if update.block == problem.n_blocks:
-            pass  # the intercept server's part: no coefficient rows, no prox
-        elif self.fast:
-            self._apply_compiled(params, update, eta, lo, hi)
-        else:
+            new.sub_(self._snap_mu[lo:hi], alpha=eta)
+        if update.block != problem.n_blocks:  # (the intercept server's part has no coefficient rows)
             if update.index is None:
-                params[lo:hi].sub_(update.values, alpha=eta)
+                new.sub_(update.values, alpha=eta)
             else:
-                params.index_add_(0, update.index, update.values, alpha=-eta)
+                new.index_add_(0, update.index - lo, update.values, alpha=-eta)
             if update.block >= 0:
-                problem.penalty.prox(params[lo:hi], eta, lo, hi)
+                problem.penalty.prox(new, eta, lo, hi)
             else:
-                problem.prox_all(params, eta)
+                problem.prox_all(new, eta)
+        params[lo:hi].copy_(new)
         if update.intercept is not None:
-            params[problem.data.d].sub_(update.intercept, alpha=eta)
+            d = problem.data.d
+            mean = self._snap_mu[d] if self.variance_reduction else 0.0
+            params[d].sub_(update.intercept + mean, alpha=eta)
 
     def _apply_lazy(self, params, update, eta) -> None:
         from asyncopt.proxsgd import fast
@@ -489,22 +480,6 @@ class ProxSGDAlgorithm:
         if update.intercept is not None:
             d = self.problem.data.d
             params[d].sub_(update.intercept + st["mu"][d], alpha=eta)
-
-    def _apply_compiled(self, params, update, eta, lo, hi) -> None:
-        from asyncopt.proxsgd import fast
-
-        P = params.numpy()
-        if update.index is None:
-            P[lo:hi] -= eta * update.values.numpy()
-        else:
-            fast.scatter_add(P, update.index.numpy(), update.values.numpy(), -eta)
-        penalty = self.problem.penalty
-        if type(penalty) is L1:
-            fast.soft_threshold(P[lo:hi], eta * penalty.alpha, penalty.positive)
-        elif update.block >= 0:
-            penalty.prox(params[lo:hi], eta, lo, hi)
-        else:
-            self.problem.prox_all(params, eta)
 
     def check(self, update: BlockUpdate, step: int, samples: int) -> None:
         if not math.isfinite(update.loss_sum):
@@ -577,7 +552,7 @@ class ProxSGDAlgorithm:
     def share_memory(self) -> None:
         for t in self.problem.data.tensors():
             t.share_memory_()
-        for t in (self._eta, self._snap_D, self._snap_mu, *(self._lazy_state or {}).values()):
+        for t in (self._eta, self._snap_D, self._snap_mu, self._slot, *(self._lazy_state or {}).values()):
             if t is not None:
                 t.share_memory_()
         # share_memory_ moves a storage (and frees the old one): numpy views taken before would read

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from asyncopt.engines import atomics
 from asyncopt.proxsgd.stepsize import delay_factor
 
 
@@ -56,14 +55,6 @@ def csr_block_gradient(indptr, indices, values, rows, D, lo, hi):
     return index, out
 
 
-@njit(cache=True, nogil=True)
-def scatter_add(params, index, values, scale):
-    """params[index] += scale * values, duplicates accumulated."""
-    for q in range(index.shape[0]):
-        for j in range(values.shape[1]):
-            params[index[q], j] += scale * values[q, j]
-
-
 @njit(cache=True, nogil=True, inline="always")
 def soft(x, t, positive):
     """sign(x) max(|x| - t, 0), or max(x - t, 0) with positive."""
@@ -74,14 +65,6 @@ def soft(x, t, positive):
     if x < -t:
         return x + t
     return 0.0
-
-
-@njit(cache=True, nogil=True)
-def soft_threshold(v, t, positive):
-    """In place: soft(v, t, positive) on every entry."""
-    flat = v.reshape(-1)
-    for q in range(flat.shape[0]):
-        flat[q] = soft(flat[q], t, positive)
 
 
 # -- lazy (just-in-time) updates for sparse data -----------------------------------------------
@@ -274,110 +257,142 @@ def intercept_step(P, intercept, eta, mu, has_mu):
 
 
 @njit(cache=True, nogil=True)
-def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept):
+def _prox_rows(P, mu, has_mu, eta, thr, positive, a, b):
+    """Rows a..b-1 of P that no gradient pair touched: x <- soft(x - eta mu, thr)."""
+    if a >= b:
+        return
+    flat = P[a:b].reshape(-1)
+    if has_mu:
+        m = mu[a:b].reshape(-1)
+        for q in range(flat.shape[0]):
+            flat[q] = soft(flat[q] - eta * m[q], thr, positive)
+    else:
+        for q in range(flat.shape[0]):
+            flat[q] = soft(flat[q], thr, positive)
+
+
+@njit(cache=True, nogil=True)
+def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept, slot):
     """The server's rule on rows lo..hi of P: x <- soft(x - eta (g + mu), thr) (thr = eta alpha; 0
     for no penalty), g given as (row, value) pairs (those outside lo..hi are skipped); rows without a
-    pair take only mu and the prox.
-    The intercept (the last row, unpenalized) takes eta (its gradient + its mu)."""
+    pair take only mu and the prox. The intercept (the last row, unpenalized) takes eta (its gradient
+    + its mu).
+
+    Every row is written once, with its final value: the touched rows are stepped aside (`slot`, the
+    server's scratch, -1 for every row, gives each its place), then one pass in row order writes
+    them and proxes the others. A lock-free reader sees a row as the server held it before or after
+    this update, never stepped and not yet proxed."""
     k = P.shape[1]
     if has_intercept:
         intercept_step(P, intercept, eta, mu, has_mu)
-    for q in range(index.shape[0]):
+    m = index.shape[0]
+    rows = np.empty(m, dtype=np.int64)
+    x = np.empty((m, k), dtype=P.dtype)
+    n = 0
+    for q in range(m):
         c = index[q]
         if lo <= c < hi:  # a full push's pairs go to each block's server in turn
+            s = slot[c]
+            if s < 0:
+                s = n
+                slot[c] = s
+                rows[n] = c
+                n += 1
+                for j in range(k):
+                    x[s, j] = P[c, j]
             for j in range(k):
-                P[c, j] -= eta * values[q, j]
-    if has_mu:  # the anchor's mean and the prox in one pass over the block
-        flat, m = P[lo:hi].reshape(-1), mu[lo:hi].reshape(-1)
-        for q in range(flat.shape[0]):
-            flat[q] = soft(flat[q] - eta * m[q], thr, positive)
-    elif thr > 0.0 or positive:
-        soft_threshold(P[lo:hi], thr, positive)
+                x[s, j] -= eta * values[q, j]
+    if not (has_mu or thr > 0.0 or positive):  # no pass over the block: the touched rows only
+        for s in range(n):
+            c = rows[s]
+            for j in range(k):
+                P[c, j] = x[s, j]
+            slot[c] = -1
+        return
+    order = np.sort(rows[:n])
+    start = lo
+    for u in range(n):  # the anchor's mean and the prox in one pass over the block
+        c = order[u]
+        _prox_rows(P, mu, has_mu, eta, thr, positive, start, c)
+        s = slot[c]
+        for j in range(k):
+            P[c, j] = soft(x[s, j] - (eta * mu[c, j] if has_mu else 0.0), thr, positive)
+        slot[c] = -1
+        start = c + 1
+    _prox_rows(P, mu, has_mu, eta, thr, positive, start, hi)
 
 
-# -- a whole task in one call (the servers-in-workers mode) -------------------------------------
-# Per batch: read the parameters lock-free, compute the block gradient, take the server's lock
-# (a spinlock word of `sync`, engines/atomics.py), apply, release; then the intercept under the
-# intercept server's lock (its one owner: pushes to different blocks never write it under different
-# locks), and count the update. Python is entered once per task instead of ~10 times per batch:
-# a step costs its arithmetic.
+# -- the kernels of the engine's compiled task loop (engines/compiled.py) ------------------------
+# The engine's loop reads the version, calls task_worker_step (the pull, margins, loss derivative,
+# SVRG correction, block gradient: a pure function of the parameters as read), then for each server
+# of task_update_servers takes its lock and calls task_server_apply (the block's prox step, or the
+# intercept server's row d: its one owner, so pushes to different blocks never write it under two
+# locks). Python is entered once per task instead of ~10 times per batch: a step costs its arithmetic.
 
-TASK_DONE, TASK_NOT_FINITE, TASK_LOCK_TIMEOUT = 0, 1, 2
+STEP_NOT_FINITE = 1  # task_worker_step's status when the margins are not finite (divergence)
 _delay_factor = njit(cache=True, nogil=True)(delay_factor)
 
 
 @njit(cache=True, nogil=True)
-def run_batches(
-    indptr, indices, values, Y, P, rows, sizes, keys, code, snap_D, has_vr,
-    bounds, block_push, alpha, positive, mu, fit_intercept, intercept_server,
-    step, eta0, delay, adaptive, delay_blocks, weight,
-    lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot,
-    sync, max_spins, claim, stalenesses,
-):  # fmt: skip
-    """The task's batches (rows cut by sizes, one random key each) as AsyB-ProxSGD updates:
-    block j = key % M (block_push) or every block; step min(step, eta0 factor(tau)) * weight with
-    tau the measured staleness (adaptive) or the delay bound; eager L1 prox, or lazy (fast.py's
-    just-in-time updates at the constant lazy_eta). With fit_intercept the intercept row is updated
-    after the blocks, under the spinlock of server intercept_server (its one owner). With `claim`
-    the task is shared by all workers: each takes the next batch from the cursor word of `sync`
-    until none is left. Writes the staleness of each batch applied here (others keep their value)
-    and returns (status, batches applied here): TASK_NOT_FINITE stops before a batch whose margins
-    are not finite, TASK_LOCK_TIMEOUT when a server lock stayed taken for max_spins tries."""
+def task_worker_step(w, batch, key):
+    """One batch's update from the parameters as read: (status, (block j or -1, pair rows, pair
+    values, intercept gradient)); j = key % M with block pushes, every block (-1) otherwise."""
+    (indptr, indices, values, Y, P, code, snap_D, has_vr, bounds, block_push,
+     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of) = w  # fmt: skip
     M = bounds.shape[0] - 1
     d, k = P.shape[0] - 1, P.shape[1]
-    n_batches = sizes.shape[0]
-    starts = np.zeros(n_batches + 1, dtype=np.int64)
-    for t in range(n_batches):
-        starts[t + 1] = starts[t] + sizes[t]
-    applied, t = 0, -1
-    while True:
-        t = atomics.fetch_add(sync, atomics.CURSOR_WORD, 1) if claim else t + 1
-        if t >= n_batches:
-            break
-        batch = rows[starts[t] : starts[t + 1]]
-        j, lo, hi = -1, 0, d
-        if block_push:
-            j = keys[t] % M
-            lo, hi = bounds[j], bounds[j + 1]
-        read = atomics.load(sync, atomics.VERSION_WORD)
-        if lazy:
-            Z = lazy_batch_margins(
-                indptr, indices, values, batch, P[:d], lazy_mu, lazy_eta, lazy_thr,
-                ticks, last, block_of, has_vr, M == 1,
-            )  # fmt: skip
-        else:
-            Z = csr_batch_margins(indptr, indices, values, batch, P[:d])
-        for r in range(Z.shape[0]):
-            for c in range(k):
-                Z[r, c] += P[d, c]
-        index, grad, intercept, finite = sparse_block_step(
-            indptr, indices, values, Y, batch, Z, code, snap_D, has_vr, lo, hi
+    j, lo, hi = -1, 0, d
+    if block_push:
+        j = key % M
+        lo, hi = bounds[j], bounds[j + 1]
+    if lazy:
+        Z = lazy_batch_margins(
+            indptr, indices, values, batch, P[:d], lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, has_vr, M == 1
         )  # fmt: skip
-        if not finite:
-            return TASK_NOT_FINITE, applied
-        staleness = atomics.load(sync, atomics.VERSION_WORD) - read
-        eta = min(step, eta0 * _delay_factor(staleness if adaptive else delay, delay_blocks)) * weight
-        first, final = (j, j) if j >= 0 else (0, M - 1)
-        for b in range(first, final + 1):
-            if not atomics.acquire(sync, atomics.lock_word(b), max_spins):
-                return TASK_LOCK_TIMEOUT, applied
-            if lazy:
-                lazy_apply(P, index, grad, lazy_eta, lazy_thr, lazy_mu, ticks, last, block_of, b, b, slot)
-            else:
-                eager_l1_apply(
-                    P, index, grad, eta, eta * alpha, positive, mu, has_vr, bounds[b], bounds[b + 1],
-                    intercept, False,
-                )  # fmt: skip
-            atomics.release(sync, atomics.lock_word(b))
-        if fit_intercept:  # row d has one owner: the intercept server
-            if not atomics.acquire(sync, atomics.lock_word(intercept_server), max_spins):
-                return TASK_LOCK_TIMEOUT, applied
-            if lazy:
-                intercept_step(P, intercept, lazy_eta, lazy_mu, True)
-            else:
-                intercept_step(P, intercept, eta, mu, has_vr)
-            atomics.release(sync, atomics.lock_word(intercept_server))
-        atomics.fetch_add(sync, atomics.VERSION_WORD, 1)
-        stalenesses[t] = staleness
-        applied += 1
-    return TASK_DONE, applied
+    else:
+        Z = csr_batch_margins(indptr, indices, values, batch, P[:d])
+    for r in range(Z.shape[0]):
+        for c in range(k):
+            Z[r, c] += P[d, c]
+    index, grad, intercept, finite = sparse_block_step(
+        indptr, indices, values, Y, batch, Z, code, snap_D, has_vr, lo, hi
+    )
+    return (0 if finite else STEP_NOT_FINITE), (j, index, grad, intercept)
+
+
+@njit(cache=True, nogil=True)
+def task_update_servers(s, update):
+    """The update's servers: its block's (every block's for a full push), then the intercept server's."""
+    M, fit_intercept = s[1].shape[0] - 1, s[6]
+    j = update[0]
+    first, final = (j, j) if j >= 0 else (0, M - 1)
+    out = np.empty(final - first + 1 + (1 if fit_intercept else 0), dtype=np.int64)
+    for b in range(first, final + 1):
+        out[b - first] = b
+    if fit_intercept:
+        out[-1] = M  # the intercept server
+    return out
+
+
+@njit(cache=True, nogil=True)
+def task_server_apply(s, server, update, staleness):
+    """Server `server`'s rule: block b's prox step with the step min(step, eta0 factor(tau)) * weight
+    (tau the measured staleness when adaptive, else the delay bound), eager or lazy; or, for the
+    intercept server (index M), row d."""
+    (P, bounds, alpha, positive, mu, has_vr, fit_intercept, step, eta0, delay, adaptive, delay_blocks, weight,
+     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot) = s  # fmt: skip
+    _, index, grad, intercept = update
+    M = bounds.shape[0] - 1
+    eta = min(step, eta0 * _delay_factor(staleness if adaptive else delay, delay_blocks)) * weight
+    if server == M:  # row d has one owner: the intercept server
+        if lazy:
+            intercept_step(P, intercept, lazy_eta, lazy_mu, True)
+        else:
+            intercept_step(P, intercept, eta, mu, has_vr)
+    elif lazy:
+        lazy_apply(P, index, grad, lazy_eta, lazy_thr, lazy_mu, ticks, last, block_of, server, server, slot)
+    else:
+        eager_l1_apply(
+            P, index, grad, eta, eta * alpha, positive, mu, has_vr, bounds[server], bounds[server + 1],
+            intercept, False, slot,
+        )  # fmt: skip

@@ -1,0 +1,122 @@
+"""The compiled task loop of the shared-memory transports (threads and processes, servers in the workers).
+
+A worker given a task runs all its batches in one compiled call: per batch it reads the parameters
+lock-free and computes an update with the algorithm's worker kernel, then, for each server the
+update goes to, takes that server's spinlock (engines/atomics.py), applies the server kernel,
+ticks the server's clock and releases; then it counts the update in the version word that
+staleness is measured against. The loop, the locks, the clocks and the cursor of shared tasks are
+the engine's; the algorithm supplies three pure numba kernels (`TaskKernels`) and their arguments.
+
+numba caches nothing that takes a compiled function as an argument or closes over one (the cache
+key of a closure pickles its cells, which differ in every process), so the loop is specialised
+by binding the kernels as globals of a copy of `_task_loop` under a name derived from the
+kernels and their source file's stamp: one cache entry per algorithm, reused by every process,
+invalidated when that file changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import types
+
+import numpy as np
+from numba import njit
+
+from asyncopt.engines import atomics
+from asyncopt.engines.base import Task, TaskKernels
+
+LOCK_SPINS = 2**32  # a spinlock try is ~10-50 ns: over a minute before a lock is declared lost
+TASK_DONE, LOCK_TIMEOUT = 0, -1  # loop statuses; a worker kernel's non-zero status stops the task too
+
+# bound per algorithm by `_runner` (these placeholders are never called)
+worker_step = update_servers = server_apply = None
+
+
+def _task_loop(sync, rows, sizes, keys, claim, stalenesses, max_spins, worker, server):
+    """The task's batches (rows cut by sizes, one key each); with `claim` the task is shared by
+    every worker, each taking the next batch from the cursor word until none is left. Writes the
+    staleness of each batch applied here (others keep theirs) and returns (status, batches applied
+    here, detail): a worker kernel's status stops before its batch is applied; LOCK_TIMEOUT (detail:
+    the server) when a lock stayed taken for max_spins tries."""
+    n_batches = sizes.shape[0]
+    starts = np.zeros(n_batches + 1, dtype=np.int64)
+    for t in range(n_batches):
+        starts[t + 1] = starts[t] + sizes[t]
+    applied, t = 0, -1
+    while True:
+        t = atomics.fetch_add(sync, atomics.CURSOR_WORD, 1) if claim else t + 1
+        if t >= n_batches:
+            break
+        read = atomics.load(sync, atomics.VERSION_WORD)
+        status, update = worker_step(worker, rows[starts[t] : starts[t + 1]], keys[t])  # noqa: F821
+        if status != 0:
+            return status, applied, 0
+        staleness = atomics.load(sync, atomics.VERSION_WORD) - read
+        servers = update_servers(server, update)  # noqa: F821
+        for q in range(servers.shape[0]):
+            word = atomics.lock_word(servers[q])
+            if not atomics.acquire(sync, word, max_spins):
+                return LOCK_TIMEOUT, applied, servers[q]
+            server_apply(server, servers[q], update, staleness)  # noqa: F821
+            sync[word + atomics.CLOCK_OFFSET] += 1  # the server's clock, under its lock
+            atomics.release(sync, word)
+        atomics.fetch_add(sync, atomics.VERSION_WORD, 1)
+        stalenesses[t] = staleness
+        applied += 1
+    return TASK_DONE, applied, 0
+
+
+_RUNNERS: dict = {}
+
+
+def _runner(kernels: TaskKernels):
+    runner = _RUNNERS.get(kernels)
+    if runner is None:
+        funcs = [k.py_func for k in kernels]
+        stamps = []
+        for f in funcs:
+            st = os.stat(f.__code__.co_filename)
+            stamps.append(f"{f.__module__}.{f.__qualname__}:{st.st_mtime_ns}:{st.st_size}")
+        tag = hashlib.blake2b("|".join(stamps).encode(), digest_size=8).hexdigest()
+        scope = dict(_task_loop.__globals__)
+        scope.update(
+            worker_step=kernels.worker_step, update_servers=kernels.update_servers, server_apply=kernels.server_apply
+        )
+        loop = types.FunctionType(_task_loop.__code__, scope, f"_task_loop_{tag}")
+        loop.__qualname__ = loop.__name__  # numba names the cache file after it
+        runner = _RUNNERS[kernels] = njit(cache=True, nogil=True)(loop)
+    return runner
+
+
+def run_task(algo, params, task: Task, sync: np.ndarray) -> tuple[np.ndarray, int]:
+    """Run `task` here, the servers' rule applied under their spinlocks in `sync` (a worker of the
+    servers-in-workers mode). Returns (the stalenesses of the updates applied here, their samples)."""
+    if len(sync) < atomics.lock_word(algo.n_locks):  # (the kernel does not check bounds)
+        raise ValueError(f"sync has {len(sync)} words: new_sync({algo.n_locks}) has the spinlocks needed")
+    worker, server = algo.task_args(params, task)
+    stalenesses = np.full(len(task.sizes), -1, dtype=np.int64)  # -1: a batch another worker took
+    status, done, detail = _runner(TaskKernels(*algo.task_kernels()))(
+        sync, task.rows, task.sizes, task.keys, task.shared, stalenesses, LOCK_SPINS, worker, server
+    )
+    if status == LOCK_TIMEOUT:
+        raise RuntimeError(
+            f"parameter server {detail}'s lock stayed taken for {LOCK_SPINS:,} tries (after {done} of this "
+            "task's updates): a worker died or stalled while applying an update"
+        )
+    if status != TASK_DONE:
+        algo.task_failed(int(status))  # raises the algorithm's error (e.g. TrainingDiverged)
+        raise RuntimeError(f"the worker kernel stopped with status {status}")
+    mine = stalenesses >= 0
+    return stalenesses[mine], int(task.sizes[mine].sum())
+
+
+def warm(algo) -> None:
+    """Load (or compile) the loop for `algo` on a task of no batches (nothing shared changes)."""
+    empty = np.zeros(0, dtype=np.int64)
+    run_task(algo, algo.init_params(), Task(empty, empty, empty, 1), atomics.new_sync(algo.n_locks).numpy())
+
+
+def server_clocks(sync: np.ndarray, n_servers: int) -> list[int]:
+    """Updates each server has applied (its clock)."""
+    return [int(sync[atomics.lock_word(b) + atomics.CLOCK_OFFSET]) for b in range(n_servers)]

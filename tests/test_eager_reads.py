@@ -1,0 +1,57 @@
+"""Lock-free readers of eagerly updated rows never see a value no server held (stepped, not proxed)."""
+
+import inspect
+import threading
+
+import numpy as np
+from numba import njit
+
+from asyncopt.engines import atomics
+from asyncopt.proxsgd import fast
+
+
+def _race(module, updates=20_000, rows=100_000):
+    """A server applies `updates` eager L1 updates to a block of `rows` rows; each has one gradient
+    pair, on the block's last row, that steps it by +1, and the prox takes 0.25 off: the row holds
+    0.75 t after update t (exact in binary). A reader meanwhile reads that row. Returns how many
+    reads saw a value that is not a multiple of 0.75 (a row stepped and not yet proxed)."""
+    apply = njit(nogil=True)(module.eager_l1_apply.py_func)
+    with_slot = "slot" in inspect.signature(module.eager_l1_apply.py_func).parameters
+
+    @njit(nogil=True)
+    def write(P, mu, n, slot):
+        index, values, intercept = np.full(1, P.shape[0] - 2, dtype=np.int64), np.full((1, 1), -1.0), np.zeros(1)
+        for _ in range(n):
+            if with_slot:
+                apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False, slot)
+            else:  # the kernel before the single write (to show the test fails on it)
+                apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False)
+
+    @njit(nogil=True)
+    def read(P, row, done):
+        bad = 0
+        while atomics.load(done, 0) == 0:  # (an atomic load: a plain one may be hoisted out of the loop)
+            v = P[row, 0]
+            if v != 0.75 * np.floor(v / 0.75):
+                bad += 1
+        return bad
+
+    P, mu = np.zeros((rows + 1, 1)), np.zeros((rows + 1, 1))
+    slot, done = np.full(rows, -1, dtype=np.int64), np.ones(1, dtype=np.int64)
+    write(P.copy(), mu, 2, slot)  # compile both before the race
+    read(P, rows - 1, done)
+    done[0] = 0
+    bad = []
+    reader = threading.Thread(target=lambda: bad.append(read(P, rows - 1, done)))
+    reader.start()
+    write(P, mu, updates, slot)
+    done[0] = 1
+    reader.join()
+    assert P[rows - 1, 0] == 0.75 * updates and not P[: rows - 1].any() and (slot == -1).all()
+    return bad[0]
+
+
+def test_concurrent_reads_of_eager_rows_only_see_values_the_server_held():
+    # the kernel before (step every pair's row, then prox the block) exposed the stepped row for
+    # the prox pass's time: most reads of the race below saw 0.75 t + 1
+    assert _race(fast) == 0

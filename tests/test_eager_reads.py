@@ -16,14 +16,14 @@ def _race(module, updates=20_000, rows=100_000):
     0.75 t after update t (exact in binary). A reader meanwhile reads that row. Returns how many
     reads saw a value that is not a multiple of 0.75 (a row stepped and not yet proxed)."""
     apply = njit(nogil=True)(module.eager_l1_apply.py_func)
-    with_slot = "slot" in inspect.signature(module.eager_l1_apply.py_func).parameters
+    with_scratch = "acc" in inspect.signature(module.eager_l1_apply.py_func).parameters
 
     @njit(nogil=True)
-    def write(P, mu, n, slot):
+    def write(P, mu, n, acc):
         index, values, intercept = np.full(1, P.shape[0] - 2, dtype=np.int64), np.full((1, 1), -1.0), np.zeros(1)
         for _ in range(n):
-            if with_slot:
-                apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False, slot)
+            if with_scratch:
+                apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False, acc)
             else:  # the kernel before the single write (to show the test fails on it)
                 apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False)
 
@@ -37,17 +37,17 @@ def _race(module, updates=20_000, rows=100_000):
         return bad
 
     P, mu = np.zeros((rows + 1, 1)), np.zeros((rows + 1, 1))
-    slot, done = np.full(rows, -1, dtype=np.int64), np.ones(1, dtype=np.int64)
-    write(P.copy(), mu, 2, slot)  # compile both before the race
+    acc, done = np.zeros((rows, 1)), np.ones(1, dtype=np.int64)
+    write(P.copy(), mu, 2, acc)  # compile both before the race
     read(P, rows - 1, done)
     done[0] = 0
     bad = []
     reader = threading.Thread(target=lambda: bad.append(read(P, rows - 1, done)))
     reader.start()
-    write(P, mu, updates, slot)
+    write(P, mu, updates, acc)
     done[0] = 1
     reader.join()
-    assert P[rows - 1, 0] == 0.75 * updates and not P[: rows - 1].any() and (slot == -1).all()
+    assert P[rows - 1, 0] == 0.75 * updates and not P[: rows - 1].any() and not acc.any()
     return bad[0]
 
 

@@ -319,22 +319,22 @@ def test_lazy_proxsgd_in_worker_processes_gives_the_eager_threads_parameters():
 
 def test_a_worker_read_never_mixes_a_write_in_progress():
     """The server writes an update in two parts (as EigenPro's batch rows, then its Nystrom rows);
-    `_consistent_read` (the seqlock workers read through) never returns one part without the other,
+    `PublishingServer.read` (the seqlock workers read through) never returns one part without the other,
     while a plain copy does."""
     import threading
 
-    from asyncopt.engines.workers import _consistent_read, _Counter
+    from asyncopt.engines.servers import PublishingServer
 
-    params, version, seq = torch.zeros(2, 200_000), _Counter(), _Counter()
+    params, server_of_all_rows = torch.zeros(2, 200_000), PublishingServer()
     done = threading.Event()
+
+    def rule(p, v, staleness):
+        p[0].fill_(v)
+        p[1].fill_(v)
 
     def server():
         for v in range(1, 400):
-            seq.value += 1
-            params[0].fill_(v)
-            params[1].fill_(v)
-            seq.value += 1
-            version.value += 1
+            server_of_all_rows.apply(rule, params, v, 0)
             time.sleep(0.0005)  # (a server applies when an update arrives, not back to back)
         done.set()
 
@@ -344,7 +344,7 @@ def test_a_worker_read_never_mixes_a_write_in_progress():
     while not done.is_set():
         plain = params.clone()
         torn_plain += bool(plain[0, -1] != plain[1, 0])
-        _, seen = _consistent_read(params, version, seq)
+        _, seen = server_of_all_rows.read(params)
         torn_consistent += bool((seen[0] != seen[1]).any() or (seen[0] != seen[0, 0]).any())
         reads += 1
     writer.join()

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from asyncopt.engines import workers
+from asyncopt.engines.servers import ServerGroup
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 from asyncopt.proxsgd.data import LinearData
 from asyncopt.proxsgd.losses import LOSSES, NonconvexRegularizer
@@ -78,13 +78,12 @@ def test_two_block_pushes_never_lose_an_intercept_update(monkeypatch, use_compil
 
     monkeypatch.setattr(algo, "apply", racy_apply)
     params = start.clone()
-    version = workers._Counter()
-    locks = [threading.Lock() for _ in range(algo.n_locks + 1)]  # as WorkerEngine allocates them
+    group = ServerGroup(algo, threading.Lock)  # as WorkerEngine's threads transport makes them
     errors = []
 
     def push(update):
         try:
-            workers._apply_here(algo, params, update, 0, version, locks)
+            group.push(algo, params, update, 0)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -94,7 +93,8 @@ def test_two_block_pushes_never_lose_an_intercept_update(monkeypatch, use_compil
     for t in threads:
         t.join(timeout=30)
     assert not errors, errors
-    assert version.value == 2 and len(met) == 2
+    assert group.version == 2 and len(met) == 2
+    assert group.clocks() == [1, 1, 0, 2]  # blocks 0 and 1 once each (of 3), the intercept server both
     np.testing.assert_allclose(params[d].numpy(), (start[d] - steps[0] - steps[1]).numpy(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(params.numpy(), expected.numpy(), rtol=0, atol=1e-12)
     assert not any(met)  # the second apply of row d never ran while the first was between read and write

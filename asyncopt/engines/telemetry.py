@@ -25,6 +25,9 @@ class Telemetry:
     workers: list[WorkerStats] = dataclasses.field(default_factory=list)
     startup_seconds: float = 0.0  # starting the workers (spawned processes import torch), inside fit's time
     setup_seconds: float = 0.0  # fit's serial work before the engine ran (input checks, data, step size)
+    server_updates: list[int] = dataclasses.field(
+        default_factory=list
+    )  # each parameter server's clock (servers in the workers)
 
     def __post_init__(self):
         if not self.workers:
@@ -74,6 +77,7 @@ class Telemetry:
                 setattr(w, name, value)
         t.setup_seconds = float(saved.get("setup_seconds", 0.0))
         t.startup_seconds = float(saved.get("startup_seconds", 0.0))
+        t.server_updates = [int(c) for c in saved.get("server_updates", [])]
         return t
 
     def as_dict(self) -> dict:
@@ -85,4 +89,5 @@ class Telemetry:
             "workers": [dataclasses.asdict(w) for w in self.workers],
             "startup_seconds": self.startup_seconds,
             "setup_seconds": self.setup_seconds,
+            "server_updates": list(self.server_updates),
         }

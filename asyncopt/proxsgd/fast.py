@@ -257,69 +257,45 @@ def intercept_step(P, intercept, eta, mu, has_mu):
 
 
 @njit(cache=True, nogil=True)
-def _prox_rows(P, mu, has_mu, eta, thr, positive, a, b):
-    """Rows a..b-1 of P that no gradient pair touched: x <- soft(x - eta mu, thr)."""
-    if a >= b:
-        return
-    flat = P[a:b].reshape(-1)
-    if has_mu:
-        m = mu[a:b].reshape(-1)
-        for q in range(flat.shape[0]):
-            flat[q] = soft(flat[q] - eta * m[q], thr, positive)
-    else:
-        for q in range(flat.shape[0]):
-            flat[q] = soft(flat[q], thr, positive)
-
-
-@njit(cache=True, nogil=True)
-def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept, slot):
+def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept, acc):
     """The server's rule on rows lo..hi of P: x <- soft(x - eta (g + mu), thr) (thr = eta alpha; 0
     for no penalty), g given as (row, value) pairs (those outside lo..hi are skipped); rows without a
     pair take only mu and the prox. The intercept (the last row, unpenalized) takes eta (its gradient
     + its mu).
 
-    Every row is written once, with its final value: the touched rows are stepped aside (`slot`, the
-    server's scratch, -1 for every row, gives each its place), then one pass in row order writes
-    them and proxes the others. A lock-free reader sees a row as the server held it before or after
-    this update, never stepped and not yet proxed."""
+    Every entry is written once, with its final value: the pairs are summed into `acc` (the server's
+    scratch, the parameters' shape without the intercept row, zero between updates), then one pass
+    writes soft(x - eta (acc + mu)) (a flat loop, vectorized), and `acc` is zeroed where it was used.
+    A lock-free reader sees an entry as the server held it before or after this update, never
+    stepped and not yet proxed."""
     k = P.shape[1]
     if has_intercept:
         intercept_step(P, intercept, eta, mu, has_mu)
-    m = index.shape[0]
-    rows = np.empty(m, dtype=np.int64)
-    x = np.empty((m, k), dtype=P.dtype)
-    n = 0
-    for q in range(m):
+    for q in range(index.shape[0]):
         c = index[q]
         if lo <= c < hi:  # a full push's pairs go to each block's server in turn
-            s = slot[c]
-            if s < 0:
-                s = n
-                slot[c] = s
-                rows[n] = c
-                n += 1
+            for j in range(k):
+                acc[c, j] += values[q, j]
+    if has_mu or thr > 0.0 or positive:  # the anchor's mean and the prox in one pass over the block
+        x, g, m = P[lo:hi].reshape(-1), acc[lo:hi].reshape(-1), mu[lo:hi].reshape(-1)
+        if has_mu:
+            for q in range(x.shape[0]):
+                x[q] = soft(x[q] - eta * (g[q] + m[q]), thr, positive)
+        else:
+            for q in range(x.shape[0]):
+                x[q] = soft(x[q] - eta * g[q], thr, positive)
+    else:  # no pass over the block: the touched rows only (each written once: its first pair)
+        for q in range(index.shape[0]):
+            c = index[q]
+            if lo <= c < hi and (acc[c, 0] != 0.0 or k > 1):
                 for j in range(k):
-                    x[s, j] = P[c, j]
+                    P[c, j] -= eta * acc[c, j]
+                    acc[c, j] = 0.0
+    for q in range(index.shape[0]):
+        c = index[q]
+        if lo <= c < hi:
             for j in range(k):
-                x[s, j] -= eta * values[q, j]
-    if not (has_mu or thr > 0.0 or positive):  # no pass over the block: the touched rows only
-        for s in range(n):
-            c = rows[s]
-            for j in range(k):
-                P[c, j] = x[s, j]
-            slot[c] = -1
-        return
-    order = np.sort(rows[:n])
-    start = lo
-    for u in range(n):  # the anchor's mean and the prox in one pass over the block
-        c = order[u]
-        _prox_rows(P, mu, has_mu, eta, thr, positive, start, c)
-        s = slot[c]
-        for j in range(k):
-            P[c, j] = soft(x[s, j] - (eta * mu[c, j] if has_mu else 0.0), thr, positive)
-        slot[c] = -1
-        start = c + 1
-    _prox_rows(P, mu, has_mu, eta, thr, positive, start, hi)
+                acc[c, j] = 0.0
 
 
 # -- the kernels of the engine's compiled task loop (engines/compiled.py) ------------------------
@@ -380,7 +356,7 @@ def task_server_apply(s, server, update, staleness):
     (tau the measured staleness when adaptive, else the delay bound), eager or lazy; or, for the
     intercept server (index M), row d."""
     (P, bounds, alpha, positive, mu, has_vr, fit_intercept, step, eta0, delay, adaptive, delay_blocks, weight,
-     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot) = s  # fmt: skip
+     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot, acc) = s  # fmt: skip
     _, index, grad, intercept = update
     M = bounds.shape[0] - 1
     eta = min(step, eta0 * _delay_factor(staleness if adaptive else delay, delay_blocks)) * weight
@@ -394,5 +370,5 @@ def task_server_apply(s, server, update, staleness):
     else:
         eager_l1_apply(
             P, index, grad, eta, eta * alpha, positive, mu, has_vr, bounds[server], bounds[server + 1],
-            intercept, False, slot,
+            intercept, False, acc,
         )  # fmt: skip

@@ -1,0 +1,148 @@
+"""Transports: how tasks, updates and the shared parameters move between the coordinator and its
+workers, and how workers start, are watched and stop.
+
+- `ThreadTransport`: worker threads in this process; queues in memory, the parameters and the
+  servers' words are the same tensors for everyone;
+- `ProcessTransport`: spawned worker processes; the read-only data, the parameters and the servers'
+  words are moved to shared memory once (mapped by every worker, never copied per step), tasks and
+  replies travel through multiprocessing queues (a task is three small arrays).
+
+A transport for a cluster (Ray actors, issue 12) offers the same: start workers on a link, put
+tasks, get the next reply with liveness checks, shut down.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import torch
+
+from asyncopt.engines.base import WorkerFailed
+from asyncopt.engines.worker import POLL_SECONDS, WorkerLink, process_main, worker_loop
+
+
+class ThreadTransport:
+    kind = "threads"
+
+    def __init__(self):
+        self.tasks, self.results, self.stop = queue.Queue(), queue.Queue(), threading.Event()
+        self.workers: list = []
+        self._saved_threads = torch.get_num_threads()
+
+    def new_lock(self):
+        return threading.Lock()
+
+    def share(self, algo, params, *words) -> None:
+        """Nothing to move: threads share this process's memory."""
+
+    def link(self, threads: int, **placement) -> WorkerLink:
+        return WorkerLink(self.tasks, self.results, self.stop, threads, False, **placement)
+
+    def start(self, algo, params, links: list[WorkerLink]) -> None:
+        for i, link in enumerate(links):
+            w = threading.Thread(
+                target=worker_loop, args=(i, algo, params, link), daemon=True, name=f"asyncopt-worker-{i}"
+            )
+            self.workers.append(w)
+            w.start()
+
+    def dead(self) -> str | None:
+        for i, w in enumerate(self.workers):
+            if not w.is_alive():
+                return f"worker {i} (threads) stopped unexpectedly"
+        return None
+
+    def next_result(self, timeout: float):
+        """The next reply from any worker; raises when one failed, died, or all went silent."""
+        waited = 0.0
+        while True:
+            try:
+                msg = self.results.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                waited += POLL_SECONDS
+                dead = self.dead()
+                if dead is not None:
+                    raise WorkerFailed(dead) from None
+                if waited > timeout:
+                    raise WorkerFailed(f"no update from any worker for {timeout:.0f} s") from None
+                continue
+            if msg[0] == "error":
+                if msg[3] is not None:  # the algorithm's own error: raised as itself, with the worker's traceback
+                    msg[3].add_note(f"raised in worker {msg[1]} ({self.kind}):\n{msg[2]}")
+                    raise msg[3]
+                raise WorkerFailed(f"worker {msg[1]} ({self.kind}) raised:\n{msg[2]}")
+            return msg
+
+    def shutdown(self) -> None:
+        if not self.workers:
+            return
+        self.stop.set()
+        for _ in self.workers:
+            self.tasks.put(None)
+        for w in self.workers:
+            w.join(timeout=5.0)
+        self._finish()
+
+    def _finish(self):
+        torch.set_num_threads(self._saved_threads)
+
+
+class ProcessTransport(ThreadTransport):
+    kind = "processes"
+
+    def __init__(self):
+        import torch.multiprocessing as mp
+
+        self.ctx = mp.get_context("spawn")
+        self.tasks, self.results, self.stop = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Event()
+        self.workers = []
+
+    def new_lock(self):
+        return self.ctx.Lock()
+
+    def share(self, algo, params, *words) -> None:
+        """Read-only data, the parameters and the servers' words to shared memory, once."""
+        algo.share_memory()
+        params.share_memory_()
+        for w in words:
+            if w is not None:
+                w.share_memory_()
+
+    def link(self, threads: int, **placement) -> WorkerLink:
+        return WorkerLink(self.tasks, self.results, self.stop, threads, True, **placement)
+
+    def start(self, algo, params, links: list[WorkerLink]) -> None:
+        for i, link in enumerate(links):
+            w = self.ctx.Process(
+                target=process_main, args=(i, algo, params, link), daemon=True, name=f"asyncopt-worker-{i}"
+            )
+            try:
+                w.start()
+            except Exception as exc:  # typically pickling the algorithm for a spawned process
+                raise WorkerFailed(
+                    f"could not start a processes worker: {type(exc).__name__}: {exc}. The processes "
+                    "backend pickles the algorithm: kernel callables must be importable module-level "
+                    "functions, not lambdas or closures (or use backend='threads')"
+                ) from exc
+            self.workers.append(w)
+
+    def dead(self) -> str | None:
+        for i, w in enumerate(self.workers):
+            if w.exitcode is not None:
+                return f"worker {i} (processes) stopped unexpectedly with exit code {w.exitcode}"
+        return None
+
+    def shutdown(self) -> None:
+        if not self.workers:
+            return
+        self.stop.set()
+        for _ in self.workers:
+            self.tasks.put(None)
+        for w in self.workers:
+            w.join(timeout=5.0)
+            if w.is_alive():
+                w.terminate()
+                w.join(timeout=5.0)
+        self.tasks.cancel_join_thread()
+        self.results.cancel_join_thread()

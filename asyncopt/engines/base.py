@@ -59,12 +59,15 @@ class TaskKernels(NamedTuple):
 
     - ``worker_step(worker_args, batch, key) -> (status, update)``: a worker's update from the
       parameters as read (lock-free); status 0, or the algorithm's non-zero code to stop the task;
-    - ``update_servers(server_args, update) -> int64 array``: the servers the update goes to;
-    - ``server_apply(server_args, server, update, staleness)``: that server's rule on its rows
-      (the loop holds its lock and ticks its clock)."""
+    - ``route(server_args, update, staleness) -> (first, stop, extra, step)``: the update goes to
+      servers first..stop-1, then to server `extra` (-1: none), with the rule's `step` for this
+      staleness (computed once per update, not per server);
+    - ``server_apply(server_args, server, update, step)``: that server's rule on its rows (the loop
+      holds its lock and ticks its clock).
+    Marked inline="always", they are inlined into the loop (no call or argument copies per batch)."""
 
     worker_step: Any
-    update_servers: Any
+    route: Any
     server_apply: Any
 
 

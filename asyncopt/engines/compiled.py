@@ -30,7 +30,7 @@ LOCK_SPINS = 2**32  # a spinlock try is ~10-50 ns: over a minute before a lock i
 TASK_DONE, LOCK_TIMEOUT = 0, -1  # loop statuses; a worker kernel's non-zero status stops the task too
 
 # bound per algorithm by `_runner` (these placeholders are never called)
-worker_step = update_servers = server_apply = None
+worker_step = route = server_apply = None
 
 
 def _task_loop(sync, rows, sizes, keys, claim, stalenesses, max_spins, worker, server):
@@ -53,14 +53,17 @@ def _task_loop(sync, rows, sizes, keys, claim, stalenesses, max_spins, worker, s
         if status != 0:
             return status, applied, 0
         staleness = atomics.load(sync, atomics.VERSION_WORD) - read
-        servers = update_servers(server, update)  # noqa: F821
-        for q in range(servers.shape[0]):
-            word = atomics.lock_word(servers[q])
+        first, stop, extra, step = route(server, update, staleness)  # noqa: F821
+        b = first
+        while b < stop or (b == stop and extra >= 0):
+            target = b if b < stop else extra
+            word = atomics.lock_word(target)
             if not atomics.acquire(sync, word, max_spins):
-                return LOCK_TIMEOUT, applied, servers[q]
-            server_apply(server, servers[q], update, staleness)  # noqa: F821
+                return LOCK_TIMEOUT, applied, target
+            server_apply(server, target, update, step)  # noqa: F821
             sync[word + atomics.CLOCK_OFFSET] += 1  # the server's clock, under its lock
             atomics.release(sync, word)
+            b += 1
         atomics.fetch_add(sync, atomics.VERSION_WORD, 1)
         stalenesses[t] = staleness
         applied += 1
@@ -80,9 +83,7 @@ def _runner(kernels: TaskKernels):
             stamps.append(f"{f.__module__}.{f.__qualname__}:{st.st_mtime_ns}:{st.st_size}")
         tag = hashlib.blake2b("|".join(stamps).encode(), digest_size=8).hexdigest()
         scope = dict(_task_loop.__globals__)
-        scope.update(
-            worker_step=kernels.worker_step, update_servers=kernels.update_servers, server_apply=kernels.server_apply
-        )
+        scope.update(worker_step=kernels.worker_step, route=kernels.route, server_apply=kernels.server_apply)
         loop = types.FunctionType(_task_loop.__code__, scope, f"_task_loop_{tag}")
         loop.__qualname__ = loop.__name__  # numba names the cache file after it
         runner = _RUNNERS[kernels] = njit(cache=True, nogil=True)(loop)

@@ -67,12 +67,9 @@ class ProxSGDAlgorithm:
             self._snap_D = torch.zeros(data.n, self.problem.k, dtype=data.dtype, device=data.device)
             self._snap_mu = torch.zeros(data.d + 1, self.problem.k, dtype=data.dtype, device=data.device)
 
-        # the servers' scratch, row c only used under the lock of the server that owns it: each
-        # touched row's place in a lazy update (fast.lazy_apply, -1 between updates), the summed
-        # gradient pairs of an eager one (fast.eager_l1_apply, 0 between updates)
-        data = self.problem.data
-        self._slot = torch.full((data.d,), -1, dtype=torch.int64)
-        self._acc = torch.zeros(data.d if self.use_compiled else 0, self.problem.k, dtype=data.dtype)
+        # the servers' scratch (fast.lazy_apply): each touched row's place in a lazy update, -1
+        # between updates; row c is only used under the lock of the server that owns it
+        self._slot = torch.full((self.problem.data.d,), -1, dtype=torch.int64)
         self._lazy_state = self._make_lazy_state() if self.lazy_active else None
 
     @property
@@ -326,7 +323,7 @@ class ProxSGDAlgorithm:
             P, index, values, eta, eta * penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive,
             v["snap_mu"] if self.variance_reduction else v["Y"],  # (unused without SVRG)
             self.variance_reduction, lo, hi,
-            intercept if intercept is not None else v["values"], intercept is not None, self._acc.numpy(),
+            intercept if intercept is not None else v["values"], intercept is not None,
         )  # fmt: skip
 
     @property
@@ -351,10 +348,10 @@ class ProxSGDAlgorithm:
         return self.fused
 
     def task_kernels(self) -> tuple:
-        """(worker_step, update_servers, server_apply): see engines.base.TaskKernels."""
+        """(worker_step, route, server_apply): see engines.base.TaskKernels."""
         from asyncopt.proxsgd import fast
 
-        return fast.task_worker_step, fast.task_update_servers, fast.task_server_apply
+        return fast.task_worker_step, fast.task_route, fast.task_server_apply
 
     def task_args(self, params, task) -> tuple[tuple, tuple]:
         """(worker, server) arguments of fast.py's task kernels for this task: the data and the
@@ -384,7 +381,6 @@ class ProxSGDAlgorithm:
             problem.fit_intercept, self.step, self.eta, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
-            self._acc.numpy(),
         )  # fmt: skip
         return worker, server
 
@@ -556,7 +552,7 @@ class ProxSGDAlgorithm:
     def share_memory(self) -> None:
         for t in self.problem.data.tensors():
             t.share_memory_()
-        for t in (self._eta, self._snap_D, self._snap_mu, self._slot, self._acc, *(self._lazy_state or {}).values()):
+        for t in (self._eta, self._snap_D, self._snap_mu, self._slot, *(self._lazy_state or {}).values()):
             if t is not None:
                 t.share_memory_()
         # share_memory_ moves a storage (and frees the old one): numpy views taken before would read

@@ -67,6 +67,14 @@ def soft(x, t, positive):
     return 0.0
 
 
+@njit(cache=True, nogil=True)
+def soft_threshold(v, t, positive):
+    """In place: soft(v, t, positive) on every entry."""
+    flat = v.reshape(-1)
+    for q in range(flat.shape[0]):
+        flat[q] = soft(flat[q], t, positive)
+
+
 # -- lazy (just-in-time) updates for sparse data -----------------------------------------------
 # Between two evaluation points the step is constant, so every server update applies the same map
 # T(x) = soft(x - a, b), a = eta mu_i (the SVRG anchor's gradient, 0 without it), b = eta alpha,
@@ -257,17 +265,11 @@ def intercept_step(P, intercept, eta, mu, has_mu):
 
 
 @njit(cache=True, nogil=True)
-def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept, acc):
+def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept):
     """The server's rule on rows lo..hi of P: x <- soft(x - eta (g + mu), thr) (thr = eta alpha; 0
     for no penalty), g given as (row, value) pairs (those outside lo..hi are skipped); rows without a
-    pair take only mu and the prox. The intercept (the last row, unpenalized) takes eta (its gradient
-    + its mu).
-
-    Every entry is written once, with its final value: the pairs are summed into `acc` (the server's
-    scratch, the parameters' shape without the intercept row, zero between updates), then one pass
-    writes soft(x - eta (acc + mu)) (a flat loop, vectorized), and `acc` is zeroed where it was used.
-    A lock-free reader sees an entry as the server held it before or after this update, never
-    stepped and not yet proxed."""
+    pair take only mu and the prox.
+    The intercept (the last row, unpenalized) takes eta (its gradient + its mu)."""
     k = P.shape[1]
     if has_intercept:
         intercept_step(P, intercept, eta, mu, has_mu)
@@ -275,33 +277,19 @@ def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, int
         c = index[q]
         if lo <= c < hi:  # a full push's pairs go to each block's server in turn
             for j in range(k):
-                acc[c, j] += values[q, j]
-    if has_mu or thr > 0.0 or positive:  # the anchor's mean and the prox in one pass over the block
-        x, g, m = P[lo:hi].reshape(-1), acc[lo:hi].reshape(-1), mu[lo:hi].reshape(-1)
-        if has_mu:
-            for q in range(x.shape[0]):
-                x[q] = soft(x[q] - eta * (g[q] + m[q]), thr, positive)
-        else:
-            for q in range(x.shape[0]):
-                x[q] = soft(x[q] - eta * g[q], thr, positive)
-    else:  # no pass over the block: the touched rows only (each written once: its first pair)
-        for q in range(index.shape[0]):
-            c = index[q]
-            if lo <= c < hi and (acc[c, 0] != 0.0 or k > 1):
-                for j in range(k):
-                    P[c, j] -= eta * acc[c, j]
-                    acc[c, j] = 0.0
-    for q in range(index.shape[0]):
-        c = index[q]
-        if lo <= c < hi:
-            for j in range(k):
-                acc[c, j] = 0.0
+                P[c, j] -= eta * values[q, j]
+    if has_mu:  # the anchor's mean and the prox in one pass over the block
+        flat, m = P[lo:hi].reshape(-1), mu[lo:hi].reshape(-1)
+        for q in range(flat.shape[0]):
+            flat[q] = soft(flat[q] - eta * m[q], thr, positive)
+    elif thr > 0.0 or positive:
+        soft_threshold(P[lo:hi], thr, positive)
 
 
 # -- the kernels of the engine's compiled task loop (engines/compiled.py) ------------------------
 # The engine's loop reads the version, calls task_worker_step (the pull, margins, loss derivative,
 # SVRG correction, block gradient: a pure function of the parameters as read), then for each server
-# of task_update_servers takes its lock and calls task_server_apply (the block's prox step, or the
+# task_route routes it to (with its step) takes its lock and calls task_server_apply (the block's prox step, or the
 # intercept server's row d: its one owner, so pushes to different blocks never write it under two
 # locks). Python is entered once per task instead of ~10 times per batch: a step costs its arithmetic.
 
@@ -309,7 +297,7 @@ STEP_NOT_FINITE = 1  # task_worker_step's status when the margins are not finite
 _delay_factor = njit(cache=True, nogil=True)(delay_factor)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def task_worker_step(w, batch, key):
     """One batch's update from the parameters as read: (status, (block j or -1, pair rows, pair
     values, intercept gradient)); j = key % M with block pushes, every block (-1) otherwise."""
@@ -336,39 +324,38 @@ def task_worker_step(w, batch, key):
     return (0 if finite else STEP_NOT_FINITE), (j, index, grad, intercept)
 
 
-@njit(cache=True, nogil=True)
-def task_update_servers(s, update):
-    """The update's servers: its block's (every block's for a full push), then the intercept server's."""
-    M, fit_intercept = s[1].shape[0] - 1, s[6]
+@njit(cache=True, nogil=True, inline="always")
+def task_route(s, update, staleness):
+    """(first, stop, extra, step): the update goes to block servers first..stop-1 (its block, or every
+    block for a full push), then to the intercept server (extra = M, or -1 without an intercept),
+    with the step min(step, eta0 factor(tau)) * weight (tau the measured staleness when adaptive,
+    else the delay bound). (Reads single fields: unpacking the tuple would count references to
+    every array in it, atomically, on each batch.)"""
+    M = s[1].shape[0] - 1
     j = update[0]
-    first, final = (j, j) if j >= 0 else (0, M - 1)
-    out = np.empty(final - first + 1 + (1 if fit_intercept else 0), dtype=np.int64)
-    for b in range(first, final + 1):
-        out[b - first] = b
-    if fit_intercept:
-        out[-1] = M  # the intercept server
-    return out
+    first, stop = (j, j + 1) if j >= 0 else (0, M)
+    if s[13]:  # lazy: one constant step
+        eta = s[15]
+    else:
+        step, eta0, delay, adaptive, delay_blocks, weight = s[7], s[8], s[9], s[10], s[11], s[12]
+        eta = min(step, eta0 * _delay_factor(staleness if adaptive else delay, delay_blocks)) * weight
+    return first, stop, (M if s[6] else -1), eta
 
 
-@njit(cache=True, nogil=True)
-def task_server_apply(s, server, update, staleness):
-    """Server `server`'s rule: block b's prox step with the step min(step, eta0 factor(tau)) * weight
-    (tau the measured staleness when adaptive, else the delay bound), eager or lazy; or, for the
-    intercept server (index M), row d."""
+@njit(cache=True, nogil=True, inline="always")
+def task_server_apply(s, server, update, eta):
+    """Server `server`'s rule with the routed step: block b's prox step, eager or lazy (lazy updates
+    take the constant lazy step); or, for the intercept server (index M), row d."""
     (P, bounds, alpha, positive, mu, has_vr, fit_intercept, step, eta0, delay, adaptive, delay_blocks, weight,
-     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot, acc) = s  # fmt: skip
+     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot) = s  # fmt: skip
     _, index, grad, intercept = update
     M = bounds.shape[0] - 1
-    eta = min(step, eta0 * _delay_factor(staleness if adaptive else delay, delay_blocks)) * weight
     if server == M:  # row d has one owner: the intercept server
-        if lazy:
-            intercept_step(P, intercept, lazy_eta, lazy_mu, True)
-        else:
-            intercept_step(P, intercept, eta, mu, has_vr)
+        intercept_step(P, intercept, eta, lazy_mu if lazy else mu, lazy or has_vr)
     elif lazy:
-        lazy_apply(P, index, grad, lazy_eta, lazy_thr, lazy_mu, ticks, last, block_of, server, server, slot)
+        lazy_apply(P, index, grad, eta, lazy_thr, lazy_mu, ticks, last, block_of, server, server, slot)
     else:
         eager_l1_apply(
             P, index, grad, eta, eta * alpha, positive, mu, has_vr, bounds[server], bounds[server + 1],
-            intercept, False, acc,
+            intercept, False,
         )  # fmt: skip

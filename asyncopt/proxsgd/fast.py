@@ -77,6 +77,14 @@ def soft_threshold(v, t, positive):
         flat[q] = soft(flat[q], t, positive)
 
 
+@njit(cache=True, nogil=True)
+def soft_threshold_shifted(v, mu, eta, t, positive):
+    """In place: soft(v - eta mu, t, positive) on every entry."""
+    flat, m = v.reshape(-1), mu.reshape(-1)
+    for q in range(flat.shape[0]):
+        flat[q] = soft(flat[q] - eta * m[q], t, positive)
+
+
 # -- lazy (just-in-time) updates for sparse data -----------------------------------------------
 # Between two evaluation points the step is constant, so every server update applies the same map
 # T(x) = soft(x - a, b), a = eta mu_i (the SVRG anchor's gradient, 0 without it), b = eta alpha,
@@ -281,9 +289,7 @@ def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, int
             for j in range(k):
                 P[c, j] -= eta * values[q, j]
     if has_mu:  # the anchor's mean and the prox in one pass over the block
-        flat, m = P[lo:hi].reshape(-1), mu[lo:hi].reshape(-1)
-        for q in range(flat.shape[0]):
-            flat[q] = soft(flat[q] - eta * m[q], thr, positive)
+        soft_threshold_shifted(P[lo:hi], mu[lo:hi], eta, thr, positive)
     elif thr > 0.0 or positive:
         soft_threshold(P[lo:hi], thr, positive)
 
@@ -310,11 +316,12 @@ def _inlined_copies(names):
     return [scope[name] for name in names]
 
 
-# (The servers' kernels stay calls: inlined, the eager prox pass lost half its speed on news20.)
-_csr_batch_margins, _lazy_batch_margins, _sparse_block_step = _inlined_copies(
-    ["csr_batch_margins", "lazy_batch_margins", "sparse_block_step", "csr_block_gradient", "loss_derivative",
-     "_sigmoid", "repeat_soft"]
-)[:3]  # fmt: skip
+# (The passes over a block, soft_threshold and soft_threshold_shifted, stay calls: inlined, the eager
+# prox pass lost half its speed on news20.)
+_csr_batch_margins, _lazy_batch_margins, _sparse_block_step, _eager_l1_apply, _lazy_apply = _inlined_copies(
+    ["csr_batch_margins", "lazy_batch_margins", "sparse_block_step", "eager_l1_apply", "lazy_apply",
+     "csr_block_gradient", "loss_derivative", "_sigmoid", "repeat_soft"]
+)[:5]  # fmt: skip
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -373,9 +380,9 @@ def task_server_apply(s, server, update, eta):
     if server == M:  # row d has one owner: the intercept server
         intercept_step(P, intercept, eta, lazy_mu if lazy else mu, lazy or has_vr)
     elif lazy:
-        lazy_apply(P, index, grad, eta, lazy_thr, lazy_mu, ticks, last, block_of, server, server, slot)
+        _lazy_apply(P, index, grad, eta, lazy_thr, lazy_mu, ticks, last, block_of, server, server, slot)
     else:
-        eager_l1_apply(
+        _eager_l1_apply(
             P, index, grad, eta, eta * alpha, positive, mu, has_vr, bounds[server], bounds[server + 1],
             intercept, False,
         )  # fmt: skip

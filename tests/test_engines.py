@@ -351,3 +351,21 @@ def test_a_worker_read_never_mixes_a_write_in_progress():
     assert torn_consistent == 0
     assert reads > 10
     print(f"{reads} reads: {torn_plain} plain copies were torn, none through the seqlock")
+
+
+def test_an_unguarded_script_with_processes_workers_is_told_about_the_main_guard(tmp_path):
+    """A spawned worker imports the main script again; without `if __name__ == "__main__":` it dies
+    before it is ready, and the error says what to do (not only "stopped unexpectedly")."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from asyncopt import ProxSGDRegressor\n"
+        "X = np.random.default_rng(0).normal(size=(200, 5))\n"
+        "ProxSGDRegressor(backend='processes', n_workers=2, max_epochs=1).fit(X, X @ np.ones(5))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "before it was ready" in done.stderr and 'if __name__ == "__main__":' in done.stderr

@@ -28,6 +28,7 @@ class ThreadTransport:
     def __init__(self):
         self.tasks, self.results, self.stop = queue.Queue(), queue.Queue(), threading.Event()
         self.workers: list = []
+        self.ready = False
         self._saved_threads = torch.get_num_threads()
 
     def new_lock(self):
@@ -97,6 +98,7 @@ class ProcessTransport(ThreadTransport):
         self.ctx = mp.get_context("spawn")
         self.tasks, self.results, self.stop = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Event()
         self.workers = []
+        self.ready = False  # every worker reported ready (set by the coordinator)
 
     def new_lock(self):
         return self.ctx.Lock()
@@ -130,7 +132,14 @@ class ProcessTransport(ThreadTransport):
     def dead(self) -> str | None:
         for i, w in enumerate(self.workers):
             if w.exitcode is not None:
-                return f"worker {i} (processes) stopped unexpectedly with exit code {w.exitcode}"
+                hint = (
+                    ""
+                    if self.ready
+                    else " before it was ready. A spawned worker imports the main script again: a script that "
+                    "trains with backend='processes' must do so under `if __name__ == \"__main__\":` "
+                    "(see its traceback above)"
+                )
+                return f"worker {i} (processes) stopped unexpectedly with exit code {w.exitcode}{hint}"
         return None
 
     def shutdown(self) -> None:

@@ -102,6 +102,7 @@ class WorkerEngine:
         for _ in links:
             if transport.next_result(self.timeout)[0] != "ready":
                 raise WorkerFailed("a worker sent an update before reporting ready")
+        transport.ready = True
 
     def _next_result(self):
         return self._transport.next_result(self.timeout)

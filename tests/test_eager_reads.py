@@ -3,9 +3,8 @@
 Yes, today (a known defect, kept as a strict xfail so that a fix shows as XPASS and fails the
 suite until the mark is removed). The eager kernel steps the touched rows, then proxes the block;
 between the two a reader sees x - eta g, within eta alpha per entry of the value held after the
-update. A single-write kernel (pairs summed into a server scratch, one pass writing
-soft(x - eta (acc + mu))) passed this test but cost 1.3x to 2x per eager update on a9a and news20
-(benchmarks/results/regression_issue11.md), so it was not kept."""
+update. Single-write kernels (docs/architecture.md, "What a lock-free reader may see") passed this
+test but cost 1.4x to 8x the two-pass kernel, so none was kept."""
 
 import inspect
 import threading

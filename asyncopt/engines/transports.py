@@ -82,10 +82,13 @@ class ThreadTransport:
         for _ in self.workers:
             self.tasks.put(None)
         for w in self.workers:
-            w.join(timeout=5.0)
+            self._join(w)
         self._finish()
 
-    def _finish(self):
+    def _join(self, worker) -> None:
+        worker.join(timeout=5.0)
+
+    def _finish(self) -> None:
         torch.set_num_threads(self._saved_threads)
 
 
@@ -142,16 +145,12 @@ class ProcessTransport(ThreadTransport):
                 return f"worker {i} (processes) stopped unexpectedly with exit code {w.exitcode}{hint}"
         return None
 
-    def shutdown(self) -> None:
-        if not self.workers:
-            return
-        self.stop.set()
-        for _ in self.workers:
-            self.tasks.put(None)
-        for w in self.workers:
-            w.join(timeout=5.0)
-            if w.is_alive():
-                w.terminate()
-                w.join(timeout=5.0)
+    def _join(self, worker) -> None:
+        worker.join(timeout=5.0)
+        if worker.is_alive():
+            worker.terminate()
+            worker.join(timeout=5.0)
+
+    def _finish(self) -> None:
         self.tasks.cancel_join_thread()
         self.results.cancel_join_thread()

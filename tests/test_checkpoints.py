@@ -285,3 +285,20 @@ def test_a_diverging_worker_raises_training_diverged_itself(backend):
     with pytest.raises(TrainingDiverged, match="Lower step_size") as info:
         est.fit(X, y)
     assert any("raised in worker" in note for note in getattr(info.value, "__notes__", []))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_server_clocks_continue_across_a_resume(sparse, tmp_path):
+    """Servers in the workers (threads): each server's clock is saved with the coordinator's state
+    and a resumed run continues it, so the intercept server's clock equals every update of the
+    whole run, and the block servers' clocks add up to it (Python path dense, compiled sparse)."""
+    X, y = _dense_regression()
+    X = sp.csr_matrix(X) if sparse else X
+    params = dict(penalty="l1", alpha=1e-3, n_blocks=2, random_state=0, tol=None, checkpoint_every=None,
+                  backend="threads", n_workers=2, threads_per_worker=1, checkpoint_dir=tmp_path)  # fmt: skip
+    first = ProxSGDRegressor(max_epochs=2, **params).fit(X, y)
+    longer = ProxSGDRegressor(max_epochs=4, **params).fit(X, y, resume=True)
+    before, after = first.telemetry_, longer.telemetry_
+    assert after["updates"] > before["updates"] > 0
+    assert sum(after["server_updates"][:2]) == after["server_updates"][2] == after["updates"]
+    assert all(a > b for a, b in zip(after["server_updates"], before["server_updates"], strict=True))

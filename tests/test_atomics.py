@@ -83,3 +83,36 @@ def test_a_compiled_task_reports_a_lock_never_released(monkeypatch):
     task = Task(np.arange(8), np.array([4, 4]), np.array([0, 1]), 4)
     with pytest.raises(RuntimeError, match="lock stayed taken for 1,000 tries"):
         compiled.run_task(algo, algo.init_params(), task, sync)
+
+
+def test_the_task_loops_cache_tag_changes_with_a_sibling_source_file(tmp_path, monkeypatch):
+    """The compiled loop is cached under a tag of its kernels and their folder's files: editing a
+    module the kernels call (not the kernels' own file) gives a new tag, so no stale loop is used."""
+    import importlib
+    import os
+    import sys
+
+    from asyncopt.engines import compiled
+
+    pkg = tmp_path / "kernels_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("from numba import njit\n\n@njit\ndef twice(x):\n    return 2 * x\n")
+    (pkg / "kern.py").write_text(
+        "from numba import njit\nfrom kernels_pkg.helper import twice\n\n"
+        "@njit\ndef a(w, batch, key):\n    return 0, twice(key)\n\n"
+        "@njit\ndef b(s, update, staleness):\n    return 0, 0, -1, 1.0\n\n"
+        "@njit\ndef c(s, server, update, step):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kern = importlib.import_module("kernels_pkg.kern")
+    kernels = (kern.a, kern.b, kern.c)
+    before = compiled.cache_tag(kernels)
+    assert compiled.cache_tag(kernels) == before  # stable
+    helper = pkg / "helper.py"
+    helper.write_text(helper.read_text().replace("2 * x", "3 * x"))
+    os.utime(helper, ns=(0, os.stat(helper).st_mtime_ns + 10**9))
+    assert compiled.cache_tag(kernels) != before
+    sys.modules.pop("kernels_pkg.kern", None)
+    sys.modules.pop("kernels_pkg.helper", None)
+    sys.modules.pop("kernels_pkg", None)

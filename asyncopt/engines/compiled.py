@@ -10,8 +10,8 @@ the engine's; the algorithm supplies three pure numba kernels (`TaskKernels`) an
 numba caches nothing that takes a compiled function as an argument or closes over one (the cache
 key of a closure pickles its cells, which differ in every process), so the loop is specialised
 by binding the kernels as globals of a copy of `_task_loop` under a name derived from the
-kernels and their source file's stamp: one cache entry per algorithm, reused by every process,
-invalidated when that file changes.
+kernels and the stamps of their package's source files: one cache entry per algorithm, reused by
+every process, invalidated when any of those files changes.
 """
 
 from __future__ import annotations
@@ -73,15 +73,24 @@ def _task_loop(sync, rows, sizes, keys, claim, stalenesses, max_spins, worker, s
 _RUNNERS: dict = {}
 
 
+def cache_tag(kernels) -> str:
+    """The kernels' names and the stamp of every source file in their folders: a kernel may call
+    (and inline) code of a sibling module, and numba checks only the loop's own file."""
+    names = [f"{k.py_func.__module__}.{k.py_func.__qualname__}" for k in kernels]
+    folders = sorted({os.path.dirname(os.path.abspath(k.py_func.__code__.co_filename)) for k in kernels})
+    stamps = []
+    for folder in folders:
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(folder, name))
+                stamps.append(f"{folder}/{name}:{st.st_mtime_ns}:{st.st_size}")
+    return hashlib.blake2b("|".join(names + stamps).encode(), digest_size=8).hexdigest()
+
+
 def _runner(kernels: TaskKernels):
     runner = _RUNNERS.get(kernels)
     if runner is None:
-        funcs = [k.py_func for k in kernels]
-        stamps = []
-        for f in funcs:
-            st = os.stat(f.__code__.co_filename)
-            stamps.append(f"{f.__module__}.{f.__qualname__}:{st.st_mtime_ns}:{st.st_size}")
-        tag = hashlib.blake2b("|".join(stamps).encode(), digest_size=8).hexdigest()
+        tag = cache_tag(kernels)
         scope = dict(_task_loop.__globals__)
         scope.update(worker_step=kernels.worker_step, route=kernels.route, server_apply=kernels.server_apply)
         loop = types.FunctionType(_task_loop.__code__, scope, f"_task_loop_{tag}")

@@ -1,16 +1,13 @@
 """Lock-free readers of eagerly updated rows: can they see a value no server held (stepped, not proxed)?
 
-Yes, today (a known defect, kept as a strict xfail so that a fix shows as XPASS and fails the
-suite until the mark is removed). The eager kernel steps the touched rows, then proxes the block;
-between the two a reader sees x - eta g, within eta alpha per entry of the value held after the
-update. Single-write kernels (docs/architecture.md, "What a lock-free reader may see") passed this
-test but cost 1.4x to 8x the two-pass kernel, so none was kept."""
+No: the eager kernel writes each row once, its final value (fast.eager_l1_apply). The kernel
+before it stepped the touched rows, then proxed the block, and between the two a reader saw
+x - eta g; `_race` runs that kernel too (a copy of its source below), to show the test fails on it."""
 
 import inspect
 import threading
 
 import numpy as np
-import pytest
 from numba import njit
 
 from asyncopt.engines import atomics
@@ -26,11 +23,11 @@ def _race(module, updates=20_000, rows=100_000):
     with_scratch = "acc" in inspect.signature(module.eager_l1_apply.py_func).parameters
 
     @njit(nogil=True)
-    def write(P, mu, n, acc, marks):
+    def write(P, mu, n, acc):
         index, values, intercept = np.full(1, P.shape[0] - 2, dtype=np.int64), np.full((1, 1), -1.0), np.zeros(1)
         for _ in range(n):
             if with_scratch:
-                apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False, acc, marks)
+                apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False, acc)
             else:  # the kernel before the single write (to show the test fails on it)
                 apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False)
 
@@ -45,22 +42,47 @@ def _race(module, updates=20_000, rows=100_000):
 
     P, mu = np.zeros((rows + 1, 1)), np.zeros((rows + 1, 1))
     acc, done = np.zeros((rows, 1)), np.ones(1, dtype=np.int64)
-    marks = np.zeros((rows >> fast.CHUNK_SHIFT) + 1, dtype=np.uint8) if with_scratch else None
-    write(P.copy(), mu, 2, acc, marks)  # compile both before the race
+    write(P.copy(), mu, 2, acc)  # compile both before the race
     read(P, rows - 1, done)
     done[0] = 0
     bad = []
     reader = threading.Thread(target=lambda: bad.append(read(P, rows - 1, done)))
     reader.start()
-    write(P, mu, updates, acc, marks)
+    write(P, mu, updates, acc)
     done[0] = 1
     reader.join()
     assert P[rows - 1, 0] == 0.75 * updates and not P[: rows - 1].any() and not acc.any()
     return bad[0]
 
 
-@pytest.mark.xfail(strict=True, reason="eager prox exposes stepped, unproxed rows (module docstring)")
 def test_concurrent_reads_of_eager_rows_only_see_values_the_server_held():
-    # the kernel steps every pair's row, then proxes the block: the stepped row is exposed for the
-    # prox pass's time (313 million of one run's reads saw 0.75 t + 1; the single-write kernel: 0)
     assert _race(fast) == 0
+
+
+class _TwoPass:
+    """The kernel before the single write: step the pairs' rows, then prox the block."""
+
+    @staticmethod
+    def _soft_threshold(v, t, positive):
+        flat = v.reshape(-1)
+        for q in range(flat.shape[0]):
+            flat[q] = fast.soft(flat[q], t, positive)
+
+    def __init__(self):
+        soft_threshold = njit(nogil=True)(self._soft_threshold)
+
+        def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept):
+            for q in range(index.shape[0]):
+                c = index[q]
+                if lo <= c < hi:
+                    for j in range(P.shape[1]):
+                        P[c, j] -= eta * values[q, j]
+            soft_threshold(P[lo:hi], thr, positive)
+
+        self.eager_l1_apply = njit(nogil=True)(eager_l1_apply)
+
+
+def test_the_race_catches_the_two_pass_kernel():
+    # the stepped row is exposed for the prox pass's time (313 million of one run's reads saw
+    # 0.75 t + 1); a reader thread on the second core sees it within the test's updates
+    assert _race(_TwoPass()) > 0

@@ -70,6 +70,9 @@ class ProxSGDAlgorithm:
         # the servers' scratch (fast.lazy_apply): each touched row's place in a lazy update, -1
         # between updates; row c is only used under the lock of the server that owns it
         self._slot = torch.full((self.problem.data.d,), -1, dtype=torch.int64)
+        # and the eager kernel's (fast.eager_l1_apply): the gradient pairs summed aside, zero between
+        # updates (torch.zeros: pages that a lazy or torch run never touches take no memory)
+        self._acc = torch.zeros(self.problem.data.d, self.problem.k, dtype=self.problem.data.dtype)
         self._lazy_state = self._make_lazy_state() if self.lazy_active else None
 
     @property
@@ -323,7 +326,7 @@ class ProxSGDAlgorithm:
             P, index, values, eta, eta * penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive,
             v["snap_mu"] if self.variance_reduction else v["Y"],  # (unused without SVRG)
             self.variance_reduction, lo, hi,
-            intercept if intercept is not None else v["values"], intercept is not None,
+            intercept if intercept is not None else v["values"], intercept is not None, self._acc.numpy(),
         )  # fmt: skip
 
     @property
@@ -381,6 +384,7 @@ class ProxSGDAlgorithm:
             problem.fit_intercept, self.step, self.eta, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
+            self._acc.numpy(),
         )  # fmt: skip
         return worker, server
 
@@ -552,7 +556,7 @@ class ProxSGDAlgorithm:
     def share_memory(self) -> None:
         for t in self.problem.data.tensors():
             t.share_memory_()
-        for t in (self._eta, self._snap_D, self._snap_mu, self._slot, *(self._lazy_state or {}).values()):
+        for t in (self._eta, self._snap_D, self._snap_mu, self._slot, self._acc, *(self._lazy_state or {}).values()):
             if t is not None:
                 t.share_memory_()
         # share_memory_ moves a storage (and frees the old one): numpy views taken before would read

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ LAZY_RATIO = 100.0  # lazy prox when a block is this many times wider than a min
 
 
 from asyncopt.errors import TrainingDiverged  # noqa: E402 (one class for both families)
+
+_SCRATCH = threading.local()  # the servers' per-thread scratch (ProxSGDAlgorithm._eager_scratch)
 
 
 @dataclasses.dataclass
@@ -70,9 +73,6 @@ class ProxSGDAlgorithm:
         # the servers' scratch (fast.lazy_apply): each touched row's place in a lazy update, -1
         # between updates; row c is only used under the lock of the server that owns it
         self._slot = torch.full((self.problem.data.d,), -1, dtype=torch.int64)
-        # and the eager kernel's (fast.eager_l1_apply): the gradient pairs summed aside, zero between
-        # updates (torch.zeros: pages that a lazy or torch run never touches take no memory)
-        self._acc = torch.zeros(self.problem.data.d, self.problem.k, dtype=self.problem.data.dtype)
         self._lazy_state = self._make_lazy_state() if self.lazy_active else None
 
     @property
@@ -96,8 +96,9 @@ class ProxSGDAlgorithm:
         """A lazy update reads and writes ~4 arrays at random per minibatch entry (~100-200 ns each,
         cache misses); an eager one sweeps its blocks (~0.5 ns a coordinate). Measured with the
         whole-task kernel (benchmarks/proxsgd_step_cost.py), news20 in 4 blocks (32.5k columns each,
-        ~150 entries a sample): batch 1 lazy 2.3x faster (sweep / entries = 216), batch 4 eager 1.3x
-        faster (54). Lazy when the sweep is over LAZY_RATIO times the batch's entries."""
+        ~150 entries a sample): batch 1 lazy 2.3x faster (sweep / entries = 216), batch 4 eager 1.4x
+        faster (54; 12.3 against 17.7 us with the single-write eager kernel). Lazy when the sweep is
+        over LAZY_RATIO times the batch's entries."""
         data = self.problem.data
         entries = self.batch_size * data.nnz / max(1, data.n)
         swept = data.d / self.problem.n_blocks if self.push == "block" else data.d  # an eager update's prox
@@ -326,7 +327,7 @@ class ProxSGDAlgorithm:
             P, index, values, eta, eta * penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive,
             v["snap_mu"] if self.variance_reduction else v["Y"],  # (unused without SVRG)
             self.variance_reduction, lo, hi,
-            intercept if intercept is not None else v["values"], intercept is not None, self._acc.numpy(),
+            intercept if intercept is not None else v["values"], intercept is not None, self._eager_scratch(),
         )  # fmt: skip
 
     @property
@@ -384,9 +385,21 @@ class ProxSGDAlgorithm:
             problem.fit_intercept, self.step, self.eta, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
-            self._acc.numpy(),
+            self._eager_scratch(),
         )  # fmt: skip
         return worker, server
+
+    def _eager_scratch(self) -> np.ndarray:
+        """The eager kernel's scratch (fast.eager_l1_apply: a block's gradient pairs summed aside, zero
+        between updates), one per thread: the worker that applies a server's update uses its own, one
+        block at a time. A block's size, not the model's: a scratch as big as the parameters doubled the
+        pass's working set over the blocks (2 MB on news20, the L2 cache), 1.7x the update."""
+        rows = int(np.diff(np.asarray(self.problem.bounds)).max())
+        k, dtype = self.problem.k, torch.empty(0, dtype=self.problem.data.dtype).numpy().dtype
+        scratch = getattr(_SCRATCH, "eager", None)
+        if scratch is None or scratch.shape[0] < rows or scratch.shape[1] != k or scratch.dtype != dtype:
+            scratch = _SCRATCH.eager = np.zeros((rows, k), dtype=dtype)
+        return scratch
 
     def task_failed(self, status: int) -> None:
         """fast.STEP_NOT_FINITE: a worker's margins were not finite."""
@@ -556,7 +569,7 @@ class ProxSGDAlgorithm:
     def share_memory(self) -> None:
         for t in self.problem.data.tensors():
             t.share_memory_()
-        for t in (self._eta, self._snap_D, self._snap_mu, self._slot, self._acc, *(self._lazy_state or {}).values()):
+        for t in (self._eta, self._snap_D, self._snap_mu, self._slot, *(self._lazy_state or {}).values()):
             if t is not None:
                 t.share_memory_()
         # share_memory_ moves a storage (and frees the old one): numpy views taken before would read

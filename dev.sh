@@ -9,12 +9,14 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# extras to install (CI adds ray: ASYNCOPT_EXTRAS=test,plot,ray)
+extras=${ASYNCOPT_EXTRAS:-test,plot}
 stamp=.venv/.asyncopt-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$extras" ]; then
   # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0
-  .venv/bin/python -m pip install -q -e ".[test,plot]"
-  touch "$stamp"
+  .venv/bin/python -m pip install -q -e ".[$extras]"
+  echo "$extras" > "$stamp"
 fi
 cmd=${1:-demo}; shift || true
 case "$cmd" in

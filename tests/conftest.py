@@ -26,3 +26,29 @@ def mnist():
     from asyncopt.datasets import load_mnist
 
     return load_mnist()
+
+
+@pytest.fixture(scope="session")
+def a9a():
+    require_data("a9a")
+    from asyncopt.datasets import load_a9a
+
+    return load_a9a()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every test that needs it, bound to loopback (skipped, or failing with
+    ASYNCOPT_REQUIRE_RAY=1 as in CI, when Ray is not installed)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on 127.0.0.1 only
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get("ASYNCOPT_REQUIRE_RAY") == "1":
+            pytest.fail("Ray is not installed (ASYNCOPT_REQUIRE_RAY=1): pip install 'asyncopt[ray]'")
+        pytest.skip("Ray is not installed: pip install 'asyncopt[ray]'")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=True)
+    yield ray
+    ray.shutdown()

@@ -9,7 +9,6 @@ from sklearn.linear_model import LogisticRegression
 
 from asyncopt import ProxSGDClassifier, ProxSGDRegressor
 from asyncopt.proxsgd.prox import make_penalty
-from tests.conftest import require_data
 
 
 def l1_logistic_objective(X, y, coef, alpha):
@@ -19,14 +18,6 @@ def l1_logistic_objective(X, y, coef, alpha):
 
 # liblinear at tol 1e-8 (benchmarks/proxsgd_optima.py -> benchmarks/results/proxsgd_optima.json)
 OPTIMA = {"a9a/alpha=0.0001": 0.32689896196913715}
-
-
-@pytest.fixture(scope="module")
-def a9a():
-    require_data("a9a")
-    from asyncopt.datasets import load_a9a
-
-    return load_a9a()
 
 
 def test_a9a_l1_logistic_reaches_liblinear_optimum_within_1e_3(a9a):

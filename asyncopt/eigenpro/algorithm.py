@@ -8,7 +8,7 @@ import math
 import torch
 
 from asyncopt.eigenpro.preconditioner import Preconditioner
-from asyncopt.eigenpro.step import KernelProblem, Update, apply_update, eigenpro_step
+from asyncopt.eigenpro.step import KernelProblem, Update, apply_update, eigenpro_step, split_update
 from asyncopt.errors import TrainingDiverged
 
 
@@ -18,6 +18,7 @@ class EigenProAlgorithm:
     precond: Preconditioner
     eta: float  # step size for a full batch of the schedule's batch size
     budget_bytes: int
+    n_servers: int = 1  # row shards of alpha, for engines that place parameter servers (Ray)
 
     passthrough_errors = (TrainingDiverged,)  # a diverging worker's error reaches fit as itself
 
@@ -35,6 +36,23 @@ class EigenProAlgorithm:
 
     def apply(self, params: torch.Tensor, update: Update, staleness: int = 0) -> None:
         apply_update(params, update, self.precond.indices)
+
+    # -- parameter servers: row shards of alpha, each applying the additive rule to its rows -------
+    @property
+    def n_locks(self) -> int:
+        return len(self._bounds()) - 1
+
+    def _bounds(self) -> list[int]:
+        n, S = self.problem.n, max(1, min(self.n_servers, self.problem.n))
+        return [n * j // S for j in range(S + 1)]
+
+    def server_rows(self, server: int) -> tuple[int, int]:
+        bounds = self._bounds()
+        return bounds[server], bounds[server + 1]
+
+    def server_parts(self, update: Update) -> list:
+        """(server, part) pairs: the batch and subsample rows of each shard (step.split_update)."""
+        return split_update(update, self.precond.indices, self._bounds())
 
     def check(self, update: Update, step: int, samples: int) -> None:
         if not math.isfinite(update.residual_sq_sum):
@@ -56,7 +74,9 @@ class EigenProAlgorithm:
             options=options,
         )
         new_pre = dataclasses.replace(pre, indices=move(pre.indices), V=move(pre.V), D=move(pre.D))
-        return EigenProAlgorithm(KernelProblem(new_data, move(self.problem.Y)), new_pre, self.eta, self.budget_bytes)
+        return EigenProAlgorithm(
+            KernelProblem(new_data, move(self.problem.Y)), new_pre, self.eta, self.budget_bytes, self.n_servers
+        )
 
     def update_to(self, update: Update, device) -> Update:
         if update.rows.device == torch.device(device):

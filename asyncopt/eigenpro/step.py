@@ -55,7 +55,35 @@ def eigenpro_step(
     )
 
 
-def apply_update(alpha: torch.Tensor, update: Update, subsample: torch.Tensor) -> None:
-    """Add an update into alpha in place (index_add_ accumulates rows that repeat)."""
+@dataclasses.dataclass
+class RowsDelta:
+    """The part of an update for one row shard of alpha: deltas added to `rows` (which may repeat)."""
+
+    rows: torch.Tensor  # (r,)
+    delta: torch.Tensor  # (r, c)
+
+
+def split_update(update: Update, subsample: torch.Tensor, bounds: list[int]) -> list[tuple[int, RowsDelta]]:
+    """(shard, part) pairs of `update` over the row shards [bounds[j], bounds[j + 1]): the batch rows
+    and the Nystrom subsample rows each shard owns (shards owning none get no part)."""
+    rows = torch.cat([update.rows.to(subsample.device), subsample])
+    delta = torch.cat([update.rows_delta, update.subsample_delta])
+    if len(bounds) == 2:
+        return [(0, RowsDelta(rows, delta))]
+    owner = torch.bucketize(rows, torch.as_tensor(bounds[1:-1], device=rows.device), right=True)
+    parts = []
+    for j in range(len(bounds) - 1):
+        mine = owner == j
+        if bool(mine.any()):
+            parts.append((j, RowsDelta(rows[mine], delta[mine])))
+    return parts
+
+
+def apply_update(alpha: torch.Tensor, update: Update | RowsDelta, subsample: torch.Tensor) -> None:
+    """Add an update (or one shard's part of it) into alpha in place (index_add_ accumulates rows
+    that repeat)."""
+    if isinstance(update, RowsDelta):
+        alpha.index_add_(0, update.rows, update.delta)
+        return
     alpha.index_add_(0, update.rows, update.rows_delta)
     alpha.index_add_(0, subsample, update.subsample_delta)

@@ -27,8 +27,12 @@ def make_engine(
     synchronous: bool = False,
     devices=None,
     servers_in_workers: bool = False,
+    ray_address: str | None = None,
+    resources_per_worker: dict | None = None,
+    task_samples: int | None = None,
 ):
-    """The engine for an estimator's `backend` parameter."""
+    """The engine for an estimator's `backend` parameter (`task_samples`: Ray's task size, None for
+    one batch a task)."""
     if backend == "serial":
         return SerialEngine(max_delay=max_delay, delay=delay, inconsistent_reads=inconsistent_reads)
     if backend in ("threads", "processes"):
@@ -40,4 +44,17 @@ def make_engine(
             devices=list(devices) if devices is not None else None,
             servers_in_workers=servers_in_workers,
         )
-    raise ValueError(f"backend={backend!r} must be 'serial', 'threads' or 'processes'")
+    if backend == "ray":
+        if synchronous or devices is not None:
+            raise ValueError("backend='ray' runs asynchronous workers: synchronous=True and devices= are for 'threads'")
+        from asyncopt.engines.ray_engine import RayEngine, import_ray
+
+        import_ray()  # (says how to install it before any setup)
+        return RayEngine(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            ray_address=ray_address,
+            resources_per_worker=resources_per_worker,
+            task_samples=task_samples,
+        )
+    raise ValueError(f"backend={backend!r} must be 'serial', 'threads', 'processes' or 'ray'")

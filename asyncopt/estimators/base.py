@@ -37,6 +37,8 @@ RESUME_FREE = frozenset(
         "val_target",
         "backend",
         "devices",
+        "ray_address",
+        "resources_per_worker",
     }
 )
 
@@ -74,7 +76,9 @@ class AsyncEstimator(BaseEstimator):
     """Base of the four estimators (each declares its own parameters, as scikit-learn requires)."""
 
     _shared_constraints: dict = {
-        "backend": [StrOptions({"serial", "threads", "processes"})],
+        "backend": [StrOptions({"serial", "threads", "processes", "ray"})],
+        "ray_address": [str, None],
+        "resources_per_worker": [dict, None],
         "n_workers": [Interval(Integral, 1, None, closed="left")],
         "threads_per_worker": [Interval(Integral, 1, None, closed="left"), None],
         "max_delay": [Interval(Integral, 0, None, closed="left")],

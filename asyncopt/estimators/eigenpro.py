@@ -86,6 +86,7 @@ class _EigenProBase(AsyncEstimator):
         "memory_gb": [Interval(Real, 0, None, closed="neither")],
         "evals_per_epoch": [Interval(Integral, 1, None, closed="left")],
         "devices": [list, tuple, None],
+        "n_servers": [Interval(Integral, 1, None, closed="left")],
         "val_target": [Real, None],
     }
 
@@ -115,6 +116,9 @@ class _EigenProBase(AsyncEstimator):
         inconsistent_reads=False,
         synchronous=False,
         devices=None,
+        n_servers=1,
+        ray_address=None,
+        resources_per_worker=None,
         val_target=None,
         checkpoint_dir=None,
         checkpoint_every=60.0,
@@ -142,6 +146,9 @@ class _EigenProBase(AsyncEstimator):
         self.inconsistent_reads = inconsistent_reads
         self.synchronous = synchronous
         self.devices = devices
+        self.n_servers = n_servers
+        self.ray_address = ray_address
+        self.resources_per_worker = resources_per_worker
         self.val_target = val_target
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
@@ -225,6 +232,7 @@ class _EigenProBase(AsyncEstimator):
             epochs=float(self.epochs),
             evals_per_epoch=self.evals_per_epoch,
             time_limit=self.time_limit,
+            n_servers=self.n_servers,
         )
         derived = {"batch_size": m, "step_size": eta, "subsample_size": s, "n_components": precond.n_components}
         self._check_derived(state, derived)
@@ -241,6 +249,8 @@ class _EigenProBase(AsyncEstimator):
             self.inconsistent_reads,
             self.synchronous,
             self.devices,
+            ray_address=self.ray_address,
+            resources_per_worker=self.resources_per_worker,
         )
         try:
             with self._interruptible(checkpointing):

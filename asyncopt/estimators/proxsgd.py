@@ -67,7 +67,7 @@ class _ProxSGDBase(AsyncEstimator):
         "nonconvex_strength": [Interval(Real, 0, None, closed="left")],
         "n_blocks": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "push": [StrOptions({"block", "full"})],
-        "backend": [StrOptions({"serial", "threads", "processes"})],
+        "backend": [StrOptions({"serial", "threads", "processes", "ray"})],
         "n_workers": [Interval(Integral, 1, None, closed="left")],
         "threads_per_worker": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -121,6 +121,8 @@ class _ProxSGDBase(AsyncEstimator):
         inconsistent_reads=False,
         delay_adaptive="auto",
         synchronous=False,
+        ray_address=None,
+        resources_per_worker=None,
         fit_intercept=True,
         dtype="float64",
         device="cpu",
@@ -157,6 +159,8 @@ class _ProxSGDBase(AsyncEstimator):
         self.inconsistent_reads = inconsistent_reads
         self.delay_adaptive = delay_adaptive
         self.synchronous = synchronous
+        self.ray_address = ray_address
+        self.resources_per_worker = resources_per_worker
         self.fit_intercept = fit_intercept
         self.dtype = dtype
         self.device = device
@@ -194,6 +198,7 @@ class _ProxSGDBase(AsyncEstimator):
         device = torch.device(self.device)
         data = LinearData.from_array(X, Y, dtype=dtype, device=device)
         parallel = self.backend != "serial"
+        ray = self.backend == "ray"
         workers = self.n_workers if parallel else 1
         M = min(d, workers if self.n_blocks == "auto" else self.n_blocks) if d else 1
         bounds = block_bounds(d, M, group_of_row)
@@ -230,7 +235,8 @@ class _ProxSGDBase(AsyncEstimator):
                 variance_reduction=self.variance_reduction == "svrg",
                 # just-in-time prox on sparse data, unless reads are simulated from past parameters or
                 # synchronous rounds weight the step (the algorithm checks the rest)
-                lazy="off" if self.synchronous or self.max_delay or self.inconsistent_reads else "auto",
+                # (Ray: servers in their own actors, whose rows the workers pull: no lazy counts to share)
+                lazy="off" if self.synchronous or self.max_delay or self.inconsistent_reads or ray else "auto",
             )
 
         algo = make_algorithm(adaptive)
@@ -265,6 +271,8 @@ class _ProxSGDBase(AsyncEstimator):
             self.inconsistent_reads,
             self.synchronous,
             servers_in_workers=parallel and not self.synchronous,
+            ray_address=self.ray_address,
+            resources_per_worker=self.resources_per_worker,
         )
         if parallel and (self.max_delay or self.inconsistent_reads):
             raise ValueError("max_delay and inconsistent_reads simulate delays with backend='serial' only")
@@ -499,6 +507,8 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         inconsistent_reads=False,
         delay_adaptive="auto",
         synchronous=False,
+        ray_address=None,
+        resources_per_worker=None,
         fit_intercept=True,
         dtype="float64",
         device="cpu",
@@ -536,6 +546,8 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
             inconsistent_reads=inconsistent_reads,
             delay_adaptive=delay_adaptive,
             synchronous=synchronous,
+            ray_address=ray_address,
+            resources_per_worker=resources_per_worker,
             fit_intercept=fit_intercept,
             dtype=dtype,
             device=device,

@@ -16,6 +16,7 @@ one lock, whichever blocks the pushes are for.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 
@@ -394,12 +395,16 @@ class ProxSGDAlgorithm:
         between updates), one per thread: the worker that applies a server's update uses its own, one
         block at a time. A block's size, not the model's: a scratch as big as the parameters doubled the
         pass's working set over the blocks (2 MB on news20, the L2 cache), 1.7x the update."""
-        rows = int(np.diff(np.asarray(self.problem.bounds)).max())
-        k, dtype = self.problem.k, torch.empty(0, dtype=self.problem.data.dtype).numpy().dtype
         scratch = getattr(_SCRATCH, "eager", None)
-        if scratch is None or scratch.shape[0] < rows or scratch.shape[1] != k or scratch.dtype != dtype:
-            scratch = _SCRATCH.eager = np.zeros((rows, k), dtype=dtype)
+        shape, dtype = self._scratch_layout
+        if scratch is None or scratch.shape[0] < shape[0] or scratch.shape[1] != shape[1] or scratch.dtype != dtype:
+            scratch = _SCRATCH.eager = np.zeros(shape, dtype=dtype)
         return scratch
+
+    @functools.cached_property
+    def _scratch_layout(self) -> tuple[tuple[int, int], np.dtype]:
+        rows = int(np.diff(np.asarray(self.problem.bounds)).max())
+        return (rows, self.problem.k), torch.empty(0, dtype=self.problem.data.dtype).numpy().dtype
 
     def task_failed(self, status: int) -> None:
         """fast.STEP_NOT_FINITE: a worker's margins were not finite."""

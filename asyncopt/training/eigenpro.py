@@ -48,6 +48,7 @@ class EigenProSettings:
     evals_per_epoch: int = 1
     time_limit: float | None = None
     monitor_size: int = 1000
+    n_servers: int = 1  # row shards of alpha (parameter servers, where the engine places them: Ray)
 
 
 def run_eigenpro(
@@ -68,7 +69,7 @@ def run_eigenpro(
     """Train alpha from zero, or continue `resume`, with `engine` (serial by default); returns
     (alpha, history, telemetry). With `checkpointing` the engine saves the state at drained points."""
     n = problem.n
-    algo = EigenProAlgorithm(problem, precond, settings.eta, budget_bytes)
+    algo = EigenProAlgorithm(problem, precond, settings.eta, budget_bytes, settings.n_servers)
     device = problem.Y.device
     alpha = None
     if resume is not None:

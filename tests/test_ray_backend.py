@@ -1,0 +1,88 @@
+"""backend="ray": parameter servers and workers as Ray actors (engines/ray_engine.py), on a local Ray
+bound to loopback (one session for the module: conftest.ray_session)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from asyncopt import EigenProClassifier, ProxSGDClassifier
+
+RAY = dict(backend="ray", n_workers=2, threads_per_worker=1)
+
+
+def test_proxsgd_on_ray_agrees_with_serial_on_small_sparse_data(ray_session):
+    rng = np.random.default_rng(0)
+    X = sp.random(600, 50, density=0.1, random_state=0, format="csr")
+    w = rng.normal(size=50) * (rng.random(50) < 0.3)
+    y = np.where(X @ w + 0.05 * rng.normal(size=600) > 0, 1, 0)
+    common = dict(penalty="l1", alpha=1e-3, max_epochs=20, tol=None, n_blocks=2, random_state=0)
+    serial = ProxSGDClassifier(**common).fit(X, y)
+    on_ray = ProxSGDClassifier(**RAY, **common).fit(X, y)
+    assert abs(on_ray.history_[-1]["objective"] - serial.history_[-1]["objective"]) < 0.02
+    t = on_ray.telemetry_
+    assert t["updates"] == serial.telemetry_["updates"]
+    # every update reaches its block's server and the intercept server: the clocks count them
+    assert sum(t["server_updates"][:2]) == t["updates"] and t["server_updates"][2] == t["updates"]
+
+
+def test_proxsgd_on_ray_matches_processes_on_a9a(ray_session, a9a):
+    X, y, X_test, y_test = a9a
+    common = dict(
+        penalty="l1", alpha=1e-4, fit_intercept=False, max_epochs=15, evals_per_epoch=2, tol=None, random_state=0
+    )
+    procs = ProxSGDClassifier(backend="processes", n_workers=2, threads_per_worker=1, **common).fit(X, y)
+    on_ray = ProxSGDClassifier(**RAY, **common).fit(X, y)
+    f_procs, f_ray = procs.history_[-1]["objective"], on_ray.history_[-1]["objective"]
+    assert abs(f_ray - f_procs) / f_procs < 3e-3
+    assert abs(on_ray.score(X_test, y_test) - procs.score(X_test, y_test)) < 0.01
+    assert on_ray.telemetry_["staleness"]["max"] >= 1  # asynchronous: servers counted others' updates
+
+
+def test_eigenpro_on_ray_matches_serial_on_mnist_10k(ray_session, mnist):
+    X, y, Xt, yt = mnist
+    common = dict(bandwidth=10.0, epochs=4, random_state=0)
+    serial = EigenProClassifier(**common).fit(X[:10_000], y[:10_000]).score(Xt[:5000], yt[:5000])
+    clf = EigenProClassifier(**RAY, n_servers=2, **common).fit(X[:10_000], y[:10_000])
+    assert clf.history_[-1]["train_mse"] < 0.02
+    assert clf.score(X[:10_000], y[:10_000]) >= 0.999
+    assert abs(clf.score(Xt[:5000], yt[:5000]) - serial) <= 0.005
+    assert clf.telemetry_["updates"] == clf.history_[-1]["steps"]
+    assert len(clf.telemetry_["server_updates"]) == 2
+
+
+def test_a_retried_push_is_applied_once(ray_session):
+    """A server applies a worker's push once: the same (worker, sequence number) again is a no-op."""
+    import torch
+
+    from asyncopt.eigenpro.step import RowsDelta
+    from asyncopt.engines.ray_engine import ServerActor
+
+    class Additive:
+        def init_params(self):
+            return torch.zeros(4, 1)
+
+        def apply(self, params, part, staleness):
+            params.index_add_(0, part.rows, part.delta)
+
+    server = ray_session.remote(ServerActor).remote(Additive(), 0, 0, 4, np.zeros((4, 1), np.float32), 0, {})
+    part = RowsDelta(torch.tensor([1]), torch.ones(1, 1))
+    first = ray_session.get(server.push.remote(7, 1, [(part, 0)]))
+    retry = ray_session.get(server.push.remote(7, 1, [(part, 0)]))
+    clock, rows = ray_session.get(server.pull.remote())
+    assert first == [0] and retry is None and clock == 1 and rows[1, 0] == 1.0
+    ray_session.kill(server)
+
+
+def test_ray_without_ray_installed_says_how_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ImportError, match=r"pip install 'asyncopt\[ray\]'"):
+        ProxSGDClassifier(backend="ray").fit(np.eye(4), [0, 1, 0, 1])

@@ -36,6 +36,12 @@ def a9a():
     return load_a9a()
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests that use Ray run last: one Ray session for all of them, and no test runs in a
+    process where Ray's threads are up (a scipy check aborted under them once)."""
+    items.sort(key=lambda item: "ray_session" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for every test that needs it, bound to loopback (skipped, or failing with

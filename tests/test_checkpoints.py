@@ -274,12 +274,10 @@ def test_a_checkpoint_holds_no_pickle(proxsgd_checkpoint, monkeypatch):
     assert state.samples == 2 * X.shape[0]
 
 
-@pytest.mark.parametrize("backend", ["threads", "processes", "ray"])
-def test_a_diverging_worker_raises_training_diverged_itself(backend, request):
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_a_diverging_worker_raises_training_diverged_itself(backend):
     from asyncopt import TrainingDiverged
 
-    if backend == "ray":
-        request.getfixturevalue("ray_session")
     rng = np.random.default_rng(0)
     X = sp.random(3000, 50, density=0.2, random_state=0, format="csr") * 100
     y = rng.integers(0, 2, 3000)

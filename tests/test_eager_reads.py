@@ -8,6 +8,7 @@ import inspect
 import threading
 
 import numpy as np
+import pytest
 from numba import njit
 
 from asyncopt.engines import atomics
@@ -86,3 +87,13 @@ def test_the_race_catches_the_two_pass_kernel():
     # the stepped row is exposed for the prox pass's time (313 million of one run's reads saw
     # 0.75 t + 1); a reader thread on the second core sees it within the test's updates
     assert _race(_TwoPass()) > 0
+
+
+def test_a_scratch_smaller_than_the_block_is_refused_not_overrun():
+    # (numba checks no bounds: a push="full" apply once ran on a block-sized scratch and corrupted the heap)
+    P, mu = np.zeros((11, 1)), np.zeros((11, 1))
+    index, values, intercept = np.array([9]), np.ones((1, 1)), np.zeros(1)
+    with pytest.raises(ValueError, match="scratch"):
+        fast.eager_l1_apply(P, index, values, 0.1, 0.0, False, mu, False, 0, 10, intercept, False, np.zeros((5, 1)))
+    fast.eager_l1_apply(P, index, values, 0.1, 0.0, False, mu, False, 0, 10, intercept, False, np.zeros((10, 1)))
+    assert P[9, 0] == -0.1

@@ -27,9 +27,12 @@ def test_proxsgd_on_ray_agrees_with_serial_on_small_sparse_data(ray_session):
 
 def test_proxsgd_on_ray_matches_processes_on_a9a(ray_session, a9a):
     X, y, X_test, y_test = a9a
+    # batches of 256: a Ray task is one batch and costs ~3 ms of messages (15 epochs of a9a's batches
+    # of 32 take a minute on Ray, 3 s on processes)
     common = dict(
-        penalty="l1", alpha=1e-4, fit_intercept=False, max_epochs=15, evals_per_epoch=2, tol=None, random_state=0
-    )
+        penalty="l1", alpha=1e-4, fit_intercept=False, max_epochs=15, evals_per_epoch=2, tol=None, random_state=0,
+        batch_size=256,
+    )  # fmt: skip
     procs = ProxSGDClassifier(backend="processes", n_workers=2, threads_per_worker=1, **common).fit(X, y)
     on_ray = ProxSGDClassifier(**RAY, **common).fit(X, y)
     f_procs, f_ray = procs.history_[-1]["objective"], on_ray.history_[-1]["objective"]
@@ -50,12 +53,18 @@ def test_eigenpro_on_ray_matches_serial_on_mnist_10k(ray_session, mnist):
     assert len(clf.telemetry_["server_updates"]) == 2
 
 
+def test_a_diverging_ray_worker_raises_training_diverged_itself(ray_session):
+    from test_checkpoints import test_a_diverging_worker_raises_training_diverged_itself as diverging
+
+    diverging("ray")  # (the threads and processes cases: tests/test_checkpoints.py)
+
+
 def test_a_retried_push_is_applied_once(ray_session):
     """A server applies a worker's push once: the same (worker, sequence number) again is a no-op."""
     import torch
 
     from asyncopt.eigenpro.step import RowsDelta
-    from asyncopt.engines.ray_engine import ServerActor
+    from asyncopt.engines.ray_actors import ServerActor
 
     class Additive:
         def init_params(self):
@@ -64,12 +73,17 @@ def test_a_retried_push_is_applied_once(ray_session):
         def apply(self, params, part, staleness):
             params.index_add_(0, part.rows, part.delta)
 
-    server = ray_session.remote(ServerActor).remote(Additive(), 0, 0, 4, np.zeros((4, 1), np.float32), 0, {})
+    server = ray_session.remote(ServerActor).remote(Additive(), 0, 0, 4, np.zeros((4, 1), np.float32), 0, None)
     part = RowsDelta(torch.tensor([1]), torch.ones(1, 1))
     first = ray_session.get(server.push.remote(7, 1, [(part, 0)]))
-    retry = ray_session.get(server.push.remote(7, 1, [(part, 0)]))
+    retry = ray_session.get(server.push.remote(7, 1, [(part, 0)]))  # the same push again: answered, not applied
+    later = ray_session.get(server.push.remote(7, 3, [(part, 0), (part, 0)]))  # out of order: applied
+    again = ray_session.get(server.push.remote(7, 3, [(part, 0), (part, 0)]))
     clock, rows = ray_session.get(server.pull.remote())
-    assert first == [0] and retry is None and clock == 1 and rows[1, 0] == 1.0
+    assert first == ([0], False) and retry == ([0], True)
+    assert later == ([1, 2], False) and again == ([1, 2], True)
+    assert clock == 3 and rows[1, 0] == 3.0
+    assert ray_session.get(server.state.remote())["refused"] == 2
     ray_session.kill(server)
 
 

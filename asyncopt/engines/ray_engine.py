@@ -1,25 +1,23 @@
-"""Ray: parameter servers and workers as Ray Core actors, the coordinator in the caller's process.
+"""Ray: parameter servers and workers as Ray Core actors (ray_actors.py), the coordinator here, in
+the caller's process.
 
-- A server actor (`ServerActor`) owns rows [lo, hi) of the parameter store (`algo.server_rows(b)`,
-  one actor per server the algorithm declares: AsyB-ProxSGD's blocks and its intercept server,
-  AsyncEigenPro's row shards). It applies the algorithm's rule (`algo.apply`) to the parts
-  addressed to it, one push at a time (an actor runs one call at a time: a server's updates are
-  serialized as its inbox would serialize them), and counts them (its clock). It answers pulls
-  with its rows and its clock.
-- A worker actor (`WorkerActor`) takes a task of batches: it pulls every server's rows (one
-  message each, in parallel), computes each batch's update from what it pulled (the algorithm's
-  pure `compute`), splits the updates by server (`algo.server_parts`) and pushes one message per
-  server carrying all of the task's parts. A Ray call costs about a millisecond, so a message must
-  carry real work: ProxSGD tasks are of many batches, EigenPro's of one (a batch is ~100 ms).
-- Staleness is counted by the servers' clocks: an update's staleness is the number of updates its
-  server applied between the worker's pull and this update (the worker's own earlier updates of
-  the same task included: it reads the pulled rows, not its own updates).
-- Each push carries (worker, sequence number); a server applies a worker's push at most once (a
-  push Ray retries is answered from the ledger, not applied again).
-- The coordinator hands out tasks (at most `tasks_in_flight` per worker), drains them at
-  evaluation points, pulls the parameters for the monitor and the checkpoints, and sends the
-  rule's state (`algo.state_dict()`: the step schedule, the SVRG anchor) to every actor after each
-  evaluation point, where it may change.
+- One server actor per server the algorithm declares (`algo.n_locks`, `algo.server_rows(b)`):
+  AsyB-ProxSGD's block servers and its intercept server, AsyncEigenPro's `n_servers` row shards.
+- Worker actors (`resources_per_worker`) run tasks: pull, compute, push (ray_actors.WorkerActor).
+  A task is one batch by default (`task_samples` makes larger ones): a Ray call costs about a
+  millisecond, so a batch must carry milliseconds of compute.
+- Staleness is counted by the servers' clocks: the number of updates a server applied between
+  the worker's pull and this update.
+- The coordinator hands out tasks (`tasks_in_flight` per worker), drains them at evaluation points,
+  pulls the parameters for the monitor and checkpoints, and sends the rule's state
+  (`algo.state_dict()`: step schedule, SVRG anchor) to every actor after each evaluation point.
+- Failures. Every task carries (origin, sequence number); servers apply a push once (their ledger).
+  A dead worker actor is replaced, and its tasks in flight are reissued with their numbers, so a
+  server that applied part of a task before the death does not apply it again. A dead server
+  actor is restarted from the coordinator's copy of the latest drained point (an evaluation point
+  or checkpoint: the state a checkpoint file holds), and the updates it acknowledged since then are
+  counted as lost. Deaths and losses are recorded in `telemetry_["failures"]`; more than
+  `max_failures` of them stop the run with WorkerFailed.
 
 The read-only data reaches the actors once, inside the algorithm put in Ray's object store
 (`ray.put`), never per step. Ray is an optional dependency (`pip install asyncopt[ray]`).
@@ -30,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import uuid
 
 import numpy as np
 import torch
@@ -43,17 +42,10 @@ from asyncopt.engines.base import (
     TrainingInterrupted,
     WorkerFailed,
 )
+from asyncopt.engines.ray_actors import ServerActor, WorkerActor, write_rows
 from asyncopt.engines.telemetry import Telemetry
 
-TASKS_PER_WORKER = 4  # tasks per worker between two evaluation points, at least
-
-
-def _write_rows(params: torch.Tensor, lo: int, hi: int, rows: np.ndarray) -> None:
-    """params[lo:hi] = rows (a pulled array, read-only when Ray maps it from the object store)."""
-    if params.device.type == "cpu":
-        params[lo:hi].numpy()[...] = rows
-    else:
-        params[lo:hi] = torch.from_numpy(np.array(rows)).to(params.device)
+TASKS_PER_WORKER = 4  # tasks per worker between two evaluation points, at least (with task_samples)
 
 
 def import_ray():
@@ -73,91 +65,16 @@ def ensure_ray(address: str | None):
     return ray
 
 
-class ServerActor:
-    """Rows [lo, hi) of the parameter store, the rule that updates them, their clock and ledger."""
-
-    def __init__(self, algo, index: int, lo: int, hi: int, rows: np.ndarray, clock: int, ledger: dict):
-        torch.set_num_threads(1)
-        self.algo, self.index, self.lo, self.hi = algo, index, lo, hi
-        self.params = algo.init_params()  # (rows outside lo..hi stay untouched zero pages)
-        _write_rows(self.params, lo, hi, rows)
-        self.clock = int(clock)
-        self.ledger = {int(w): int(s) for w, s in ledger.items()}  # worker -> last sequence number applied
-
-    def pull(self) -> tuple[int, np.ndarray]:
-        return self.clock, self.params[self.lo : self.hi].numpy().copy()
-
-    def push(self, worker: int, seq: int, parts: list) -> list[int] | None:
-        """Apply `parts` ((part, clock the worker read)) in order; their stalenesses, or None for a
-        push this server already applied (a retry)."""
-        if seq <= self.ledger.get(worker, -1):
-            return None
-        stalenesses = []
-        for part, seen in parts:
-            staleness = self.clock - seen
-            self.algo.apply(self.params, part, staleness)
-            self.clock += 1
-            stalenesses.append(staleness)
-        self.ledger[worker] = seq
-        return stalenesses
-
-    def set_rule_state(self, state: dict) -> None:
-        self.algo.load_state_dict(state, self.params)
-
-    def state(self) -> dict:
-        return {"clock": self.clock, "ledger": dict(self.ledger)}
+@dataclasses.dataclass
+class _Sent:
+    slot: int  # the worker slot (telemetry's worker index)
+    task: object
+    origin: int  # the id the servers' ledgers know the pushes by (kept when the task is reissued)
+    seq: int
 
 
-class WorkerActor:
-    """A worker: pull, compute a task's batches from what it pulled, push each server's parts."""
-
-    def __init__(self, index: int, algo, servers: list, rows: list, threads: int):
-        torch.set_num_threads(threads)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        self.index, self.algo, self.servers, self.rows = index, algo, servers, rows
-        if hasattr(algo, "prepare"):  # load compiled kernels before the first task's clock
-            algo.prepare()
-        self.params = algo.init_params()
-        self.seq = 0
-
-    def ready(self) -> bool:
-        return True
-
-    def set_rule_state(self, state: dict) -> None:
-        self.algo.load_state_dict(state, self.params)
-
-    def run_task(self, task) -> tuple[list[int], int, float, float]:
-        """(stalenesses, samples, compute seconds, seconds waiting on pulls and pushes)."""
-        import ray
-
-        t0 = time.perf_counter()
-        task.rows = np.array(task.rows)  # (writable: Ray maps arrays read-only from the object store)
-        pulled = ray.get([server.pull.remote() for server in self.servers])
-        clocks = []
-        for (lo, hi), (clock, rows) in zip(self.rows, pulled, strict=True):
-            _write_rows(self.params, lo, hi, rows)
-            clocks.append(clock)
-        t1 = time.perf_counter()
-        parts: list[list] = [[] for _ in self.servers]
-        owners = []  # per update: (server, place in that server's parts) of each of its parts
-        for batch, scale, key in task.batches():
-            update = self.algo.compute(self.params, torch.as_tensor(batch), scale, key)
-            self.algo.check(update, -1, -1)
-            placed = []
-            for server, part in self.algo.server_parts(update):
-                placed.append((server, len(parts[server])))
-                parts[server].append((part, clocks[server]))
-            owners.append(placed)
-        t2 = time.perf_counter()
-        self.seq += 1
-        targets = [b for b, p in enumerate(parts) if p]
-        sent = [self.servers[b].push.remote(self.index, self.seq, parts[b]) for b in targets]
-        replies = dict(zip(targets, ray.get(sent), strict=True))
-        # an update's staleness: the most any of its servers counted (None: a retry, applied before)
-        stalenesses = [
-            max(replies[b][i] for b, i in placed) for placed in owners if all(replies[b] is not None for b, _ in placed)
-        ]
-        return stalenesses, task.n_samples, t2 - t1, (t1 - t0) + (time.perf_counter() - t2)
+class _ServerDied(Exception):
+    pass
 
 
 @dataclasses.dataclass
@@ -169,6 +86,7 @@ class RayEngine:
     task_samples: int | None = None  # samples of a task (None: one batch)
     tasks_in_flight: int = 2  # tasks queued per worker, so that none idles while the coordinator replies
     timeout: float = 300.0  # longest wait for any one task before the run is declared hung
+    max_failures: int = 10  # actor deaths the run survives; one more stops it
 
     def __post_init__(self):
         if self.n_workers < 1:
@@ -177,28 +95,37 @@ class RayEngine:
             self.threads_per_worker = max(1, (os.cpu_count() or 1) // self.n_workers)
 
     # -- actors --------------------------------------------------------------------------
-    def _start(self, algo, params: torch.Tensor, servers_state: dict | None):
-        ray = ensure_ray(self.ray_address)
-        algo_ref = ray.put(algo)  # the read-only data, once, in the object store
+    def _start(self, ray, algo, params: torch.Tensor, servers_state: dict | None) -> None:
+        self._run = uuid.uuid4().hex[:8]  # names the actors (`ray list actors`, the chaos test)
+        self._algo_ref = ray.put(algo)  # the read-only data, once, in the object store
         n = algo.n_locks
         self._rows = [algo.server_rows(b) for b in range(n)]
-        clocks = (servers_state or {}).get("clocks", [0] * n)
-        ledgers = (servers_state or {}).get("ledgers", [{}] * n)
-        server_cls = ray.remote(num_cpus=0)(ServerActor)
-        self._server_actors = [
-            server_cls.options(name=None).remote(
-                algo_ref, b, lo, hi, params[lo:hi].cpu().numpy(), clocks[b], ledgers[b]
-            )  # fmt: skip
-            for b, (lo, hi) in enumerate(self._rows)
-        ]
+        state = servers_state or {}
+        self._generation = [0] * n
+        clocks, ledgers = state.get("clocks") or [0] * n, state.get("ledgers") or [None] * n
+        self._server_actors = [self._new_server(ray, b, params, clocks[b], ledgers[b]) for b in range(n)]
+        # what a server that dies restarts from, until the first drained point
+        self._snapshot = {"params": params.detach().clone(), "servers": {"clocks": clocks, "ledgers": ledgers}}
+        self._acked_since = [0] * n
         resources = dict(self.resources_per_worker or {"num_cpus": self.threads_per_worker})
         self._check_resources(ray, resources)
-        worker_cls = ray.remote(WorkerActor).options(**resources)
-        self._workers = [
-            worker_cls.remote(i, algo_ref, self._server_actors, self._rows, self.threads_per_worker)
-            for i in range(self.n_workers)
-        ]
-        self._call(ray, [w.ready.remote() for w in self._workers], algo)
+        self._worker_cls, self._worker_resources = ray.remote(WorkerActor), resources
+        self._origin = list(range(self.n_workers))  # each slot's current actor's id
+        self._next_origin = self.n_workers
+        self._seq = {}
+        self._workers = [self._new_worker(slot) for slot in range(self.n_workers)]
+
+    def _new_server(self, ray, b: int, params: torch.Tensor, clock: int, ledger: dict | None):
+        lo, hi = self._rows[b]
+        name = f"asyncopt-{self._run}-server-{b}-{self._generation[b]}"
+        cls = ray.remote(num_cpus=0)(ServerActor).options(name=name)
+        return cls.remote(self._algo_ref, b, lo, hi, params[lo:hi].cpu().numpy(), clock, ledger)
+
+    def _new_worker(self, slot: int):
+        name = f"asyncopt-{self._run}-worker-{slot}-{self._origin[slot]}"
+        return self._worker_cls.options(name=name, **self._worker_resources).remote(
+            self._algo_ref, self._server_actors, self._rows, self.threads_per_worker
+        )
 
     def _check_resources(self, ray, resources: dict) -> None:
         """Fail now, naming the shortfall, when the cluster cannot place every worker at once (Ray
@@ -224,22 +151,112 @@ class RayEngine:
             raise WorkerFailed(f"no reply from the Ray actors for {self.timeout:.0f} s") from None
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause
+            if isinstance(cause, ray.exceptions.RayActorError):
+                raise _ServerDied() from None  # a worker's pull or push found a dead server
             if isinstance(cause, tuple(getattr(algo, "passthrough_errors", ()))):
                 cause.add_note(f"raised in worker (ray actor):\n{exc}")
                 raise cause from None
             raise WorkerFailed(f"a Ray actor raised:\n{exc}") from None
-        except ray.exceptions.RayActorError as exc:
-            raise WorkerFailed(f"a Ray actor died: {exc}") from None
+
+    # -- failures ------------------------------------------------------------------------
+    def _failed(self, telemetry: Telemetry, record: dict) -> None:
+        telemetry.failures.append(record)
+        if len(telemetry.failures) > self.max_failures:
+            raise WorkerFailed(
+                f"{len(telemetry.failures)} Ray actor failures (max_failures={self.max_failures}); the last: {record}"
+            )
+
+    def _replace_worker(self, ray, algo, slot: int, in_flight: dict, telemetry, applied: int) -> None:
+        """A new actor for `slot`, and the slot's tasks in flight reissued to it with their numbers."""
+        self._failed(telemetry, {"actor": "worker", "index": slot, "samples": applied})
+        mine = sorted((s for s in in_flight.values() if s.slot == slot), key=lambda s: (s.origin, s.seq))
+        for ref in [r for r, s in in_flight.items() if s.slot == slot]:
+            del in_flight[ref]
+        ray.kill(self._workers[slot])
+        self._origin[slot] = self._next_origin
+        self._next_origin += 1
+        self._workers[slot] = self._new_worker(slot)
+        self._call(ray, self._workers[slot].set_rule_state.remote(algo.state_dict()), algo)
+        for sent in mine:
+            self._submit(sent, in_flight)
+
+    def _restart_dead_servers(self, ray, algo, telemetry, applied: int) -> None:
+        """Servers that do not answer are restarted from the snapshot; what they acknowledged since is lost."""
+        for b, server in enumerate(self._server_actors):
+            try:
+                ray.get(server.ping.remote(), timeout=self.timeout)
+                continue
+            except ray.exceptions.RayActorError:
+                pass
+            snapshot = self._snapshot
+            self._failed(
+                telemetry,
+                {"actor": "server", "index": b, "samples": applied, "lost_updates": self._acked_since[b]},
+            )
+            self._lost[b] += self._acked_since[b]
+            self._acked_since[b] = 0
+            self._generation[b] += 1
+            state = snapshot["servers"]
+            self._server_actors[b] = self._new_server(
+                ray, b, snapshot["params"], state["clocks"][b], state["ledgers"][b]
+            )
+            self._call(ray, self._server_actors[b].set_rule_state.remote(algo.state_dict()), algo)
+            for worker in self._workers:  # (a dead worker is replaced later, with the new servers)
+                try:
+                    self._call(ray, worker.set_server.remote(b, self._server_actors[b]), algo)
+                except ray.exceptions.RayActorError:
+                    pass
+
+    def _replace_dead_workers(self, ray, algo, telemetry, applied: int) -> None:
+        """At a drained point (nothing in flight): workers that do not answer are replaced."""
+        for slot, worker in enumerate(self._workers):
+            try:
+                ray.get(worker.ready.remote(), timeout=self.timeout)
+            except ray.exceptions.RayActorError:
+                self._replace_worker(ray, algo, slot, {}, telemetry, applied)
+
+    def _drained(self, ray, algo, telemetry, applied: int, action):
+        """`action()` at a drained point, again after replacing the actors that died meanwhile."""
+        while True:
+            try:
+                return action()
+            except (ray.exceptions.RayActorError, _ServerDied):
+                self._restart_dead_servers(ray, algo, telemetry, applied)
+                self._replace_dead_workers(ray, algo, telemetry, applied)
+
+    def _take_snapshot(self, ray, algo, params: torch.Tensor) -> None:
+        """At a drained point: the parameters (just pulled) and the servers' clocks and ledgers."""
+        self._snapshot = {"params": params.detach().clone(), "servers": self._servers_state(ray, algo)}
+        self._acked_since = [0] * len(self._server_actors)
+
+    # -- messages ------------------------------------------------------------------------
+    def _submit(self, sent: _Sent, in_flight: dict) -> None:
+        in_flight[self._workers[sent.slot].run_task.remote(sent.task, sent.origin, sent.seq)] = sent
+
+    def _send(self, slot: int, task, in_flight: dict) -> None:
+        origin = self._origin[slot]
+        self._seq[origin] = seq = self._seq.get(origin, 0) + 1
+        self._submit(_Sent(slot, task, origin, seq), in_flight)
+
+    def _send_next(self, slot: int, stream: BatchStream, until: int, batch_size: int, in_flight: dict) -> None:
+        """The stream's next task (not crossing the evaluation point `until`) to `slot`, if any is left."""
+        if stream.issued < until:
+            self._send(slot, stream.next_task(until - stream.issued, self._task_batches, batch_size), in_flight)
 
     def _pull(self, ray, algo, params: torch.Tensor) -> None:
         """The servers' rows into `params` (the coordinator's copy: for the monitor and checkpoints)."""
         pulled = self._call(ray, [s.pull.remote() for s in self._server_actors], algo)
         for (lo, hi), (_, rows) in zip(self._rows, pulled, strict=True):
-            _write_rows(params, lo, hi, rows)
+            write_rows(params, lo, hi, rows)
 
     def _servers_state(self, ray, algo) -> dict:
         states = self._call(ray, [s.state.remote() for s in self._server_actors], algo)
-        return {"clocks": [s["clock"] for s in states], "ledgers": [s["ledger"] for s in states]}
+        return {
+            "clocks": [s["clock"] for s in states],
+            "ledgers": [s["ledger"] for s in states],
+            "refused": [s["refused"] for s in states],
+            "lost": list(self._lost),
+        }
 
     def _broadcast_rule_state(self, ray, algo) -> None:
         state = algo.state_dict()
@@ -270,7 +287,6 @@ class RayEngine:
         checkpointer: Checkpointer | None = None,
     ) -> tuple[torch.Tensor, Telemetry]:
         """As WorkerEngine.run: train from `params`, continuing the coordinator state `resume`."""
-        ray = import_ray()
         params = algo.init_params() if params is None else params
         stream = BatchStream(schedule, rng)
         telemetry = Telemetry(n_workers=self.n_workers)
@@ -283,62 +299,97 @@ class RayEngine:
         eval_at = schedule.evaluation_points()
         next_eval = int(np.searchsorted(eval_at, stream.issued, side="right"))
         applied = stream.issued
-        in_flight: dict = {}  # task reference -> worker
+        in_flight: dict = {}  # task reference -> _Sent
         stopping = draining = False
         batch_size = schedule.batch_size
+        ray = ensure_ray(self.ray_address)
+        servers_state = None if resume is None else resume.get("servers")
+        self._lost = list((servers_state or {}).get("lost", [0] * algo.n_locks))
         try:
             t0 = time.perf_counter()
             telemetry.setup_seconds = t0 - started if started is not None else 0.0
-            self._start(algo, params, None if resume is None else resume.get("servers"))
+            self._start(ray, algo, params, servers_state)
+            ready = lambda: self._call(ray, [w.ready.remote() for w in self._workers], algo)  # noqa: E731
+            self._drained(ray, algo, telemetry, applied, ready)  # (an actor that dies starting is replaced)
+            self._take_snapshot(ray, algo, params)
             telemetry.startup_seconds = time.perf_counter() - t0
-
-            def send(worker: int) -> None:
-                if stream.issued < eval_at[next_eval]:
-                    task = stream.next_task(eval_at[next_eval] - stream.issued, self._task_batches, batch_size)
-                    in_flight[self._workers[worker].run_task.remote(task)] = worker
-
             while next_eval < len(eval_at):
                 if not in_flight:
-                    if stopping or stream.issued == eval_at[next_eval]:
-                        if stream.issued == eval_at[next_eval]:
-                            next_eval += 1
+                    at_eval = stream.issued == eval_at[next_eval]
+
+                    def pull_and_snapshot():
                         self._pull(ray, algo, params)
+                        self._take_snapshot(ray, algo, params)
+
+                    if stopping or at_eval or (checkpointer is not None and draining):
+                        self._drained(ray, algo, telemetry, applied, pull_and_snapshot)
+                    if stopping or at_eval:
+                        if at_eval:
+                            next_eval += 1
                         if monitor(params, applied, steps) or stopping or next_eval == len(eval_at):
                             break
-                        self._broadcast_rule_state(ray, algo)  # the monitor may change the step or the anchor
+                        # the monitor may have changed the step or the anchor
+                        self._drained(ray, algo, telemetry, applied, lambda: self._broadcast_rule_state(ray, algo))
                     if checkpointer is not None:
                         draining = False
                         signum = checkpointer.stop_requested()
                         if signum is not None or checkpointer.due(applied):
-                            self._pull(ray, algo, params)
-                            checkpointer.save(params, self._coordinator_state(ray, algo, stream, steps), telemetry)
+                            coordinator = self._drained(
+                                ray,
+                                algo,
+                                telemetry,
+                                applied,
+                                lambda s=steps: self._coordinator_state(ray, algo, stream, s),
+                            )
+                            checkpointer.save(params, coordinator, telemetry)
                             if signum is not None:
                                 raise TrainingInterrupted(signum)
                     self._size_tasks(eval_at[next_eval] - stream.issued, batch_size)
                     for _ in range(self.tasks_in_flight):
-                        for worker in range(self.n_workers):
-                            send(worker)
+                        for slot in range(self.n_workers):
+                            if stream.issued < eval_at[next_eval]:
+                                task = stream.next_task(
+                                    eval_at[next_eval] - stream.issued, self._task_batches, batch_size
+                                )
+                                self._send(slot, task, in_flight)
                     continue
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.timeout)
                 if not ready:
                     raise WorkerFailed(f"no task finished on any Ray worker for {self.timeout:.0f} s")
-                worker = in_flight.pop(ready[0])
-                stalenesses, n, compute, wait = self._call(ray, ready[0], algo)
-                telemetry.record_many(worker, stalenesses, n, compute, wait)
-                applied += n
-                steps += len(stalenesses)
+                sent = in_flight.pop(ready[0])
+                try:
+                    reply = self._call(ray, ready[0], algo)
+                except ray.exceptions.RayActorError:  # the worker actor died: replace it, reissue its tasks
+                    in_flight[ready[0]] = sent
+                    self._replace_worker(ray, algo, sent.slot, in_flight, telemetry, applied)
+                    continue
+                except _ServerDied:  # a server died under this task: restart it, reissue the task
+                    self._restart_dead_servers(ray, algo, telemetry, applied)
+                    self._submit(sent, in_flight)
+                    continue
+                for b, count in reply["parts"].items():
+                    self._acked_since[b] += count
+                r = reply
+                telemetry.record_many(sent.slot, r["stalenesses"], r["samples"], r["compute"], r["idle"], r["messages"])
+                applied += reply["samples"]
+                steps += reply["updates"]
                 if progress is not None:
-                    progress.update(n)
+                    progress.update(reply["samples"])
                 if time_limit is not None and monitor.session_seconds() >= time_limit:
                     stopping = True
                 if checkpointer is not None and not draining:  # drain, then save with nothing in flight
                     draining = checkpointer.stop_requested() is not None or checkpointer.due(applied)
                 if not stopping and not draining:
-                    send(worker)
+                    self._send_next(sent.slot, stream, eval_at[next_eval], batch_size, in_flight)
             if checkpointer is not None:
-                self._pull(ray, algo, params)
-                checkpointer.save(params, self._coordinator_state(ray, algo, stream, steps), telemetry)
-            telemetry.server_updates = self._servers_state(ray, algo)["clocks"]
+                self._drained(ray, algo, telemetry, applied, lambda: self._pull(ray, algo, params))
+                coordinator = self._drained(
+                    ray, algo, telemetry, applied, lambda: self._coordinator_state(ray, algo, stream, steps)
+                )
+                checkpointer.save(params, coordinator, telemetry)
+            final = self._drained(ray, algo, telemetry, applied, lambda: self._servers_state(ray, algo))
+            telemetry.server_updates = final["clocks"]
+            telemetry.lost_updates = final["lost"]
         finally:
             self._shutdown(ray)
         return params, telemetry

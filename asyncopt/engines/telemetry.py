@@ -14,6 +14,7 @@ class WorkerStats:
     samples: int = 0
     compute_seconds: float = 0.0  # reading parameters and computing updates
     wait_seconds: float = 0.0  # waiting for a task (idle)
+    message_seconds: float = 0.0  # Ray: pulling from and pushing to the server actors
 
 
 @dataclasses.dataclass
@@ -28,6 +29,8 @@ class Telemetry:
     server_updates: list[int] = dataclasses.field(
         default_factory=list
     )  # each parameter server's clock (servers in the workers)
+    failures: list[dict] = dataclasses.field(default_factory=list)  # Ray: actors that died, and what was lost
+    lost_updates: list[int] = dataclasses.field(default_factory=list)  # Ray: per server, updates lost to restarts
 
     def __post_init__(self):
         if not self.workers:
@@ -41,8 +44,10 @@ class Telemetry:
         w.compute_seconds += compute
         w.wait_seconds += wait
 
-    def record_many(self, worker: int, stalenesses: list[int], samples: int, compute: float, wait: float) -> None:
-        """A task's updates at once: samples, compute and wait are the task's totals."""
+    def record_many(
+        self, worker: int, stalenesses: list[int], samples: int, compute: float, wait: float, messages: float = 0.0
+    ) -> None:
+        """A task's updates at once: samples, compute, wait and message seconds are the task's totals."""
         values, counts = np.unique(np.asarray(stalenesses, dtype=np.int64), return_counts=True)
         for value, count in zip(values.tolist(), counts.tolist(), strict=True):
             self.staleness[value] += count
@@ -51,6 +56,7 @@ class Telemetry:
         w.samples += samples
         w.compute_seconds += compute
         w.wait_seconds += wait
+        w.message_seconds += messages
 
     @property
     def updates(self) -> int:
@@ -78,6 +84,8 @@ class Telemetry:
         t.setup_seconds = float(saved.get("setup_seconds", 0.0))
         t.startup_seconds = float(saved.get("startup_seconds", 0.0))
         t.server_updates = [int(c) for c in saved.get("server_updates", [])]
+        t.failures = [dict(f) for f in saved.get("failures", [])]
+        t.lost_updates = [int(c) for c in saved.get("lost_updates", [])]
         return t
 
     def as_dict(self) -> dict:
@@ -90,4 +98,6 @@ class Telemetry:
             "startup_seconds": self.startup_seconds,
             "setup_seconds": self.setup_seconds,
             "server_updates": list(self.server_updates),
+            "failures": [dict(f) for f in self.failures],
+            "lost_updates": list(self.lost_updates),
         }

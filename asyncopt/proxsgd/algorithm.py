@@ -328,7 +328,7 @@ class ProxSGDAlgorithm:
             P, index, values, eta, eta * penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive,
             v["snap_mu"] if self.variance_reduction else v["Y"],  # (unused without SVRG)
             self.variance_reduction, lo, hi,
-            intercept if intercept is not None else v["values"], intercept is not None, self._eager_scratch(),
+            intercept if intercept is not None else v["values"], intercept is not None, self._eager_scratch(hi - lo),
         )  # fmt: skip
 
     @property
@@ -386,25 +386,29 @@ class ProxSGDAlgorithm:
             problem.fit_intercept, self.step, self.eta, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
-            self._eager_scratch(),
+            self._eager_scratch(self._largest_block),
         )  # fmt: skip
         return worker, server
 
-    def _eager_scratch(self) -> np.ndarray:
-        """The eager kernel's scratch (fast.eager_l1_apply: a block's gradient pairs summed aside, zero
-        between updates), one per thread: the worker that applies a server's update uses its own, one
-        block at a time. A block's size, not the model's: a scratch as big as the parameters doubled the
-        pass's working set over the blocks (2 MB on news20, the L2 cache), 1.7x the update."""
+    def _eager_scratch(self, rows: int) -> np.ndarray:
+        """The eager kernel's scratch for `rows` rows (fast.eager_l1_apply: the pairs summed aside,
+        zero between updates), one per thread: the worker that applies a server's update uses its
+        own. A block's size (a full push applied at once: the model's), not always the model's: a
+        scratch as big as the parameters doubled the pass's working set over the blocks (2 MB on
+        news20, the L2 cache), 1.7x the update."""
         scratch = getattr(_SCRATCH, "eager", None)
-        shape, dtype = self._scratch_layout
-        if scratch is None or scratch.shape[0] < shape[0] or scratch.shape[1] != shape[1] or scratch.dtype != dtype:
-            scratch = _SCRATCH.eager = np.zeros(shape, dtype=dtype)
+        k, dtype = self._scratch_layout
+        if scratch is None or scratch.shape[0] < rows or scratch.shape[1] != k or scratch.dtype != dtype:
+            scratch = _SCRATCH.eager = np.zeros((max(rows, 1), k), dtype=dtype)
         return scratch
 
     @functools.cached_property
-    def _scratch_layout(self) -> tuple[tuple[int, int], np.dtype]:
-        rows = int(np.diff(np.asarray(self.problem.bounds)).max())
-        return (rows, self.problem.k), torch.empty(0, dtype=self.problem.data.dtype).numpy().dtype
+    def _scratch_layout(self) -> tuple[int, np.dtype]:
+        return self.problem.k, torch.empty(0, dtype=self.problem.data.dtype).numpy().dtype
+
+    @property
+    def _largest_block(self) -> int:
+        return int(np.diff(np.asarray(self.problem.bounds)).max())
 
     def task_failed(self, status: int) -> None:
         """fast.STEP_NOT_FINITE: a worker's margins were not finite."""

@@ -286,6 +286,8 @@ def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, int
     applying worker's scratch, at least hi - lo rows, zero between updates: row c's sum in acc[c -
     lo]), then one pass writes soft(x - eta (acc + mu)) and the touched rows of acc are cleared."""
     k = P.shape[1]
+    if acc.shape[0] < hi - lo or acc.shape[1] != k:  # (numba does not check bounds: a small one would corrupt memory)
+        raise ValueError("eager_l1_apply: the scratch has fewer rows than the block")
     if has_intercept:
         intercept_step(P, intercept, eta, mu, has_mu)
     for q in range(index.shape[0]):

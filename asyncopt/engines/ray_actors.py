@@ -1,0 +1,175 @@
+"""The Ray actors of `backend="ray"`: parameter servers and workers (the coordinator: ray_engine.py).
+
+- `ServerActor` owns rows [lo, hi) of the parameter store (`algo.server_rows(b)`). It applies the
+  algorithm's rule (`algo.apply`) to the parts pushed to it, one push at a time (an actor runs one
+  call at a time: its pushes are serialized as a server's inbox would serialize them), and counts
+  them (its clock). Its `Ledger` records which pushes it applied, so a push sent again (a task
+  reissued after a failure, or retried by Ray) is answered, not applied a second time.
+- `WorkerActor` runs a task: pull every server's rows (one message each, in parallel), compute each
+  batch's update from what it pulled (`algo.compute`), split it by server (`algo.server_parts`),
+  push one message per server with that server's parts and the clock each was read at.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+RECENT_REPLIES = 8  # a server keeps its replies to each origin's last pushes, to answer their retries
+
+
+def write_rows(params: torch.Tensor, lo: int, hi: int, rows: np.ndarray) -> None:
+    """params[lo:hi] = rows (a pulled array, read-only when Ray maps it from the object store)."""
+    if params.device.type == "cpu":
+        params[lo:hi].numpy()[...] = rows
+    else:
+        params[lo:hi] = torch.from_numpy(np.array(rows)).to(params.device)
+
+
+class Ledger:
+    """The pushes a server applied, by origin (a worker actor's id; a reissued task keeps its
+    origin's id) and sequence number: every number up to `upto[o]`, and the ones in `above[o]`.
+    Plain ints, so it is saved with the servers' state and restored with them."""
+
+    def __init__(self, state: dict | None = None):
+        state = state or {}
+        self.upto = {int(o): int(s) for o, s in state.get("upto", {}).items()}
+        self.above = {int(o): set(map(int, s)) for o, s in state.get("above", {}).items()}
+        self.replies: dict[int, dict[int, list[int]]] = {}  # recent stalenesses, to answer a retry
+
+    def seen(self, origin: int, seq: int) -> bool:
+        return seq <= self.upto.get(origin, 0) or seq in self.above.get(origin, ())
+
+    def record(self, origin: int, seq: int, stalenesses: list[int]) -> None:
+        above = self.above.setdefault(origin, set())
+        above.add(seq)
+        upto = self.upto.get(origin, 0)
+        while upto + 1 in above:
+            upto += 1
+            above.discard(upto)
+        self.upto[origin] = upto
+        recent = self.replies.setdefault(origin, {})
+        recent[seq] = stalenesses
+        if len(recent) > RECENT_REPLIES:
+            del recent[min(recent)]
+
+    def reply(self, origin: int, seq: int) -> list[int] | None:
+        return self.replies.get(origin, {}).get(seq)
+
+    def state_dict(self) -> dict:
+        return {
+            "upto": {str(o): s for o, s in self.upto.items()},
+            "above": {str(o): sorted(s) for o, s in self.above.items() if s},
+        }
+
+
+class ServerActor:
+    """Rows [lo, hi) of the parameter store, the rule that updates them, their clock and ledger."""
+
+    def __init__(self, algo, index: int, lo: int, hi: int, rows: np.ndarray, clock: int, ledger: dict | None):
+        torch.set_num_threads(1)
+        self.algo, self.index, self.lo, self.hi = algo, index, lo, hi
+        self.params = algo.init_params()  # (rows outside lo..hi stay untouched zero pages)
+        write_rows(self.params, lo, hi, rows)
+        self.clock = int(clock)
+        self.ledger = Ledger(ledger)
+        self.refused = 0  # pushes answered from the ledger, not applied again
+
+    def ping(self) -> int:
+        return self.index
+
+    def pull(self) -> tuple[int, np.ndarray]:
+        return self.clock, self.params[self.lo : self.hi].numpy().copy()
+
+    def push(self, origin: int, seq: int, parts: list) -> tuple[list[int] | None, bool]:
+        """Apply `parts` ((part, clock the worker read)) in order: (their stalenesses, False); for a
+        push applied before, (the stalenesses it got then, or None if forgotten, True)."""
+        if self.ledger.seen(origin, seq):
+            self.refused += 1
+            return self.ledger.reply(origin, seq), True
+        stalenesses = []
+        for part, seen in parts:
+            staleness = self.clock - seen
+            self.algo.apply(self.params, part, staleness)
+            self.clock += 1
+            stalenesses.append(staleness)
+        self.ledger.record(origin, seq, stalenesses)
+        return stalenesses, False
+
+    def set_rule_state(self, state: dict) -> None:
+        self.algo.load_state_dict(state, self.params)
+
+    def state(self) -> dict:
+        return {"clock": self.clock, "ledger": self.ledger.state_dict(), "refused": self.refused}
+
+
+class WorkerActor:
+    """A worker: pull, compute a task's batches from what it pulled, push each server's parts."""
+
+    def __init__(self, algo, servers: list, rows: list, threads: int):
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        self.algo, self.servers, self.rows = algo, list(servers), rows
+        if hasattr(algo, "prepare"):  # load compiled kernels before the first task's clock
+            algo.prepare()
+        self.params = algo.init_params()
+        self.finished = None  # when the last task ended (the idle time before the next one is waiting)
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def set_rule_state(self, state: dict) -> None:
+        self.algo.load_state_dict(state, self.params)
+
+    def set_server(self, index: int, server) -> None:
+        """A restarted server's handle (the coordinator replaced a dead one)."""
+        self.servers[index] = server
+
+    def run_task(self, task, origin: int, seq: int) -> dict:
+        """Pull, compute, push the task's updates as push (origin, seq) of every server."""
+        import ray
+
+        t0 = time.perf_counter()
+        task.rows = np.array(task.rows)  # (writable: Ray maps arrays read-only from the object store)
+        pulled = ray.get([server.pull.remote() for server in self.servers])
+        clocks = []
+        for (lo, hi), (clock, rows) in zip(self.rows, pulled, strict=True):
+            write_rows(self.params, lo, hi, rows)
+            clocks.append(clock)
+        t1 = time.perf_counter()
+        parts: list[list] = [[] for _ in self.servers]
+        owners = []  # per update: (server, place in that server's parts) of each of its parts
+        for batch, scale, key in task.batches():
+            update = self.algo.compute(self.params, torch.as_tensor(batch), scale, key)
+            self.algo.check(update, -1, -1)
+            placed = []
+            for server, part in self.algo.server_parts(update):
+                placed.append((server, len(parts[server])))
+                parts[server].append((part, clocks[server]))
+            owners.append(placed)
+        t2 = time.perf_counter()
+        targets = [b for b, p in enumerate(parts) if p]
+        replies = dict(
+            zip(targets, ray.get([self.servers[b].push.remote(origin, seq, parts[b]) for b in targets]), strict=True)
+        )
+        # an update's staleness: the most any of its servers counted (unknown for a retry forgotten)
+        stalenesses = []
+        for placed in owners:
+            counted = [replies[b][0][i] for b, i in placed if replies[b][0] is not None]
+            if counted:
+                stalenesses.append(max(counted))
+        idle = 0.0 if self.finished is None else max(0.0, t0 - self.finished)
+        self.finished = time.perf_counter()
+        return {
+            "stalenesses": stalenesses,
+            "updates": len(owners),
+            "samples": task.n_samples,
+            "compute": t2 - t1,
+            "idle": idle,
+            "messages": (t1 - t0) + (self.finished - t2),
+            "parts": {b: len(parts[b]) for b in targets},  # what each server now holds of this task
+            "retried": sum(replies[b][1] for b in targets),
+        }

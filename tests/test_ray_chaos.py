@@ -1,0 +1,62 @@
+"""The chaos test: Ray actors killed during a run (engines/ray_engine.py, "Failures")."""
+
+import threading
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from asyncopt import ProxSGDClassifier
+
+
+def _kill_during_run(ray, stop: threading.Event, plan: list, killed: list) -> None:
+    """Kill, at the planned seconds after the first actors show up, a worker of the run or its
+    server `server` (by name: asyncopt-<run>-<worker|server>-<index>-<generation>)."""
+    while not stop.is_set() and not _names(ray, "-worker-"):
+        time.sleep(0.05)
+    t0 = time.perf_counter()
+    for at, kind in plan:
+        while not stop.is_set() and time.perf_counter() - t0 < at:
+            time.sleep(0.02)
+        if stop.is_set():
+            return
+        names = _names(ray, kind)
+        if names:
+            try:
+                ray.kill(ray.get_actor(names[-1]), no_restart=True)
+                killed.append(names[-1])
+            except ValueError:  # gone meanwhile
+                pass
+
+
+def _names(ray, kind: str) -> list[str]:
+    from ray.util import list_named_actors
+
+    return sorted(n for n in list_named_actors() if n.startswith("asyncopt-") and kind in n)
+
+
+def test_killed_workers_and_a_killed_server_are_replaced_and_the_run_reaches_its_objective(ray_session):
+    rng = np.random.default_rng(0)
+    X = sp.random(2000, 60, density=0.1, random_state=0, format="csr")
+    w = rng.normal(size=60) * (rng.random(60) < 0.3)
+    y = np.where(X @ w + 0.05 * rng.normal(size=2000) > 0, 1, 0)
+    common = dict(penalty="l1", alpha=1e-3, max_epochs=30, tol=None, n_blocks=2, random_state=0)
+    serial = ProxSGDClassifier(**common).fit(X, y)
+    stop, killed = threading.Event(), []
+    plan = [(1.0, "-worker-"), (2.5, "-server-0-"), (4.0, "-worker-")]
+    killer = threading.Thread(target=_kill_during_run, args=(ray_session, stop, plan, killed))
+    killer.start()
+    try:
+        est = ProxSGDClassifier(backend="ray", n_workers=2, threads_per_worker=1, evals_per_epoch=2, **common).fit(X, y)
+    finally:
+        stop.set()
+        killer.join()
+    t = est.telemetry_
+    kinds = [f["actor"] for f in t["failures"]]
+    assert len(killed) == 3, killed  # the run lasted past the last planned kill
+    assert kinds.count("worker") == 2 and kinds.count("server") == 1, t["failures"]
+    # the ledger: each update's block part and intercept part were applied once, or counted lost
+    steps = est.history_[-1]["steps"]
+    assert sum(t["server_updates"][:2]) + sum(t["lost_updates"][:2]) == steps
+    assert t["server_updates"][2] + t["lost_updates"][2] == steps
+    assert abs(est.history_[-1]["objective"] - serial.history_[-1]["objective"]) < 0.02

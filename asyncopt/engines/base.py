@@ -16,6 +16,8 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import torch
 
+from asyncopt.engines.telemetry import Telemetry
+
 
 class AsyncAlgorithm(Protocol):
     n_samples: int
@@ -273,3 +275,18 @@ class Monitor:
             return bool(self.callback(entry))
         except StopIteration:
             return True
+
+
+def begin_run(algo, schedule: Schedule, rng, monitor: Monitor, n_workers: int, params, resume: dict | None):
+    """What every engine's run starts with: the parameters (default `algo.init_params()`), the
+    batch stream, the step count and the telemetry, continued from the coordinator state `resume`
+    a checkpointer saved (stream position, steps, telemetry) when there is one."""
+    params = algo.init_params() if params is None else params
+    stream = BatchStream(schedule, rng)
+    telemetry, steps = Telemetry(n_workers=n_workers), 0
+    if resume is not None:
+        stream.load_state_dict(resume["stream"])
+        steps = int(resume["steps"])
+        telemetry = Telemetry.from_dict(resume["telemetry"], n_workers)
+    monitor.telemetry = telemetry
+    return params, stream, steps, telemetry

@@ -41,6 +41,7 @@ from asyncopt.engines.base import (
     Schedule,
     TrainingInterrupted,
     WorkerFailed,
+    begin_run,
 )
 from asyncopt.engines.ray_actors import ServerActor, WorkerActor, write_rows
 from asyncopt.engines.telemetry import Telemetry
@@ -287,15 +288,7 @@ class RayEngine:
         checkpointer: Checkpointer | None = None,
     ) -> tuple[torch.Tensor, Telemetry]:
         """As WorkerEngine.run: train from `params`, continuing the coordinator state `resume`."""
-        params = algo.init_params() if params is None else params
-        stream = BatchStream(schedule, rng)
-        telemetry = Telemetry(n_workers=self.n_workers)
-        steps = 0
-        if resume is not None:
-            stream.load_state_dict(resume["stream"])
-            steps = int(resume["steps"])
-            telemetry = Telemetry.from_dict(resume["telemetry"], self.n_workers)
-        monitor.telemetry = telemetry
+        params, stream, steps, telemetry = begin_run(algo, schedule, rng, monitor, self.n_workers, params, resume)
         eval_at = schedule.evaluation_points()
         next_eval = int(np.searchsorted(eval_at, stream.issued, side="right"))
         applied = stream.issued

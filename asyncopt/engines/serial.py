@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from asyncopt.engines.base import AsyncAlgorithm, BatchStream, Checkpointer, Monitor, Schedule, TrainingInterrupted
+from asyncopt.engines.base import AsyncAlgorithm, Checkpointer, Monitor, Schedule, TrainingInterrupted, begin_run
 from asyncopt.engines.telemetry import Telemetry
 
 
@@ -72,17 +72,10 @@ class SerialEngine:
         checkpointer saved (stream position, steps, recent differences of the delay simulator) and
         `telemetry` of the run so far. The checkpointer is asked after every step (a serial run is
         always drained) and saves once more when the run ends."""
-        params = algo.init_params() if params is None else params
-        telemetry = Telemetry(n_workers=1)
+        params, stream, steps, telemetry = begin_run(algo, schedule, rng, monitor, 1, params, resume)
         diffs: collections.deque = collections.deque(maxlen=max(self.max_delay, 1))
-        stream = BatchStream(schedule, rng)
-        steps = 0
         if resume is not None:
-            stream.load_state_dict(resume["stream"])
-            steps = int(resume["steps"])
-            telemetry = Telemetry.from_dict(resume["telemetry"], 1)
             diffs.extend(torch.as_tensor(d) for d in resume.get("delay_diffs", []))
-        monitor.telemetry = telemetry
         eval_at = schedule.evaluation_points()
         next_eval = int(np.searchsorted(eval_at, stream.issued, side="right"))
         now = time.perf_counter()

@@ -39,6 +39,7 @@ from asyncopt.engines.base import (
     Schedule,
     TrainingInterrupted,
     WorkerFailed,
+    begin_run,
 )
 from asyncopt.engines.servers import PublishingServer, ServerGroup
 from asyncopt.engines.telemetry import Telemetry
@@ -137,15 +138,7 @@ class WorkerEngine:
         `resume` a checkpointer saved. A due checkpoint (or a stop request) makes the coordinator
         stop handing out tasks; once the in-flight ones are applied it saves (and for a stop,
         shuts the workers down and raises TrainingInterrupted)."""
-        params = algo.init_params() if params is None else params
-        stream = BatchStream(schedule, rng)
-        telemetry = Telemetry(n_workers=self.n_workers)
-        steps = 0
-        if resume is not None:
-            stream.load_state_dict(resume["stream"])
-            steps = int(resume["steps"])
-            telemetry = Telemetry.from_dict(resume["telemetry"], self.n_workers)
-        monitor.telemetry = telemetry
+        params, stream, steps, telemetry = begin_run(algo, schedule, rng, monitor, self.n_workers, params, resume)
         eval_at = schedule.evaluation_points()
         round_batch = schedule.batch_size * (self.n_workers if self.synchronous else 1)
         # compiled tasks: a round of batches goes to every worker at once and splits itself (atomics.py)

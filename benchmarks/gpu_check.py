@@ -64,7 +64,9 @@ def run_proxsgd(device: str, rows: list) -> None:
 
     X, y, Xt, yt = load_a9a()
     for name, params in [("serial", {}), ("threads x2", dict(backend="threads", n_workers=2, threads_per_worker=1))]:
-        est = ProxSGDClassifier(penalty="l1", alpha=1e-4, max_epochs=5, tol=None, random_state=0, device=device, **params)
+        est = ProxSGDClassifier(
+            penalty="l1", alpha=1e-4, max_epochs=5, tol=None, random_state=0, device=device, **params
+        )
         t0 = time.perf_counter()
         est.fit(X, y)
         wall = time.perf_counter() - t0

@@ -454,3 +454,40 @@ def test_a_shared_task_is_split_between_two_workers_and_each_batch_is_applied_on
     clocks = compiled.server_clocks(sync, algo.n_locks)
     assert sum(clocks[:3]) == clocks[3] == batches  # one block each, and the intercept server every time
     assert np.isfinite(params.numpy()).all() and not torch.equal(params, algo.init_params())
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_rows_read_are_the_batch_columns_and_a_step_reads_nothing_else(fit_intercept):
+    """What a Ray worker pulls: the columns its samples touch (and the intercept row), and a step
+    computed with every other row garbage is the same step."""
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+    from asyncopt.proxsgd.losses import get_loss
+
+    X = sp.random(200, 300, density=0.02, random_state=0, format="csr")
+    y = np.where(np.random.default_rng(0).random(200) > 0.5, 1.0, -1.0).reshape(-1, 1)
+    data = LinearData.from_array(X, y)
+    problem = LinearProblem(data, get_loss("logistic"), make_penalty("l1", 1e-3), NonconvexRegularizer(0.0),
+                            fit_intercept, block_bounds(300, 3))  # fmt: skip
+    algo = ProxSGDAlgorithm(problem, 8, 0.1, lazy="off")
+    algo.prepare()
+    rows = np.array([3, 17, 17, 150, 199])
+    needed = algo.rows_read(rows)
+    expected = np.unique(X[rows].indices)
+    if fit_intercept:
+        expected = np.append(expected, 300)
+    np.testing.assert_array_equal(needed, expected)
+    params = torch.as_tensor(np.random.default_rng(1).normal(size=(301, 1)))
+    if not fit_intercept:
+        params[300] = 0.0  # (row d, never updated: no server owns it, a worker keeps its zero)
+    garbage = torch.full_like(params, 1e6)
+    garbage[needed], garbage[300] = params[needed], params[300]
+    a = algo.compute(params, torch.as_tensor(rows), 1.0, 7)
+    b = algo.compute(garbage, torch.as_tensor(rows), 1.0, 7)
+    np.testing.assert_array_equal(a.index.numpy(), b.index.numpy())
+    np.testing.assert_array_equal(a.values.numpy(), b.values.numpy())
+    assert algo.rows_read(rows) is not None and ProxSGDAlgorithm(
+        LinearProblem(LinearData.from_array(X.toarray(), y), get_loss("logistic"), make_penalty("l1", 1e-3),
+                      NonconvexRegularizer(0.0), fit_intercept, block_bounds(300, 3)), 8, 0.1
+    ).rows_read(rows) is None  # fmt: skip

@@ -50,6 +50,10 @@ class EigenProAlgorithm:
         bounds = self._bounds()
         return bounds[server], bounds[server + 1]
 
+    def rows_read(self, rows) -> None:
+        """A step reads every row of alpha (K(X_B, X) alpha): a worker pulls them all."""
+        return None
+
     def server_parts(self, update: Update) -> list:
         """(server, part) pairs: the batch and subsample rows of each shard (step.split_update)."""
         return split_update(update, self.precond.indices, self._bounds())

@@ -100,6 +100,20 @@ class ServersInWorkers(AsyncAlgorithm, Protocol):
         """Raise the error a worker kernel's non-zero status stands for."""
 
 
+class PlacedServers(AsyncAlgorithm, Protocol):
+    """What an engine whose servers live apart from the workers (Ray) needs on top: the servers
+    (`n_locks`, `server_rows`, `server_parts`, as ServersInWorkers) and what a step reads."""
+
+    n_locks: int
+
+    def server_rows(self, server: int) -> tuple[int, int]: ...
+
+    def server_parts(self, update: Any) -> list[tuple[int, Any]]: ...
+
+    def rows_read(self, rows: np.ndarray) -> np.ndarray | None:
+        """The sorted parameter rows a step on samples `rows` reads (None: all): what a worker pulls."""
+
+
 class WorkerFailed(RuntimeError):
     """A worker raised; the message carries its traceback."""
 

@@ -81,8 +81,11 @@ class ServerActor:
     def ping(self) -> int:
         return self.index
 
-    def pull(self) -> tuple[int, np.ndarray]:
-        return self.clock, self.params[self.lo : self.hi].numpy().copy()
+    def pull(self, rows: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+        """The clock, and the server's rows (all, or those of `rows`, global row numbers)."""
+        if rows is None:
+            return self.clock, self.params[self.lo : self.hi].numpy().copy()
+        return self.clock, self.params.numpy()[rows]
 
     def push(self, origin: int, seq: int, parts: list) -> tuple[list[int] | None, bool]:
         """Apply `parts` ((part, clock the worker read)) in order: (their stalenesses, False); for a
@@ -134,10 +137,15 @@ class WorkerActor:
 
         t0 = time.perf_counter()
         task.rows = np.array(task.rows)  # (writable: Ray maps arrays read-only from the object store)
-        pulled = ray.get([server.pull.remote() for server in self.servers])
+        needed = self.algo.rows_read(task.rows)  # only the rows the task's steps read (None: all)
+        wanted = [None if needed is None else needed[(needed >= lo) & (needed < hi)] for lo, hi in self.rows]
+        pulled = ray.get([server.pull.remote(w) for server, w in zip(self.servers, wanted, strict=True)])
         clocks = []
-        for (lo, hi), (clock, rows) in zip(self.rows, pulled, strict=True):
-            write_rows(self.params, lo, hi, rows)
+        for (lo, hi), w, (clock, rows) in zip(self.rows, wanted, pulled, strict=True):
+            if w is None:
+                write_rows(self.params, lo, hi, rows)
+            else:
+                self.params.numpy()[w] = rows
             clocks.append(clock)
         t1 = time.perf_counter()
         parts: list[list] = [[] for _ in self.servers]

@@ -390,6 +390,24 @@ class ProxSGDAlgorithm:
         )  # fmt: skip
         return worker, server
 
+    def rows_read(self, rows: np.ndarray) -> np.ndarray | None:
+        """The parameter rows a step on the samples `rows` reads (sorted): for sparse data, the
+        columns those samples touch and the intercept row; None (all of them) for dense data, a
+        smooth regularizer (its gradient reads the whole block) or data off the CPU. What a Ray
+        worker pulls."""
+        problem = self.problem
+        if not problem.data.sparse or problem.regularizer.strength or problem.data.device.type != "cpu":
+            return None
+        v = self._numpy_views()
+        starts, stops = v["indptr"][rows], v["indptr"][rows + 1]
+        lengths = stops - starts
+        # the entries of the samples' CSR rows, gathered without a Python loop
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        needed = np.unique(v["indices"][offsets])
+        if problem.fit_intercept:
+            needed = np.append(needed, problem.data.d)
+        return needed
+
     def _eager_scratch(self, rows: int) -> np.ndarray:
         """The eager kernel's scratch for `rows` rows (fast.eager_l1_apply: the pairs summed aside,
         zero between updates), one per thread: the worker that applies a server's update uses its

@@ -139,6 +139,9 @@ class WorkerActor:
         task.rows = np.array(task.rows)  # (writable: Ray maps arrays read-only from the object store)
         needed = self.algo.rows_read(task.rows)  # only the rows the task's steps read (None: all)
         wanted = [None if needed is None else needed[(needed >= lo) & (needed < hi)] for lo, hi in self.rows]
+        # (a pull of most of a block costs more as rows than whole: the indices travel too)
+        blocks = zip(wanted, self.rows, strict=True)
+        wanted = [None if w is None or 2 * len(w) > hi - lo else w for w, (lo, hi) in blocks]
         pulled = ray.get([server.pull.remote(w) for server, w in zip(self.servers, wanted, strict=True)])
         clocks = []
         for (lo, hi), w, (clock, rows) in zip(self.rows, wanted, pulled, strict=True):

@@ -25,6 +25,29 @@ def test_proxsgd_on_ray_agrees_with_serial_on_small_sparse_data(ray_session):
     assert sum(t["server_updates"][:2]) == t["updates"] and t["server_updates"][2] == t["updates"]
 
 
+def test_a_ray_task_of_several_batches_reads_its_own_updates(ray_session):
+    """One worker, tasks of 10 batches: each batch reads the task's earlier updates (the worker
+    applies them to its copy with the servers' rule), so the run is sequential SGD, the serial
+    engine's, and no update is stale. (Read from the pull alone, batches 2-10 of a task would
+    take other steps.)"""
+    rng = np.random.default_rng(1)
+    X = sp.random(400, 40, density=0.15, random_state=1, format="csr")
+    y = np.where(X @ rng.normal(size=40) > 0, 1, 0)
+    common = dict(penalty="l1", alpha=1e-3, max_epochs=4, tol=None, n_blocks=2, batch_size=16, random_state=0)
+    serial = ProxSGDClassifier(**common).fit(X, y)
+    one = dict(backend="ray", n_workers=1, threads_per_worker=1)
+    on_ray = ProxSGDClassifier(**one, task_samples=160, **common).fit(X, y)
+    assert on_ray.telemetry_["updates"] == serial.telemetry_["updates"]
+    assert on_ray.telemetry_["staleness"]["max"] == 0
+    np.testing.assert_allclose(on_ray.coef_, serial.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(on_ray.intercept_, serial.intercept_, rtol=1e-9, atol=1e-12)
+
+
+def test_task_samples_is_for_ray_only():
+    with pytest.raises(ValueError, match="task_samples=64 sets the size of a Ray task"):
+        ProxSGDClassifier(task_samples=64, backend="processes", n_workers=2).fit(np.eye(4), [0, 1, 0, 1])
+
+
 def test_proxsgd_on_ray_matches_processes_on_a9a(ray_session, a9a):
     X, y, X_test, y_test = a9a
     # batches of 256: a Ray task is one batch and costs ~3 ms of messages (15 epochs of a9a's batches
@@ -96,7 +119,8 @@ def test_a_retried_push_is_applied_once(ray_session):
     again = ray_session.get(server.push.remote(7, 3, [(part, 0), (part, 0)]))
     clock, rows = ray_session.get(server.pull.remote())
     assert first == ([0], False) and retry == ([0], True)
-    assert later == ([1, 2], False) and again == ([1, 2], True)
+    # (a push's parts are one task's: each read the earlier ones, so each is 1 update stale, not 1 and 2)
+    assert later == ([1, 1], False) and again == ([1, 1], True)
     assert clock == 3 and rows[1, 0] == 3.0
     assert ray_session.get(server.state.remote())["refused"] == 2
     ray_session.kill(server)

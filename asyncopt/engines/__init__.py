@@ -33,6 +33,8 @@ def make_engine(
 ):
     """The engine for an estimator's `backend` parameter (`task_samples`: Ray's task size, None for
     one batch a task)."""
+    if task_samples is not None and backend != "ray":
+        raise ValueError(f"task_samples={task_samples} sets the size of a Ray task: use it with backend='ray'")
     if backend == "serial":
         return SerialEngine(max_delay=max_delay, delay=delay, inconsistent_reads=inconsistent_reads)
     if backend in ("threads", "processes"):

@@ -8,6 +8,9 @@
 - `WorkerActor` runs a task: pull every server's rows (one message each, in parallel), compute each
   batch's update from what it pulled (`algo.compute`), split it by server (`algo.server_parts`),
   push one message per server with that server's parts and the clock each was read at.
+  A task of several batches reads its own updates: the worker applies each to its copy with the
+  servers' rule (`algo.apply`), so the j-th batch reads the pull plus the task's first j - 1
+  updates, and its staleness is only the other workers' updates the server applied since the pull.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class ServerActor:
 
     def __init__(self, algo, index: int, lo: int, hi: int, rows: np.ndarray, clock: int, ledger: dict | None):
         torch.set_num_threads(1)
+        if hasattr(algo, "prepare"):  # load compiled kernels now, not in the first push (~0.2 s)
+            algo.prepare()
         self.algo, self.index, self.lo, self.hi = algo, index, lo, hi
         self.params = algo.init_params()  # (rows outside lo..hi stay untouched zero pages)
         write_rows(self.params, lo, hi, rows)
@@ -93,12 +98,14 @@ class ServerActor:
         if self.ledger.seen(origin, seq):
             self.refused += 1
             return self.ledger.reply(origin, seq), True
-        stalenesses = []
-        for part, seen in parts:
-            staleness = self.clock - seen
+        # every part of a push has the same staleness: the updates applied here since the pull that
+        # are not the task's own (its earlier parts are applied just before each part, and the
+        # worker's copy read them: it applies a task's updates as it goes, WorkerActor.run_task)
+        staleness = self.clock - parts[0][1] if parts else 0
+        for part, _ in parts:
             self.algo.apply(self.params, part, staleness)
-            self.clock += 1
-            stalenesses.append(staleness)
+        self.clock += len(parts)
+        stalenesses = [staleness] * len(parts)
         self.ledger.record(origin, seq, stalenesses)
         return stalenesses, False
 
@@ -120,6 +127,7 @@ class WorkerActor:
             algo.prepare()
         self.params = algo.init_params()
         self.finished = None  # when the last task ended (the idle time before the next one is waiting)
+        self.staleness = 0  # the servers' staleness for this worker's last task: the step its copy takes
 
     def ready(self) -> int:
         return os.getpid()
@@ -153,9 +161,12 @@ class WorkerActor:
         t1 = time.perf_counter()
         parts: list[list] = [[] for _ in self.servers]
         owners = []  # per update: (server, place in that server's parts) of each of its parts
-        for batch, scale, key in task.batches():
+        n_batches = len(task.sizes)
+        for i, (batch, scale, key) in enumerate(task.batches()):
             update = self.algo.compute(self.params, torch.as_tensor(batch), scale, key)
             self.algo.check(update, -1, -1)
+            if i + 1 < n_batches:  # the task's later batches read this update, as its servers will hold it
+                self.algo.apply(self.params, update, self.staleness)
             placed = []
             for server, part in self.algo.server_parts(update):
                 placed.append((server, len(parts[server])))
@@ -172,6 +183,8 @@ class WorkerActor:
             counted = [replies[b][0][i] for b, i in placed if replies[b][0] is not None]
             if counted:
                 stalenesses.append(max(counted))
+        if stalenesses:
+            self.staleness = max(stalenesses)
         idle = 0.0 if self.finished is None else max(0.0, t0 - self.finished)
         self.finished = time.perf_counter()
         return {

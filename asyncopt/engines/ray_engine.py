@@ -46,7 +46,7 @@ from asyncopt.engines.base import (
 from asyncopt.engines.ray_actors import ServerActor, WorkerActor, write_rows
 from asyncopt.engines.telemetry import Telemetry
 
-TASKS_PER_WORKER = 4  # tasks per worker between two evaluation points, at least (with task_samples)
+TASKS_PER_WORKER = 2  # tasks per worker between two evaluation points, at least (with task_samples)
 
 
 def import_ray():

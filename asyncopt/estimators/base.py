@@ -39,6 +39,7 @@ RESUME_FREE = frozenset(
         "devices",
         "ray_address",
         "resources_per_worker",
+        "task_samples",
     }
 )
 

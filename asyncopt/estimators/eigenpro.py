@@ -387,9 +387,15 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         Show a progress bar when > 0.
     callback : callable or None
         Called with each `HistoryEntry`; returning True or raising StopIteration stops training.
-    backend : {"serial", "threads", "processes"}
+    backend : {"serial", "threads", "processes", "ray"}
         The engine: "serial" is deterministic (and can simulate delays), "threads" runs workers
-        on one shared weight tensor, "processes" runs spawned workers over shared memory.
+        on one shared weight tensor, "processes" runs spawned workers over shared memory, "ray"
+        runs the weight servers and workers as Ray actors, on one machine or a cluster
+        (docs/cluster.md).
+    ray_address, resources_per_worker, n_servers : str or None, dict or None, int
+        backend="ray": the cluster to join (None: start or reuse a local Ray), each worker actor's
+        Ray resources (default ``{"num_cpus": threads_per_worker}``), and the weight servers (row
+        shards; more than one gives torn reads across shards, docs/architecture.md).
     n_workers : int
         Parallel workers (threads and processes backends).
     threads_per_worker : int or None

@@ -83,6 +83,7 @@ class _ProxSGDBase(AsyncEstimator):
         "inconsistent_reads": ["boolean"],
         "delay_adaptive": ["boolean", StrOptions({"auto"})],
         "synchronous": ["boolean"],
+        "task_samples": [Interval(Integral, 1, None, closed="left"), None],
         "fit_intercept": ["boolean"],
         "dtype": [StrOptions({"float32", "float64"})],
         "device": [str, torch.device],
@@ -123,6 +124,7 @@ class _ProxSGDBase(AsyncEstimator):
         synchronous=False,
         ray_address=None,
         resources_per_worker=None,
+        task_samples=None,
         fit_intercept=True,
         dtype="float64",
         device="cpu",
@@ -161,6 +163,7 @@ class _ProxSGDBase(AsyncEstimator):
         self.synchronous = synchronous
         self.ray_address = ray_address
         self.resources_per_worker = resources_per_worker
+        self.task_samples = task_samples
         self.fit_intercept = fit_intercept
         self.dtype = dtype
         self.device = device
@@ -273,6 +276,7 @@ class _ProxSGDBase(AsyncEstimator):
             servers_in_workers=parallel and not self.synchronous,
             ray_address=self.ray_address,
             resources_per_worker=self.resources_per_worker,
+            task_samples=self.task_samples,
         )
         if parallel and (self.max_delay or self.inconsistent_reads):
             raise ValueError("max_delay and inconsistent_reads simulate delays with backend='serial' only")
@@ -344,8 +348,9 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         Parameter-server blocks M; "auto" is one per worker (1 block, 1 worker = plain ProxSGD).
     push : {"block", "full"}
         "block": AsyB-ProxSGD (one block's gradient per update); "full": Asyn-ProxSGD (all blocks).
-    backend : {"serial", "threads", "processes"}
-        The engine (serial is deterministic and can simulate delays).
+    backend : {"serial", "threads", "processes", "ray"}
+        The engine (serial is deterministic and can simulate delays; "ray": parameter servers and
+        workers as Ray actors, on one machine or a cluster, docs/cluster.md).
     n_workers, threads_per_worker : int
         Parallel workers (threads/processes) and torch threads each.
     batch_size : int or "auto"
@@ -383,6 +388,15 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         data, small batches: see ``_lazy_pays``) "auto" keeps the bound's step and lazy updates.
     synchronous : bool
         Threads/processes: the synchronous baseline (a barrier every round of n_workers updates).
+    ray_address, resources_per_worker : str or None, dict or None
+        backend="ray": the cluster to join (None: start or reuse a local Ray) and each worker
+        actor's Ray resources (default ``{"num_cpus": threads_per_worker}``).
+    task_samples : int or None
+        backend="ray": samples a worker takes per round trip of messages (one pull from each
+        server, one push to each; None: one batch). A task's batches read its own earlier updates
+        (the worker applies them to its copy); the other workers' updates it misses raise the
+        staleness, and with it the delay-adaptive step's cut. Larger tasks carry more compute per
+        message (benchmarks/results/ray_vs_processes.md).
     fit_intercept : bool
         Fit an unpenalized intercept (it travels with every push).
     dtype, device : str
@@ -509,6 +523,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         synchronous=False,
         ray_address=None,
         resources_per_worker=None,
+        task_samples=None,
         fit_intercept=True,
         dtype="float64",
         device="cpu",
@@ -548,6 +563,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
             synchronous=synchronous,
             ray_address=ray_address,
             resources_per_worker=resources_per_worker,
+            task_samples=task_samples,
             fit_intercept=fit_intercept,
             dtype=dtype,
             device=device,

@@ -259,6 +259,57 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
     assert not torch.equal(fused, start)
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
+@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("vr", [False, True])
+@pytest.mark.parametrize("push", ["block", "full"])
+def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(push, vr, blocks, adaptive):
+    """Ray's bundles (proxsgd/bundles.py): the task computed in one compiled call on a worker's copy
+    (each update applied to it before the next batch), split by server, and each server's bundle
+    applied in one call, against the same steps one by one with compute / apply / server_parts. Both
+    copies and the servers' parameters agree; every server gets the updates it owns."""
+    import scipy.sparse as sp
+
+    from asyncopt.engines.base import Task
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(9)
+    n, d, k = 60, 12, 2
+    X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4))
+    problem = LinearProblem(
+        LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k))), LOSSES["logistic"],
+        make_penalty("l1", 0.02), NonconvexRegularizer(0.0), True, block_bounds(d, blocks),
+    )  # fmt: skip
+    algo = ProxSGDAlgorithm(problem, 5, 0.4, push, delay=2.0, delay_adaptive=adaptive, variance_reduction=vr)
+    assert algo.bundles
+    start = torch.tensor(rng.normal(size=(d + 1, k)))
+    if vr:
+        algo.refresh_snapshot(start * 0.5)
+    rows = np.concatenate([np.random.default_rng(key).choice(n, 5, replace=False) for key in range(6)] + [[3, 7]])
+    task = Task(rows, np.array([5] * 6 + [2]), np.arange(7), 5)  # (the last batch short: a scaled step)
+    stale = 3  # the step of the servers' last count (the delay bound 2 when not delay-adaptive)
+    copy, servers = start.clone(), start.clone()
+    for i, (batch, scale, key) in enumerate(task.batches()):
+        update = algo.compute(copy, torch.as_tensor(batch), scale, key)
+        if i < 6:
+            algo.apply(copy, update, stale)
+        for _, part in algo.server_parts(update):
+            algo.apply(servers, part, stale)
+    bundled_copy, bundled_servers = start.clone(), start.clone()
+    bundle = algo.compute_bundle(bundled_copy, task, stale)
+    assert len(bundle) == 7
+    owned = {}
+    for server, part, updates in algo.bundle_parts(bundle):
+        algo.apply_bundle(bundled_servers, server, part, stale)
+        owned[server] = updates.tolist()
+    np.testing.assert_allclose(bundled_copy.numpy(), copy.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(bundled_servers.numpy(), servers.numpy(), rtol=1e-12, atol=1e-12)
+    assert not torch.equal(bundled_servers, bundled_copy)  # (the copy lacks the last update)
+    for b in range(blocks):
+        assert owned.get(b, []) == [t for t in range(7) if push == "full" or t % blocks == b]
+    assert owned[blocks] == list(range(7))  # the intercept server: every update
+
+
 @pytest.mark.parametrize("sparse", [True, False])
 def test_full_push_split_into_server_parts_equals_one_full_step(sparse):
     import scipy.sparse as sp

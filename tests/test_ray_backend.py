@@ -25,14 +25,17 @@ def test_proxsgd_on_ray_agrees_with_serial_on_small_sparse_data(ray_session):
     assert sum(t["server_updates"][:2]) == t["updates"] and t["server_updates"][2] == t["updates"]
 
 
-def test_a_ray_task_of_several_batches_reads_its_own_updates(ray_session):
+@pytest.mark.parametrize("layout", ["sparse", "dense"])
+def test_a_ray_task_of_several_batches_reads_its_own_updates(ray_session, layout):
     """One worker, tasks of 10 batches: each batch reads the task's earlier updates (the worker
     applies them to its copy with the servers' rule), so the run is sequential SGD, the serial
     engine's, and no update is stale. (Read from the pull alone, batches 2-10 of a task would
-    take other steps.)"""
+    take other steps.) Sparse data runs a task in one compiled call and pushes bundles
+    (proxsgd/bundles.py; tests/test_proxsgd_math.py), dense data batch by batch."""
     rng = np.random.default_rng(1)
     X = sp.random(400, 40, density=0.15, random_state=1, format="csr")
     y = np.where(X @ rng.normal(size=40) > 0, 1, 0)
+    X = X if layout == "sparse" else X.toarray()
     common = dict(penalty="l1", alpha=1e-3, max_epochs=4, tol=None, n_blocks=2, batch_size=16, random_state=0)
     serial = ProxSGDClassifier(**common).fit(X, y)
     one = dict(backend="ray", n_workers=1, threads_per_worker=1)

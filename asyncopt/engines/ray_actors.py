@@ -32,6 +32,18 @@ def write_rows(params: torch.Tensor, lo: int, hi: int, rows: np.ndarray) -> None
         params[lo:hi] = torch.from_numpy(np.array(rows)).to(params.device)
 
 
+def _payload_bytes(parts: list) -> int:
+    """Bytes of the arrays and tensors in a push's parts (what dominates its size)."""
+    total = 0
+    for part, _ in parts:
+        for value in getattr(part, "__dict__", {}).values():
+            if isinstance(value, np.ndarray):
+                total += value.nbytes
+            elif isinstance(value, torch.Tensor):
+                total += value.numel() * value.element_size()
+    return total
+
+
 class Ledger:
     """The pushes a server applied, by origin (a worker actor's id; a reissued task keeps its
     origin's id) and sequence number: every number up to `upto[o]`, and the ones in `above[o]`.
@@ -76,6 +88,8 @@ class ServerActor:
         torch.set_num_threads(1)
         if hasattr(algo, "prepare"):  # load compiled kernels now, not in the first push (~0.2 s)
             algo.prepare()
+        if getattr(algo, "bundles", False):
+            algo.warm_bundles("server")
         self.algo, self.index, self.lo, self.hi = algo, index, lo, hi
         self.params = algo.init_params()  # (rows outside lo..hi stay untouched zero pages)
         write_rows(self.params, lo, hi, rows)
@@ -92,9 +106,13 @@ class ServerActor:
             return self.clock, self.params[self.lo : self.hi].numpy().copy()
         return self.clock, self.params.numpy()[rows]
 
-    def push(self, origin: int, seq: int, parts: list) -> tuple[list[int] | None, bool]:
+    def push(
+        self, origin: int, seq: int, parts: list, bundled: bool = False, stepped_at: int = 0
+    ) -> tuple[list[int] | None, bool]:
         """Apply `parts` ((part, clock the worker read)) in order: (their stalenesses, False); for a
-        push applied before, (the stalenesses it got then, or None if forgotten, True)."""
+        push applied before, (the stalenesses it got then, or None if forgotten, True). `bundled`:
+        one part, a bundle of the task's updates (`algo.apply_bundle`). `stepped_at`: the staleness
+        whose step the worker's copy took for the task's updates (0 for a task of one batch)."""
         if self.ledger.seen(origin, seq):
             self.refused += 1
             return self.ledger.reply(origin, seq), True
@@ -102,10 +120,22 @@ class ServerActor:
         # are not the task's own (its earlier parts are applied just before each part, and the
         # worker's copy read them: it applies a task's updates as it goes, WorkerActor.run_task)
         staleness = self.clock - parts[0][1] if parts else 0
-        for part, _ in parts:
-            self.algo.apply(self.params, part, staleness)
-        self.clock += len(parts)
-        stalenesses = [staleness] * len(parts)
+        if hasattr(self.algo, "server_delay"):  # (this server's count, as the updates applied anywhere)
+            staleness = self.algo.server_delay(self.index, staleness)
+        # the step: no larger than the one the worker's copy took for the task's earlier updates (its
+        # later batches read them moved that far; a larger step here would apply them from a read
+        # that did not see them: as stale as the task is long)
+        stepped = max(staleness, stepped_at)
+        if bundled:
+            ((bundle, _),) = parts
+            self.algo.apply_bundle(self.params, self.index, bundle, stepped)
+            count = len(bundle)
+        else:
+            for part, _ in parts:
+                self.algo.apply(self.params, part, stepped)
+            count = len(parts)
+        self.clock += count
+        stalenesses = [staleness] * count
         self.ledger.record(origin, seq, stalenesses)
         return stalenesses, False
 
@@ -125,6 +155,8 @@ class WorkerActor:
         self.algo, self.servers, self.rows = algo, list(servers), rows
         if hasattr(algo, "prepare"):  # load compiled kernels before the first task's clock
             algo.prepare()
+        if getattr(algo, "bundles", False):
+            algo.warm_bundles("worker")
         self.params = algo.init_params()
         self.finished = None  # when the last task ended (the idle time before the next one is waiting)
         self.staleness = 0  # the servers' staleness for this worker's last task: the step its copy takes
@@ -159,23 +191,17 @@ class WorkerActor:
                 self.params.numpy()[w] = rows
             clocks.append(clock)
         t1 = time.perf_counter()
-        parts: list[list] = [[] for _ in self.servers]
-        owners = []  # per update: (server, place in that server's parts) of each of its parts
-        n_batches = len(task.sizes)
-        for i, (batch, scale, key) in enumerate(task.batches()):
-            update = self.algo.compute(self.params, torch.as_tensor(batch), scale, key)
-            self.algo.check(update, -1, -1)
-            if i + 1 < n_batches:  # the task's later batches read this update, as its servers will hold it
-                self.algo.apply(self.params, update, self.staleness)
-            placed = []
-            for server, part in self.algo.server_parts(update):
-                placed.append((server, len(parts[server])))
-                parts[server].append((part, clocks[server]))
-            owners.append(placed)
+        bundled = getattr(self.algo, "bundles", False)
+        stepped_at = self.staleness if len(task.sizes) > 1 else 0  # (the step of the copy's updates)
+        parts, owners = self._bundle(task, clocks) if bundled else self._batches(task, clocks)
         t2 = time.perf_counter()
         targets = [b for b, p in enumerate(parts) if p]
         replies = dict(
-            zip(targets, ray.get([self.servers[b].push.remote(origin, seq, parts[b]) for b in targets]), strict=True)
+            zip(
+                targets,
+                ray.get([self.servers[b].push.remote(origin, seq, parts[b], bundled, stepped_at) for b in targets]),
+                strict=True,
+            )
         )
         # an update's staleness: the most any of its servers counted (unknown for a retry forgotten)
         stalenesses = []
@@ -194,6 +220,37 @@ class WorkerActor:
             "compute": t2 - t1,
             "idle": idle,
             "messages": (t1 - t0) + (self.finished - t2),
-            "parts": {b: len(parts[b]) for b in targets},  # what each server now holds of this task
+            # what each server now holds of this task (updates)
+            "parts": {b: len(parts[b][0][0]) if bundled else len(parts[b]) for b in targets},
             "retried": sum(replies[b][1] for b in targets),
+            "sent": len(pulled) + len(targets),
+            "bytes": sum(rows.nbytes for _, rows in pulled) + sum(_payload_bytes(parts[b]) for b in targets),
         }
+
+    def _batches(self, task, clocks: list[int]) -> tuple[list[list], list[list]]:
+        """The task batch by batch: (each server's parts, each update's (server, place in its parts))."""
+        parts: list[list] = [[] for _ in self.servers]
+        owners = []
+        n_batches = len(task.sizes)
+        for i, (batch, scale, key) in enumerate(task.batches()):
+            update = self.algo.compute(self.params, torch.as_tensor(batch), scale, key)
+            self.algo.check(update, -1, -1)
+            if i + 1 < n_batches:  # the task's later batches read this update, as its servers will hold it
+                self.algo.apply(self.params, update, self.staleness)
+            placed = []
+            for server, part in self.algo.server_parts(update):
+                placed.append((server, len(parts[server])))
+                parts[server].append((part, clocks[server]))
+            owners.append(placed)
+        return parts, owners
+
+    def _bundle(self, task, clocks: list[int]) -> tuple[list[list], list[list]]:
+        """The task in one compiled call (algo.compute_bundle), one bundle for each server."""
+        bundle = self.algo.compute_bundle(self.params, task, self.staleness)
+        parts: list[list] = [[] for _ in self.servers]
+        owners: list[list] = [[] for _ in range(len(bundle))]
+        for server, part, updates in self.algo.bundle_parts(bundle):
+            parts[server] = [(part, clocks[server])]
+            for place, t in enumerate(updates.tolist()):
+                owners[t].append((server, place))
+        return parts, owners

@@ -363,7 +363,10 @@ class RayEngine:
                 for b, count in reply["parts"].items():
                     self._acked_since[b] += count
                 r = reply
-                telemetry.record_many(sent.slot, r["stalenesses"], r["samples"], r["compute"], r["idle"], r["messages"])
+                telemetry.record_many(
+                    sent.slot, r["stalenesses"], r["samples"], r["compute"], r["idle"], r["messages"],
+                    r["sent"], r["bytes"],
+                )  # fmt: skip
                 applied += reply["samples"]
                 steps += reply["updates"]
                 if progress is not None:

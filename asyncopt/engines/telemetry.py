@@ -15,6 +15,8 @@ class WorkerStats:
     compute_seconds: float = 0.0  # reading parameters and computing updates
     wait_seconds: float = 0.0  # waiting for a task (idle)
     message_seconds: float = 0.0  # Ray: pulling from and pushing to the server actors
+    messages: int = 0  # Ray: pulls and pushes sent
+    message_bytes: int = 0  # Ray: bytes of the rows pulled and the updates pushed (array payloads)
 
 
 @dataclasses.dataclass
@@ -45,7 +47,15 @@ class Telemetry:
         w.wait_seconds += wait
 
     def record_many(
-        self, worker: int, stalenesses: list[int], samples: int, compute: float, wait: float, messages: float = 0.0
+        self,
+        worker: int,
+        stalenesses: list[int],
+        samples: int,
+        compute: float,
+        wait: float,
+        messages: float = 0.0,
+        sent: int = 0,
+        sent_bytes: int = 0,
     ) -> None:
         """A task's updates at once: samples, compute, wait and message seconds are the task's totals."""
         values, counts = np.unique(np.asarray(stalenesses, dtype=np.int64), return_counts=True)
@@ -57,6 +67,8 @@ class Telemetry:
         w.compute_seconds += compute
         w.wait_seconds += wait
         w.message_seconds += messages
+        w.messages += sent
+        w.message_bytes += sent_bytes
 
     @property
     def updates(self) -> int:

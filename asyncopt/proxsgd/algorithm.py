@@ -362,14 +362,17 @@ class ProxSGDAlgorithm:
         """(worker, server) arguments of fast.py's task kernels for this task: the data and the
         parameters (numpy views), the step schedule's current step (constant within a task: tasks
         never cross an evaluation point), the SVRG anchor, the lazy counts."""
+        return self._task_args(params, task.round_batch, len(task.sizes))
+
+    def _task_args(self, params, round_batch: int, n_batches: int) -> tuple[tuple, tuple]:
         problem, v, P = self.problem, self._numpy_views(), params.numpy()
         penalty, vr = problem.penalty, self.variance_reduction
-        weight = self.batch_size / task.round_batch  # the step of a batch of the round's size
+        weight = self.batch_size / round_batch  # the step of a batch of the round's size
         lazy = self._lazy_state is not None
         if lazy:  # just-in-time prox (fast.py): rows are caught up when read or written
             st = {name: t.numpy() for name, t in self._lazy_state.items()}
             lazy_eta, lazy_thr = self._lazy_step()
-            if weight != 1.0 and len(task.sizes):  # (lazy updates need one constant step: rounds of one batch)
+            if weight != 1.0 and n_batches:  # (lazy updates need one constant step: rounds of one batch)
                 raise RuntimeError(f"lazy updates need the constant step {lazy_eta:g}, got weight {weight:g}")
         else:
             unused = np.zeros(1, dtype=np.int64)
@@ -389,6 +392,69 @@ class ProxSGDAlgorithm:
             self._eager_scratch(self._largest_block),
         )  # fmt: skip
         return worker, server
+
+    # -- tasks of many batches as one message per server (backend="ray", proxsgd/bundles.py) --------
+    @property
+    def bundles(self) -> bool:
+        """A task's updates travel as bundles (compute_bundle / bundle_parts / apply_bundle): the
+        compiled task kernels apply (`fused`), with eager updates."""
+        return self.fused and self._lazy_state is None
+
+    def compute_bundle(self, params: torch.Tensor, task, staleness: int):
+        """The task's updates, each applied to `params` (the worker's copy) before the next batch reads
+        it, with the step of `staleness` (the servers' last count for this worker)."""
+        from asyncopt.proxsgd import bundles
+
+        worker, server = self.task_args(params, task)
+        status, bundle = bundles.compute_bundle(worker, server, task, staleness)
+        if status:
+            self.task_failed(status)
+        return bundle
+
+    def warm_bundles(self, side: str) -> None:
+        """Load (or compile: ~10 s a kernel, once) the bundle kernel of `side` ("worker": compute,
+        "server": apply) now, in a Ray actor's start, not in its first task."""
+        if self.bundles:
+            from asyncopt.proxsgd import bundles
+
+            empty = np.zeros(0, dtype=np.int64)
+            params = self.init_params()
+            worker, server = self._task_args(params, self.batch_size, 0)
+            _, bundle = bundles.compute_bundle(
+                worker, server, _NoBatches(empty, empty, empty, self.batch_size), 0, compile_only=side != "worker"
+            )
+            if side == "server":
+                bundles.apply_bundle(server, 0, bundle, 0)
+
+    def bundle_parts(self, bundle) -> list[tuple[int, object, np.ndarray]]:
+        """(server, bundle, the task's updates in it) triples: each block's server gets the updates of
+        its block (all of them for full pushes) with their pairs in its rows; the intercept server
+        all of them, without pairs."""
+        parts = []
+        for b in range(self.problem.n_blocks):
+            updates = np.flatnonzero((bundle.blocks == b) | (bundle.blocks == -1))
+            if len(updates):
+                parts.append((b, bundle.select(updates, *self.server_rows(b)), updates))
+        if self.problem.fit_intercept:
+            d, every = self.problem.data.d, np.arange(len(bundle))
+            parts.append((self.intercept_server, bundle.select(every, d, d), every))
+        return parts
+
+    def apply_bundle(self, params: torch.Tensor, server: int, bundle, staleness: int) -> None:
+        """Server `server`'s rule for each update of `bundle`, in order, at the step of `staleness`."""
+        from asyncopt.proxsgd import bundles
+
+        _, server_args = self._task_args(params, bundle.round_batch, len(bundle))
+        bundles.apply_bundle(server_args, server, bundle, staleness)
+
+    def server_delay(self, server: int, count: int) -> int:
+        """The staleness of an update from what server `server` counted since the read (Ray: each
+        server has its own clock). The delay rule counts the updates applied anywhere: the intercept
+        server and a full push's servers see every update; a block server sees those of its block,
+        about 1/M of them, so M times its count is the estimate."""
+        if self.push == "block" and server < self.problem.n_blocks:
+            return count * self.problem.n_blocks
+        return count
 
     def rows_read(self, rows: np.ndarray) -> np.ndarray | None:
         """The parameter rows a step on the samples `rows` reads (sorted): for sparse data, the
@@ -602,6 +668,14 @@ class ProxSGDAlgorithm:
         # share_memory_ moves a storage (and frees the old one): numpy views taken before would read
         # freed memory, e.g. the step the plateau schedule halves. Rebuilt on the next use.
         self.__dict__.pop("_views", None)
+
+
+@dataclasses.dataclass
+class _NoBatches:  # (a task's fields, for warm_bundles: the engines' Task is not imported here)
+    rows: np.ndarray
+    sizes: np.ndarray
+    keys: np.ndarray
+    round_batch: int
 
 
 def _is_tensor(obj, field) -> bool:

@@ -129,6 +129,72 @@ def test_a_retried_push_is_applied_once(ray_session):
     ray_session.kill(server)
 
 
+def test_a_push_is_stepped_at_no_more_than_the_workers_copy_was():
+    """The server's step for a push of a task's updates: that of its staleness, or of the staleness
+    the worker's copy was stepped at (`stepped_at`) when that is larger, so that no update is applied
+    further than the copy moved when the task's later batches read it. (The actor class, called here
+    without Ray.)"""
+    import torch
+
+    from asyncopt.eigenpro.step import RowsDelta
+    from asyncopt.engines.ray_actors import ServerActor
+
+    class Recording:
+        steps_at: list = []
+
+        def init_params(self):
+            return torch.zeros(4, 1)
+
+        def apply(self, params, part, staleness):
+            self.steps_at.append(staleness)
+
+    server = ServerActor(Recording(), 0, 0, 4, np.zeros((4, 1), np.float32), 0, None)
+    part = RowsDelta(torch.tensor([1]), torch.ones(1, 1))
+    assert server.push(1, 1, [(part, 0), (part, 0)]) == ([0, 0], False)
+    assert server.push(2, 1, [(part, 0)], stepped_at=5) == ([2], False)  # 2 updates since its read
+    assert server.push(1, 2, [(part, 1), (part, 1)], stepped_at=1) == ([2, 2], False)
+    assert server.algo.steps_at == [0, 0, 5, 2, 2]
+
+
+def test_a_server_saves_its_state_and_a_new_one_starts_from_the_file(tmp_path):
+    """ServerActor.save writes rows, clock and ledger (safetensors, atomically); after a push once
+    save_every seconds have passed it saves by itself; a server started without rows reads them, and
+    refuses a file that is another server's. (The actor class, called here without Ray.)"""
+    import torch
+
+    from asyncopt.eigenpro.step import RowsDelta
+    from asyncopt.engines.ray_actors import ServerActor
+    from asyncopt.persistence import FileFormatError
+
+    class Additive:
+        def init_params(self):
+            return torch.zeros(6, 1)
+
+        def apply(self, params, part, staleness):
+            params.index_add_(0, part.rows, part.delta)
+
+    from asyncopt.engines.ray_actors import write_server_file
+
+    file = str(tmp_path / "servers" / "server-1.safetensors")
+    write_server_file(file, 1, 2, 5, np.zeros((3, 1), np.float32), 0, None)  # (the coordinator's first)
+    server = ServerActor(Additive(), 1, 2, 5, None, 0, None, file, 0.2)
+    part = RowsDelta(torch.tensor([3]), torch.ones(1, 1))
+    server.push(7, 1, [(part, 0)])  # (no save yet: 0.2 s have not passed)
+    assert server.save() == 1
+    server.push(7, 2, [(part, 1)])
+    restarted = ServerActor(Additive(), 1, 2, 5, None, 0, None, file)
+    assert restarted.clock == 1 and restarted.params[3, 0] == 1.0  # as saved, before the second push
+    assert restarted.ledger.seen(7, 1) and not restarted.ledger.seen(7, 2)
+    import time
+
+    time.sleep(0.25)
+    server.push(7, 3, [(part, 2)])  # 0.2 s after the last save: saved after this push
+    restarted = ServerActor(Additive(), 1, 2, 5, None, 0, None, file)
+    assert restarted.clock == 3 and restarted.params[3, 0] == 3.0 and restarted.ledger.seen(7, 3)
+    with pytest.raises(FileFormatError, match="the file of server 1, not of server 0"):
+        ServerActor(Additive(), 0, 0, 2, None, 0, None, file)
+
+
 def test_ray_without_ray_installed_says_how_to_install(monkeypatch):
     import builtins
 

@@ -4,6 +4,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from asyncopt import ProxSGDClassifier
@@ -35,7 +36,13 @@ def _names(ray, kind: str) -> list[str]:
     return sorted(n for n in list_named_actors() if n.startswith("asyncopt-") and kind in n)
 
 
-def test_killed_workers_and_a_killed_server_are_replaced_and_the_run_reaches_its_objective(ray_session):
+@pytest.mark.parametrize("restart", ["drained point", "file"])
+def test_killed_workers_and_a_killed_server_are_replaced_and_the_run_reaches_its_objective(
+    ray_session, restart, tmp_path
+):
+    """A killed server restarts from the coordinator's copy of the last drained point, or, with
+    checkpoint_dir, from the file it saved last (at the last drained point, or after a push 10 s
+    after its last save)."""
     rng = np.random.default_rng(0)
     X = sp.random(2000, 60, density=0.1, random_state=0, format="csr")
     w = rng.normal(size=60) * (rng.random(60) < 0.3)
@@ -47,7 +54,10 @@ def test_killed_workers_and_a_killed_server_are_replaced_and_the_run_reaches_its
     killer = threading.Thread(target=_kill_during_run, args=(ray_session, stop, plan, killed))
     killer.start()
     try:
-        est = ProxSGDClassifier(backend="ray", n_workers=2, threads_per_worker=1, evals_per_epoch=2, **common).fit(X, y)
+        est = ProxSGDClassifier(
+            backend="ray", n_workers=2, threads_per_worker=1, evals_per_epoch=2,
+            checkpoint_dir=tmp_path if restart == "file" else None, checkpoint_every=None, **common,
+        ).fit(X, y)  # fmt: skip
     finally:
         stop.set()
         killer.join()
@@ -55,6 +65,8 @@ def test_killed_workers_and_a_killed_server_are_replaced_and_the_run_reaches_its
     kinds = [f["actor"] for f in t["failures"]]
     assert len(killed) == 3, killed  # the run lasted past the last planned kill
     assert kinds.count("worker") == 2 and kinds.count("server") == 1, t["failures"]
+    assert [f["restored_from"] for f in t["failures"] if f["actor"] == "server"] == [restart]
+    assert not (tmp_path / "ray-servers").exists()  # the servers' files go with the run
     # the ledger: each update's block part and intercept part were applied once, or counted lost
     steps = est.history_[-1]["steps"]
     assert sum(t["server_updates"][:2]) + sum(t["lost_updates"][:2]) == steps

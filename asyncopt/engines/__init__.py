@@ -30,9 +30,10 @@ def make_engine(
     ray_address: str | None = None,
     resources_per_worker: dict | None = None,
     task_samples: int | None = None,
+    server_folder=None,
 ):
     """The engine for an estimator's `backend` parameter (`task_samples`: Ray's task size, None for
-    one batch a task)."""
+    one batch a task; `server_folder`: where Ray's server actors save their state, for restarts)."""
     if task_samples is not None and backend != "ray":
         raise ValueError(f"task_samples={task_samples} sets the size of a Ray task: use it with backend='ray'")
     if backend == "serial":
@@ -58,5 +59,6 @@ def make_engine(
             ray_address=ray_address,
             resources_per_worker=resources_per_worker,
             task_samples=task_samples,
+            server_folder=None if server_folder is None else str(server_folder),
         )
     raise ValueError(f"backend={backend!r} must be 'serial', 'threads', 'processes' or 'ray'")

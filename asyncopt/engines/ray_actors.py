@@ -44,6 +44,27 @@ def _payload_bytes(parts: list) -> int:
     return total
 
 
+SERVER_FILE_KIND = "ray-server"  # asyncopt.persistence file kind of a server actor's saved state
+
+
+def write_server_file(path: str, index: int, lo: int, hi: int, rows, clock: int, ledger: dict | None) -> None:
+    """Server `index`'s rows lo..hi, clock and ledger (Ledger.state_dict), atomically (safetensors)."""
+    from asyncopt.persistence import write_file
+
+    payload = {"index": index, "lo": lo, "hi": hi, "clock": int(clock), "ledger": ledger or {}}
+    write_file(path, SERVER_FILE_KIND, payload, {"rows": rows})
+
+
+def read_server_file(path: str, index: int, lo: int, hi: int) -> tuple[np.ndarray, int, dict]:
+    """(rows, clock, ledger) saved by ServerActor.save, checked to be server `index`'s rows lo..hi."""
+    from asyncopt.persistence import FileFormatError, read_file
+
+    payload, arrays = read_file(path, SERVER_FILE_KIND)
+    if (payload.get("index"), payload.get("lo"), payload.get("hi")) != (index, lo, hi):
+        raise FileFormatError(f"{path}: the file of server {payload.get('index')}, not of server {index} ({lo}..{hi})")
+    return arrays["rows"].numpy(), int(payload["clock"]), payload["ledger"]
+
+
 class Ledger:
     """The pushes a server applied, by origin (a worker actor's id; a reissued task keeps its
     origin's id) and sequence number: every number up to `upto[o]`, and the ones in `above[o]`.
@@ -84,18 +105,43 @@ class Ledger:
 class ServerActor:
     """Rows [lo, hi) of the parameter store, the rule that updates them, their clock and ledger."""
 
-    def __init__(self, algo, index: int, lo: int, hi: int, rows: np.ndarray, clock: int, ledger: dict | None):
+    def __init__(
+        self,
+        algo,
+        index: int,
+        lo: int,
+        hi: int,
+        rows: np.ndarray | None,
+        clock: int,
+        ledger: dict | None,
+        file: str | None = None,
+        save_every: float | None = None,
+    ):
+        """The rows, clock and ledger given, or (`rows` None) those of its file, `file`: where it saves
+        them (a folder every node reaches; the coordinator writes the first), at the coordinator's
+        request (`save`), and after a push once `save_every` seconds have passed since the last save."""
         torch.set_num_threads(1)
         if hasattr(algo, "prepare"):  # load compiled kernels now, not in the first push (~0.2 s)
             algo.prepare()
         if getattr(algo, "bundles", False):
             algo.warm_bundles("server")
         self.algo, self.index, self.lo, self.hi = algo, index, lo, hi
+        self.file, self.save_every = file, save_every
+        if rows is None:  # restarted from its file
+            rows, clock, ledger = read_server_file(file, index, lo, hi)
         self.params = algo.init_params()  # (rows outside lo..hi stay untouched zero pages)
         write_rows(self.params, lo, hi, rows)
         self.clock = int(clock)
         self.ledger = Ledger(ledger)
         self.refused = 0  # pushes answered from the ledger, not applied again
+        self.saved_at = time.perf_counter()
+
+    def save(self) -> int:
+        """Write rows, clock and ledger to the server's file (atomically); the clock saved."""
+        rows = self.params[self.lo : self.hi]
+        write_server_file(self.file, self.index, self.lo, self.hi, rows, self.clock, self.ledger.state_dict())
+        self.saved_at = time.perf_counter()
+        return self.clock
 
     def ping(self) -> int:
         return self.index
@@ -137,6 +183,9 @@ class ServerActor:
         self.clock += count
         stalenesses = [staleness] * count
         self.ledger.record(origin, seq, stalenesses)
+        if self.file is not None and self.save_every is not None:
+            if time.perf_counter() - self.saved_at >= self.save_every:
+                self.save()
         return stalenesses, False
 
     def set_rule_state(self, state: dict) -> None:

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,7 +45,7 @@ from asyncopt.engines.base import (
     WorkerFailed,
     begin_run,
 )
-from asyncopt.engines.ray_actors import ServerActor, WorkerActor, write_rows
+from asyncopt.engines.ray_actors import Ledger, ServerActor, WorkerActor, write_rows, write_server_file
 from asyncopt.engines.telemetry import Telemetry
 
 TASKS_PER_WORKER = 2  # tasks per worker between two evaluation points, at least (with task_samples)
@@ -88,6 +90,8 @@ class RayEngine:
     tasks_in_flight: int = 2  # tasks queued per worker, so that none idles while the coordinator replies
     timeout: float = 300.0  # longest wait for any one task before the run is declared hung
     max_failures: int = 10  # actor deaths the run survives; one more stops it
+    server_folder: str | None = None  # where servers save their state (every node must reach it; None: none)
+    server_save_seconds: float | None = 10.0  # a server saves after a push this long after its last save
 
     def __post_init__(self):
         if self.n_workers < 1:
@@ -104,10 +108,16 @@ class RayEngine:
         state = servers_state or {}
         self._generation = [0] * n
         clocks, ledgers = state.get("clocks") or [0] * n, state.get("ledgers") or [None] * n
+        self._files = None
+        if self.server_folder is not None:  # each server saves its rows, clock and ledger there
+            folder = Path(self.server_folder) / f"run-{self._run}"
+            self._files = [str(folder / f"server-{b}.safetensors") for b in range(n)]
+            for b, (lo, hi) in enumerate(self._rows):  # (a server that dies starting restarts from these)
+                write_server_file(self._files[b], b, lo, hi, params[lo:hi], clocks[b], ledgers[b])
         self._server_actors = [self._new_server(ray, b, params, clocks[b], ledgers[b]) for b in range(n)]
-        # what a server that dies restarts from, until the first drained point
+        # what a server that dies restarts from without files, until the first drained point
         self._snapshot = {"params": params.detach().clone(), "servers": {"clocks": clocks, "ledgers": ledgers}}
-        self._acked_since = [0] * n
+        self._acked = [[] for _ in range(n)]  # per server: (origin, seq, updates) acknowledged since a drained point
         resources = dict(self.resources_per_worker or {"num_cpus": self.threads_per_worker})
         self._check_resources(ray, resources)
         self._worker_cls, self._worker_resources = ray.remote(WorkerActor), resources
@@ -116,11 +126,14 @@ class RayEngine:
         self._seq = {}
         self._workers = [self._new_worker(slot) for slot in range(self.n_workers)]
 
-    def _new_server(self, ray, b: int, params: torch.Tensor, clock: int, ledger: dict | None):
+    def _new_server(self, ray, b: int, params: torch.Tensor | None, clock: int = 0, ledger: dict | None = None):
+        """Server b's actor, from `params` (rows lo..hi), `clock` and `ledger`, or from its file (None)."""
         lo, hi = self._rows[b]
         name = f"asyncopt-{self._run}-server-{b}-{self._generation[b]}"
         cls = ray.remote(num_cpus=0)(ServerActor).options(name=name)
-        return cls.remote(self._algo_ref, b, lo, hi, params[lo:hi].cpu().numpy(), clock, ledger)
+        rows = None if params is None else params[lo:hi].cpu().numpy()
+        file = None if self._files is None else self._files[b]
+        return cls.remote(self._algo_ref, b, lo, hi, rows, clock, ledger, file, self.server_save_seconds)
 
     def _new_worker(self, slot: int):
         name = f"asyncopt-{self._run}-worker-{slot}-{self._origin[slot]}"
@@ -189,19 +202,25 @@ class RayEngine:
                 continue
             except ray.exceptions.RayActorError:
                 pass
-            snapshot = self._snapshot
-            self._failed(
-                telemetry,
-                {"actor": "server", "index": b, "samples": applied, "lost_updates": self._acked_since[b]},
-            )
-            self._lost[b] += self._acked_since[b]
-            self._acked_since[b] = 0
             self._generation[b] += 1
-            state = snapshot["servers"]
-            self._server_actors[b] = self._new_server(
-                ray, b, snapshot["params"], state["clocks"][b], state["ledgers"][b]
-            )
+            if self._files is not None:  # from the file it saved last
+                self._server_actors[b] = self._new_server(ray, b, None)
+            else:  # from the coordinator's copy of the last drained point
+                state = self._snapshot["servers"]
+                self._server_actors[b] = self._new_server(
+                    ray, b, self._snapshot["params"], state["clocks"][b], state["ledgers"][b]
+                )
             self._call(ray, self._server_actors[b].set_rule_state.remote(algo.state_dict()), algo)
+            # lost: the updates it acknowledged that its restored ledger does not hold (those of tasks
+            # in flight were not acknowledged: they are sent again, and applied then)
+            restored = Ledger(self._call(ray, self._server_actors[b].state.remote(), algo)["ledger"])
+            lost = [(o, q, c) for o, q, c in self._acked[b] if not restored.seen(o, q)]
+            self._acked[b] = [e for e in self._acked[b] if restored.seen(e[0], e[1])]
+            count = sum(c for _, _, c in lost)
+            self._lost[b] += count
+            source = "file" if self._files is not None else "drained point"
+            record = {"actor": "server", "index": b, "samples": applied, "lost_updates": count, "restored_from": source}
+            self._failed(telemetry, record)
             for worker in self._workers:  # (a dead worker is replaced later, with the new servers)
                 try:
                     self._call(ray, worker.set_server.remote(b, self._server_actors[b]), algo)
@@ -228,7 +247,9 @@ class RayEngine:
     def _take_snapshot(self, ray, algo, params: torch.Tensor) -> None:
         """At a drained point: the parameters (just pulled) and the servers' clocks and ledgers."""
         self._snapshot = {"params": params.detach().clone(), "servers": self._servers_state(ray, algo)}
-        self._acked_since = [0] * len(self._server_actors)
+        if self._files is not None:
+            self._call(ray, [s.save.remote() for s in self._server_actors], algo)
+        self._acked = [[] for _ in self._server_actors]  # (all held by the snapshot, and by the files)
 
     # -- messages ------------------------------------------------------------------------
     def _submit(self, sent: _Sent, in_flight: dict) -> None:
@@ -271,6 +292,13 @@ class RayEngine:
             except Exception:  # noqa: BLE001 - an actor already gone
                 pass
         self._workers, self._server_actors = [], []
+        if getattr(self, "_files", None):  # the servers' files serve restarts within this run only
+            run_folder = Path(self._files[0]).parent
+            shutil.rmtree(run_folder, ignore_errors=True)
+            try:
+                run_folder.parent.rmdir()  # (only when no other run's files are left)
+            except OSError:
+                pass
 
     # -- the coordinator -----------------------------------------------------------------
     def run(
@@ -361,7 +389,7 @@ class RayEngine:
                     self._submit(sent, in_flight)
                     continue
                 for b, count in reply["parts"].items():
-                    self._acked_since[b] += count
+                    self._acked[b].append((sent.origin, sent.seq, count))
                 r = reply
                 telemetry.record_many(
                     sent.slot, r["stalenesses"], r["samples"], r["compute"], r["idle"], r["messages"],

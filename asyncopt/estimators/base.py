@@ -119,6 +119,11 @@ class AsyncEstimator(BaseEstimator):
     def _resume_params(self) -> dict:
         return {k: _json_param(v) for k, v in self.get_params(deep=False).items() if k not in RESUME_FREE}
 
+    def _server_folder(self) -> Path | None:
+        """Where Ray's server actors save their state, so that a dead one restarts from it: inside
+        checkpoint_dir (which every node of a cluster must then reach); removed when the fit ends."""
+        return None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / "ray-servers"
+
     def _load_resume(self, resume, fingerprint: dict) -> TrainingState | None:
         """The checkpoint to continue (resume=True: the latest, refused if it is of another problem;
         "auto": the same when there is one); None to start afresh."""

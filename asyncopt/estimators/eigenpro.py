@@ -251,6 +251,7 @@ class _EigenProBase(AsyncEstimator):
             self.devices,
             ray_address=self.ray_address,
             resources_per_worker=self.resources_per_worker,
+            server_folder=self._server_folder() if self.backend == "ray" else None,
         )
         try:
             with self._interruptible(checkpointing):

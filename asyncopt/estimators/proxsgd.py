@@ -276,6 +276,7 @@ class _ProxSGDBase(AsyncEstimator):
             servers_in_workers=parallel and not self.synchronous,
             ray_address=self.ray_address,
             resources_per_worker=self.resources_per_worker,
+            server_folder=self._server_folder() if self.backend == "ray" else None,
             task_samples=self.task_samples,
         )
         if parallel and (self.max_delay or self.inconsistent_reads):

@@ -135,6 +135,7 @@ class ServerActor:
         self.ledger = Ledger(ledger)
         self.refused = 0  # pushes answered from the ledger, not applied again
         self.saved_at = time.perf_counter()
+        self.busy = 0.0  # seconds in pulls and pushes (the server's load)
 
     def save(self) -> int:
         """Write rows, clock and ledger to the server's file (atomically); the clock saved."""
@@ -148,9 +149,13 @@ class ServerActor:
 
     def pull(self, rows: np.ndarray | None = None) -> tuple[int, np.ndarray]:
         """The clock, and the server's rows (all, or those of `rows`, global row numbers)."""
+        t0 = time.perf_counter()
         if rows is None:
-            return self.clock, self.params[self.lo : self.hi].numpy().copy()
-        return self.clock, self.params.numpy()[rows]
+            reply = self.clock, self.params[self.lo : self.hi].numpy().copy()
+        else:
+            reply = self.clock, self.params.numpy()[rows]
+        self.busy += time.perf_counter() - t0
+        return reply
 
     def push(
         self, origin: int, seq: int, parts: list, bundled: bool = False, stepped_at: int = 0
@@ -162,6 +167,7 @@ class ServerActor:
         if self.ledger.seen(origin, seq):
             self.refused += 1
             return self.ledger.reply(origin, seq), True
+        t0 = time.perf_counter()
         # every part of a push has the same staleness: the updates applied here since the pull that
         # are not the task's own (its earlier parts are applied just before each part, and the
         # worker's copy read them: it applies a task's updates as it goes, WorkerActor.run_task)
@@ -186,13 +192,14 @@ class ServerActor:
         if self.file is not None and self.save_every is not None:
             if time.perf_counter() - self.saved_at >= self.save_every:
                 self.save()
+        self.busy += time.perf_counter() - t0
         return stalenesses, False
 
     def set_rule_state(self, state: dict) -> None:
         self.algo.load_state_dict(state, self.params)
 
     def state(self) -> dict:
-        return {"clock": self.clock, "ledger": self.ledger.state_dict(), "refused": self.refused}
+        return {"clock": self.clock, "ledger": self.ledger.state_dict(), "refused": self.refused, "busy": self.busy}
 
 
 class WorkerActor:
@@ -274,6 +281,7 @@ class WorkerActor:
             "retried": sum(replies[b][1] for b in targets),
             "sent": len(pulled) + len(targets),
             "bytes": sum(rows.nbytes for _, rows in pulled) + sum(_payload_bytes(parts[b]) for b in targets),
+            "pull_bytes": sum(rows.nbytes for _, rows in pulled),
         }
 
     def _batches(self, task, clocks: list[int]) -> tuple[list[list], list[list]]:

@@ -277,6 +277,7 @@ class RayEngine:
             "clocks": [s["clock"] for s in states],
             "ledgers": [s["ledger"] for s in states],
             "refused": [s["refused"] for s in states],
+            "busy": [s["busy"] for s in states],
             "lost": list(self._lost),
         }
 
@@ -393,7 +394,7 @@ class RayEngine:
                 r = reply
                 telemetry.record_many(
                     sent.slot, r["stalenesses"], r["samples"], r["compute"], r["idle"], r["messages"],
-                    r["sent"], r["bytes"],
+                    r["sent"], r["bytes"], r["pull_bytes"],
                 )  # fmt: skip
                 applied += reply["samples"]
                 steps += reply["updates"]
@@ -413,6 +414,7 @@ class RayEngine:
                 checkpointer.save(params, coordinator, telemetry)
             final = self._drained(ray, algo, telemetry, applied, lambda: self._servers_state(ray, algo))
             telemetry.server_updates = final["clocks"]
+            telemetry.server_busy_seconds = final["busy"]
             telemetry.lost_updates = final["lost"]
         finally:
             self._shutdown(ray)

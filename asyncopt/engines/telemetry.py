@@ -17,6 +17,7 @@ class WorkerStats:
     message_seconds: float = 0.0  # Ray: pulling from and pushing to the server actors
     messages: int = 0  # Ray: pulls and pushes sent
     message_bytes: int = 0  # Ray: bytes of the rows pulled and the updates pushed (array payloads)
+    pull_bytes: int = 0  # Ray: of which pulled
 
 
 @dataclasses.dataclass
@@ -33,6 +34,7 @@ class Telemetry:
     )  # each parameter server's clock (servers in the workers)
     failures: list[dict] = dataclasses.field(default_factory=list)  # Ray: actors that died, and what was lost
     lost_updates: list[int] = dataclasses.field(default_factory=list)  # Ray: per server, updates lost to restarts
+    server_busy_seconds: list[float] = dataclasses.field(default_factory=list)  # Ray: per server, in pulls and pushes
 
     def __post_init__(self):
         if not self.workers:
@@ -56,6 +58,7 @@ class Telemetry:
         messages: float = 0.0,
         sent: int = 0,
         sent_bytes: int = 0,
+        pulled_bytes: int = 0,
     ) -> None:
         """A task's updates at once: samples, compute, wait and message seconds are the task's totals."""
         values, counts = np.unique(np.asarray(stalenesses, dtype=np.int64), return_counts=True)
@@ -69,6 +72,7 @@ class Telemetry:
         w.message_seconds += messages
         w.messages += sent
         w.message_bytes += sent_bytes
+        w.pull_bytes += pulled_bytes
 
     @property
     def updates(self) -> int:
@@ -98,6 +102,7 @@ class Telemetry:
         t.server_updates = [int(c) for c in saved.get("server_updates", [])]
         t.failures = [dict(f) for f in saved.get("failures", [])]
         t.lost_updates = [int(c) for c in saved.get("lost_updates", [])]
+        t.server_busy_seconds = [float(c) for c in saved.get("server_busy_seconds", [])]
         return t
 
     def as_dict(self) -> dict:
@@ -112,4 +117,5 @@ class Telemetry:
             "server_updates": list(self.server_updates),
             "failures": [dict(f) for f in self.failures],
             "lost_updates": list(self.lost_updates),
+            "server_busy_seconds": list(self.server_busy_seconds),
         }

@@ -7,8 +7,9 @@ target (from the start of fit, evaluations excluded: the history's seconds at th
 that reaches it), and, for Ray, the workers' time on messages (pulls and pushes) per task. A Ray
 task is one batch unless `task_samples` makes it several (ProxSGD).
 
-Targets: (F - F*) / F* <= 1e-2 on a9a and <= 0.5 on news20 (F*: results/proxsgd_optima.json,
-liblinear), test accuracy 0.975 on MNIST.
+Targets: (F - F*) / F* <= 5e-2 on a9a and <= 1 on news20 (F*: results/proxsgd_optima.json,
+liblinear), accuracy 0.97 on the first 2,000 MNIST test images. ProxSGD evaluates once an epoch (a
+task does not cross an evaluation point: with 2 workers, a Ray task is at most a quarter of one).
 
     python benchmarks/ray_vs_processes.py --out benchmarks/results/ray_vs_processes.md
 """
@@ -72,7 +73,7 @@ def proxsgd_rows(name, loader, configs, epochs, workers, target):
     rows = []
     for batch, backend, task in configs:
         est = ProxSGDClassifier(
-            penalty="l1", alpha=1e-4, batch_size=batch, max_epochs=epochs, tol=None, evals_per_epoch=4,
+            penalty="l1", alpha=1e-4, batch_size=batch, max_epochs=epochs, tol=None, evals_per_epoch=1,
             random_state=0, backend=backend, n_workers=workers, threads_per_worker=1,
             task_samples=task if backend == "ray" else None,
         )  # fmt: skip
@@ -81,7 +82,7 @@ def proxsgd_rows(name, loader, configs, epochs, workers, target):
     return rows
 
 
-def eigenpro_rows(batches, workers, target=0.975):
+def eigenpro_rows(batches, workers, target=0.97):
     from asyncopt import EigenProClassifier
     from asyncopt.datasets import load_mnist
 
@@ -153,17 +154,19 @@ def main():
         c for b in batches for c in [(b, "processes", None)] + [(b, "ray", t) for t in tasks]
     ]
     if "a9a" in parts:
-        rows += proxsgd_rows("a9a", load_a9a, configs([256], [None, 4096]), 5, args.workers, 1e-2)
+        rows += proxsgd_rows("a9a", load_a9a, configs([256], [None, 4096]), 5, args.workers, 5e-2)
     if "news20" in parts:
-        rows += proxsgd_rows("news20", load_news20, configs([256], [None, 4096, 16384]), 10, args.workers, 0.5)
-        rows += proxsgd_rows("news20", load_news20, configs([2048], [None]), 10, args.workers, 0.5)
+        rows += proxsgd_rows("news20", load_news20, configs([256], [None, 4096]), 10, args.workers, 1.0)
+        rows += proxsgd_rows("news20", load_news20, configs([2048], [None]), 10, args.workers, 1.0)
     if "mnist" in parts:
         rows += eigenpro_rows([250, 1000], args.workers)
     text = (
         f"Command: `python benchmarks/ray_vs_processes.py --workers {args.workers} --parts {args.parts}`\n\n"
         f"{args.workers} workers x 1 thread on {os.cpu_count()} cores; ProxSGD: L1 logistic, alpha 1e-4, 5 epochs "
-        "(a9a) or 10 (news20); EigenPro: full MNIST, 1 epoch. Targets: (F - F*)/F* <= 1e-2 (a9a), <= 0.5 "
-        "(news20); test accuracy (first 2,000 test images) 0.975 (MNIST).\n\n" + table(rows) + "\n"
+        "(a9a) or 10 (news20), one evaluation an epoch; EigenPro: full MNIST, 1 epoch, 4 evaluations. Targets: "
+        "(F - F*)/F* <= 5e-2 (a9a), <= 1 (news20); accuracy on the first 2,000 test images 0.97 (MNIST).\n\n"
+        + table(rows)
+        + "\n"
     )
     print(text)
     if args.out:

@@ -29,7 +29,8 @@ Model of one worker's task: pull from every server at once, compute, push to eve
 - EigenPro's batch is the in-flight rule's, m0 / W: its compute and push bytes are fitted as
   a + b m through the 1- and 2-worker fits (pulls are the whole weight vector, every task).
 - Time to target = start-up + setup + updates to target at that staleness (interpolated in the
-  delay study) x t_task / W.
+  delay study) x t_task / W. Start-up here grows with the actors (servers + workers) started on
+  the 2 cores; on a cluster it is the 1-worker start-up (each node starts its actor at once).
 
     python benchmarks/ray_scaling.py --out benchmarks/results/ray_scaling.md
 """
@@ -306,7 +307,13 @@ def predict(
     else:
         epochs = interpolate_delay({k: v[0] for k, v in curves["eigenpro_epochs"].items()}, workers - 1)
         samples = None if epochs is None else epochs * 10_000
-    seconds = None if samples is None else one["startup_seconds"] + one["setup_seconds"] + samples / throughput
+    # start-up: here the actors start on the machine's cores, one after the other in effect (torch
+    # imports and kernel loads are CPU-bound): in proportion to the actors, servers included; on a
+    # cluster each node starts its own at once: one actor's start, as measured for 1 worker (assumed)
+    startup = one["startup_seconds"]
+    if where == "here":
+        startup *= (S + workers) / (S + 1)
+    seconds = None if samples is None else startup + one["setup_seconds"] + samples / throughput
     return {"workers": workers, "where": where, "batch": batch, "compute_ms": compute, "messages_ms": messages_ms,
             "other_ms": other, "t_task_ms": t_task, "rho_s": rho_s, "rho_c": rho_c, "staleness": staleness,
             "throughput": throughput, "pull_kb": pull_bytes * S / 1e3,

@@ -77,6 +77,10 @@ def test_eigenpro_on_ray_matches_serial_on_mnist_10k(ray_session, mnist):
     assert abs(clf.score(Xt[:5000], yt[:5000]) - serial) <= 0.005
     assert clf.telemetry_["updates"] == clf.history_[-1]["steps"]
     assert clf.telemetry_["server_updates"] == [clf.telemetry_["updates"]]
+    # workers keep a replica and pull the parts applied since their last pull, not all of alpha
+    ws = clf.telemetry_["workers"]
+    whole = clf.weights_.size * 4  # (float32)
+    assert sum(w["pull_bytes"] for w in ws) < 0.8 * sum(w["steps"] for w in ws) * whole
 
 
 def test_eigenpro_weights_sharded_over_two_ray_servers(ray_session):
@@ -120,7 +124,7 @@ def test_a_retried_push_is_applied_once(ray_session):
     retry = ray_session.get(server.push.remote(7, 1, [(part, 0)]))  # the same push again: answered, not applied
     later = ray_session.get(server.push.remote(7, 3, [(part, 0), (part, 0)]))  # out of order: applied
     again = ray_session.get(server.push.remote(7, 3, [(part, 0), (part, 0)]))
-    clock, rows = ray_session.get(server.pull.remote())
+    clock, rows, _ = ray_session.get(server.pull.remote())
     assert first == ([0], False) and retry == ([0], True)
     # (a push's parts are one task's: each read the earlier ones, so each is 1 update stale, not 1 and 2)
     assert later == ([1, 1], False) and again == ([1, 1], True)
@@ -193,6 +197,42 @@ def test_a_server_saves_its_state_and_a_new_one_starts_from_the_file(tmp_path):
     assert restarted.clock == 3 and restarted.params[3, 0] == 3.0 and restarted.ledger.seen(7, 3)
     with pytest.raises(FileFormatError, match="the file of server 1, not of server 0"):
         ServerActor(Additive(), 0, 0, 2, None, 0, None, file)
+
+
+def test_a_replica_pulls_the_parts_since_its_clock_and_holds_the_servers_rows():
+    """Additive rules (EigenPro): a pull with `since` returns the parts applied since that clock, in
+    order, and a replica that adds them holds exactly the server's rows; the whole rows when the
+    server no longer keeps them (more bytes than the rows) or its clock is behind the replica's (a
+    restarted server). (The actor class, called here without Ray.)"""
+    import torch
+
+    from asyncopt.eigenpro.step import RowsDelta
+    from asyncopt.engines.ray_actors import ServerActor
+
+    class Additive:
+        additive = True
+
+        def init_params(self):
+            return torch.zeros(8, 2)
+
+        def apply(self, params, part, staleness):
+            params.index_add_(0, part.rows, part.delta)
+
+    rng = np.random.default_rng(0)
+    server = ServerActor(Additive(), 0, 0, 8, np.zeros((8, 2), np.float32), 0, None)
+    replica, clock = torch.zeros(8, 2), 0
+    for seq in range(1, 6):
+        part = RowsDelta(torch.tensor([1, 3, 3]), torch.tensor(rng.normal(size=(3, 2)), dtype=torch.float32))
+        server.push(0, seq, [(part, server.clock)])
+        now, rows, parts = server.pull(since=clock)
+        assert rows is None and len(parts) == 1
+        for p in parts:
+            Additive().apply(replica, p, 0)
+        clock = now
+    assert torch.equal(replica, server.params)  # (bitwise: the same additions in the same order)
+    now, rows, parts = server.pull(since=0)  # 5 parts: 15 rows of (index, delta), more bytes than 8 rows
+    assert parts is None and np.array_equal(rows, server.params.numpy())
+    assert server.pull(since=99)[2] is None  # a replica ahead of the server: whole rows
 
 
 def test_ray_without_ray_installed_says_how_to_install(monkeypatch):

@@ -19,6 +19,9 @@ class EigenProAlgorithm:
     eta: float  # step size for a full batch of the schedule's batch size
     budget_bytes: int
     n_servers: int = 1  # row shards of alpha, for engines that place parameter servers (Ray)
+    # the servers' rule adds each part in (apply_update): a replica that adds the same parts in the
+    # same order holds the same rows, so Ray workers pull only the parts since their last pull
+    additive = True
 
     passthrough_errors = (TrainingDiverged,)  # a diverging worker's error reaches fit as itself
 

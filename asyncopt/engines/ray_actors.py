@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 
@@ -136,6 +137,13 @@ class ServerActor:
         self.refused = 0  # pushes answered from the ledger, not applied again
         self.saved_at = time.perf_counter()
         self.busy = 0.0  # seconds in pulls and pushes (the server's load)
+        # an additive rule (algo.additive: each part is added in) lets a worker keep a replica and
+        # pull only the parts applied since its last pull: the recent ones, as (clock before, part),
+        # no more bytes of them than of the rows (a whole pull is smaller then)
+        self.additive = bool(getattr(algo, "additive", False))
+        self.log: collections.deque = collections.deque()
+        self.log_bytes = 0
+        self.rows_bytes = self.params[lo:hi].numel() * self.params.element_size()
 
     def save(self) -> int:
         """Write rows, clock and ledger to the server's file (atomically); the clock saved."""
@@ -147,13 +155,23 @@ class ServerActor:
     def ping(self) -> int:
         return self.index
 
-    def pull(self, rows: np.ndarray | None = None) -> tuple[int, np.ndarray]:
-        """The clock, and the server's rows (all, or those of `rows`, global row numbers)."""
+    def pull(
+        self, rows: np.ndarray | None = None, since: int | None = None
+    ) -> tuple[int, np.ndarray | None, list | None]:
+        """(clock, rows, None): the server's rows (all, or those of `rows`, global row numbers); or
+        (clock, None, parts): with `since` (the clock of the caller's replica of all the rows), the
+        parts applied since, in order, when this server keeps them (an additive rule, and not more
+        bytes than the rows)."""
         t0 = time.perf_counter()
+        if rows is None and since is not None and self.additive and since <= self.clock:
+            if since == self.clock or (self.log and self.log[0][0] <= since):
+                parts = [part for before, part in self.log if before >= since]
+                self.busy += time.perf_counter() - t0
+                return self.clock, None, parts
         if rows is None:
-            reply = self.clock, self.params[self.lo : self.hi].numpy().copy()
+            reply = self.clock, self.params[self.lo : self.hi].numpy().copy(), None
         else:
-            reply = self.clock, self.params.numpy()[rows]
+            reply = self.clock, self.params.numpy()[rows], None
         self.busy += time.perf_counter() - t0
         return reply
 
@@ -183,7 +201,9 @@ class ServerActor:
             self.algo.apply_bundle(self.params, self.index, bundle, stepped)
             count = len(bundle)
         else:
-            for part, _ in parts:
+            for i, (part, _) in enumerate(parts):
+                if self.additive:
+                    self._log(self.clock + i, part)
                 self.algo.apply(self.params, part, stepped)
             count = len(parts)
         self.clock += count
@@ -194,6 +214,14 @@ class ServerActor:
                 self.save()
         self.busy += time.perf_counter() - t0
         return stalenesses, False
+
+    def _log(self, clock: int, part) -> None:
+        """Keep `part` (applied at `clock`) for delta pulls; drop the oldest beyond the rows' bytes."""
+        self.log.append((clock, part))
+        self.log_bytes += _payload_bytes([(part, 0)])
+        while self.log and self.log_bytes > self.rows_bytes:
+            _, old = self.log.popleft()
+            self.log_bytes -= _payload_bytes([(old, 0)])
 
     def set_rule_state(self, state: dict) -> None:
         self.algo.load_state_dict(state, self.params)
@@ -216,6 +244,9 @@ class WorkerActor:
         self.params = algo.init_params()
         self.finished = None  # when the last task ended (the idle time before the next one is waiting)
         self.staleness = 0  # the servers' staleness for this worker's last task: the step its copy takes
+        # additive rules: the clock each server's rows in self.params are at (None: not a replica of
+        # them, e.g. after the task's own updates were applied to the copy)
+        self.replica: list[int | None] = [None] * len(self.servers)
 
     def ready(self) -> int:
         return os.getpid()
@@ -224,8 +255,9 @@ class WorkerActor:
         self.algo.load_state_dict(state, self.params)
 
     def set_server(self, index: int, server) -> None:
-        """A restarted server's handle (the coordinator replaced a dead one)."""
+        """A restarted server's handle (the coordinator replaced a dead one; its clock may be behind)."""
         self.servers[index] = server
+        self.replica[index] = None
 
     def run_task(self, task, origin: int, seq: int) -> dict:
         """Pull, compute, push the task's updates as push (origin, seq) of every server."""
@@ -238,17 +270,27 @@ class WorkerActor:
         # (a pull of most of a block costs more as rows than whole: the indices travel too)
         blocks = zip(wanted, self.rows, strict=True)
         wanted = [None if w is None or 2 * len(w) > hi - lo else w for w, (lo, hi) in blocks]
-        pulled = ray.get([server.pull.remote(w) for server, w in zip(self.servers, wanted, strict=True)])
-        clocks = []
-        for (lo, hi), w, (clock, rows) in zip(self.rows, wanted, pulled, strict=True):
-            if w is None:
+        since = [r if w is None else None for r, w in zip(self.replica, wanted, strict=True)]
+        pulled = ray.get([s.pull.remote(w, c) for s, w, c in zip(self.servers, wanted, since, strict=True)])
+        clocks, pull_bytes = [], 0
+        for b, ((lo, hi), w, (clock, rows, deltas)) in enumerate(zip(self.rows, wanted, pulled, strict=True)):
+            if deltas is not None:  # the parts applied since the replica's clock, in the servers' order
+                for part in deltas:
+                    self.algo.apply(self.params, part, 0)
+                pull_bytes += _payload_bytes([(part, 0) for part in deltas])
+            elif w is None:
                 write_rows(self.params, lo, hi, rows)
+                pull_bytes += rows.nbytes
             else:
                 self.params.numpy()[w] = rows
+                pull_bytes += rows.nbytes
+            self.replica[b] = clock if w is None and getattr(self.algo, "additive", False) else None
             clocks.append(clock)
         t1 = time.perf_counter()
         bundled = getattr(self.algo, "bundles", False)
         stepped_at = self.staleness if len(task.sizes) > 1 else 0  # (the step of the copy's updates)
+        if len(task.sizes) > 1:  # the copy takes the task's own updates: no longer a replica
+            self.replica = [None] * len(self.servers)
         parts, owners = self._bundle(task, clocks) if bundled else self._batches(task, clocks)
         t2 = time.perf_counter()
         targets = [b for b, p in enumerate(parts) if p]
@@ -280,8 +322,8 @@ class WorkerActor:
             "parts": {b: len(parts[b][0][0]) if bundled else len(parts[b]) for b in targets},
             "retried": sum(replies[b][1] for b in targets),
             "sent": len(pulled) + len(targets),
-            "bytes": sum(rows.nbytes for _, rows in pulled) + sum(_payload_bytes(parts[b]) for b in targets),
-            "pull_bytes": sum(rows.nbytes for _, rows in pulled),
+            "bytes": pull_bytes + sum(_payload_bytes(parts[b]) for b in targets),
+            "pull_bytes": pull_bytes,
         }
 
     def _batches(self, task, clocks: list[int]) -> tuple[list[list], list[list]]:

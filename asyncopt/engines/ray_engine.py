@@ -268,7 +268,7 @@ class RayEngine:
     def _pull(self, ray, algo, params: torch.Tensor) -> None:
         """The servers' rows into `params` (the coordinator's copy: for the monitor and checkpoints)."""
         pulled = self._call(ray, [s.pull.remote() for s in self._server_actors], algo)
-        for (lo, hi), (_, rows) in zip(self._rows, pulled, strict=True):
+        for (lo, hi), (_, rows, _) in zip(self._rows, pulled, strict=True):
             write_rows(params, lo, hi, rows)
 
     def _servers_state(self, ray, algo) -> dict:

@@ -96,3 +96,26 @@ def test_iterations_interpolate_the_training_targets(problem):
     fit = K @ alpha.numpy()
     assert np.linalg.norm(fit - problem.Y.numpy()) / np.linalg.norm(problem.Y.numpy()) < 1e-4
     assert hist[-1].train_mse < 1e-8
+
+
+def test_the_servers_rule_holds_no_data_and_adds_what_the_algorithm_adds(problem):
+    """EigenProAlgorithm.for_servers (Ray's server actors): no kernel data, and the same additions
+    (a whole update, or the row shards' parts) as the algorithm's own rule."""
+    import pickle
+
+    from asyncopt.eigenpro.algorithm import EigenProAlgorithm
+
+    pre = nystrom_preconditioner(problem.data, 100, 10, 1000, np.random.default_rng(1))
+    algo = EigenProAlgorithm(problem, pre, 5.0, 2**24, n_servers=2)
+    rule = algo.for_servers()
+    assert len(pickle.dumps(rule)) < len(pickle.dumps(algo)) / 10  # (400 x 5 data, V, D: not sent)
+    rng = np.random.default_rng(3)
+    alpha = torch.as_tensor(rng.normal(size=(400, 2)) * 1e-2)
+    upd = eigenpro_step(problem, pre, alpha, torch.as_tensor(rng.choice(400, 32, replace=False)), 5.0, 2**24)
+    whole, by_rule, by_parts = alpha.clone(), alpha.clone(), rule.init_params().to(alpha.dtype) + alpha
+    algo.apply(whole, upd)
+    rule.apply(by_rule, upd)
+    for _, part in algo.server_parts(upd):
+        rule.apply(by_parts, part)
+    assert torch.equal(by_rule, whole) and torch.allclose(by_parts, whole, rtol=0, atol=1e-15)
+    assert rule.init_params().shape == algo.init_params().shape and rule.additive

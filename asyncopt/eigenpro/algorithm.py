@@ -38,7 +38,7 @@ class EigenProAlgorithm:
         return eigenpro_step(self.problem, self.precond, params, batch, self.eta * scale, self.budget_bytes)
 
     def apply(self, params: torch.Tensor, update: Update, staleness: int = 0) -> None:
-        apply_update(params, update, self.precond.indices)
+        apply_update(params, _on(update, params.device), self.precond.indices)
 
     # -- parameter servers: row shards of alpha, each applying the additive rule to its rows -------
     @property
@@ -60,6 +60,12 @@ class EigenProAlgorithm:
     def server_parts(self, update: Update) -> list:
         """(server, part) pairs: the batch and subsample rows of each shard (step.split_update)."""
         return split_update(update, self.precond.indices, self._bounds())
+
+    def for_servers(self) -> EigenProServerRule:
+        """What a parameter server needs (engines that place servers apart: Ray): the weights' shape
+        and the additive rule, not the kernel data (n x d) the workers compute with."""
+        Y = self.problem.Y
+        return EigenProServerRule(tuple(Y.shape), Y.dtype, self.precond.indices.cpu())
 
     def check(self, update: Update, step: int, samples: int) -> None:
         if not math.isfinite(update.residual_sq_sum):
@@ -130,3 +136,33 @@ class EigenProAlgorithm:
         for t in (data.X, data.sqnorm, self.problem.Y, self.precond.V, self.precond.D, self.precond.indices):
             if t is not None:
                 t.share_memory_()
+
+
+@dataclasses.dataclass
+class EigenProServerRule:
+    """An EigenPro parameter server's rule without the data: it adds the parts pushed to it."""
+
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    subsample: torch.Tensor  # the Nystrom rows (a whole update's subsample part goes there)
+    additive = True
+
+    def init_params(self) -> torch.Tensor:
+        return torch.zeros(self.shape, dtype=self.dtype)
+
+    def apply(self, params: torch.Tensor, update, staleness: int = 0) -> None:
+        apply_update(params, _on(update, params.device), self.subsample)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, params: torch.Tensor) -> None:
+        pass
+
+
+def _on(update, device):
+    """`update` (a dataclass of tensors) with its tensors on `device` (a GPU worker's parts reach a
+    CPU server; a server's parts reach a GPU worker's replica)."""
+    moved = {f.name: getattr(update, f.name).to(device) for f in dataclasses.fields(update)
+             if isinstance(getattr(update, f.name), torch.Tensor)}  # fmt: skip
+    return dataclasses.replace(update, **moved)

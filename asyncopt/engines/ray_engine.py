@@ -103,6 +103,8 @@ class RayEngine:
     def _start(self, ray, algo, params: torch.Tensor, servers_state: dict | None) -> None:
         self._run = uuid.uuid4().hex[:8]  # names the actors (`ray list actors`, the chaos test)
         self._algo_ref = ray.put(algo)  # the read-only data, once, in the object store
+        # servers get only what their rule needs when the algorithm can say so (EigenPro: not the data)
+        self._server_ref = ray.put(algo.for_servers()) if hasattr(algo, "for_servers") else self._algo_ref
         n = algo.n_locks
         self._rows = [algo.server_rows(b) for b in range(n)]
         state = servers_state or {}
@@ -133,7 +135,7 @@ class RayEngine:
         cls = ray.remote(num_cpus=0)(ServerActor).options(name=name)
         rows = None if params is None else params[lo:hi].cpu().numpy()
         file = None if self._files is None else self._files[b]
-        return cls.remote(self._algo_ref, b, lo, hi, rows, clock, ledger, file, self.server_save_seconds)
+        return cls.remote(self._server_ref, b, lo, hi, rows, clock, ledger, file, self.server_save_seconds)
 
     def _new_worker(self, slot: int):
         name = f"asyncopt-{self._run}-worker-{slot}-{self._origin[slot]}"

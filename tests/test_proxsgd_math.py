@@ -311,6 +311,52 @@ def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(push, vr,
 
 
 @pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("vr", [False, True])
+def test_the_servers_copy_holds_no_samples_and_applies_the_same_steps(sparse, vr):
+    """ProxSGDAlgorithm.for_servers (Ray's server actors): data of no rows, and the same server rule
+    (step, prox, intercept, SVRG mean), per part and per bundle; its kernels load with no samples."""
+    import pickle
+
+    import scipy.sparse as sp
+
+    from asyncopt.engines.base import Task
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(4)
+    n, d = 300, 12
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4)
+    problem = LinearProblem(
+        LinearData.from_array(sp.csr_matrix(X) if sparse else X, rng.choice([-1.0, 1.0], size=(n, 1))),
+        LOSSES["logistic"], make_penalty("l1", 0.02), NonconvexRegularizer(0.0), True, block_bounds(d, 3),
+    )  # fmt: skip
+    algo = ProxSGDAlgorithm(problem, 5, 0.4, "block", variance_reduction=vr)
+    start = torch.tensor(rng.normal(size=(d + 1, 1)))
+    if vr:
+        algo.refresh_snapshot(start * 0.5)
+    algo.step = 0.3  # (the schedule's current step travels too)
+    server = algo.for_servers()
+    assert server.problem.data.n == 0 and len(pickle.dumps(server)) < len(pickle.dumps(algo)) / 3
+    server.prepare()
+    if vr:
+        server.load_state_dict(algo.state_dict(), server.init_params())  # (the broadcast: D is not kept)
+    ours, theirs = start.clone(), start.clone()
+    for key in range(6):
+        update = algo.compute(ours, torch.as_tensor(rng.choice(n, 5, replace=False)), 1.0, key)
+        for _, part in algo.server_parts(update):
+            algo.apply(ours, part, 2)
+            server.apply(theirs, part, 2)
+    np.testing.assert_allclose(theirs.numpy(), ours.numpy(), rtol=1e-13, atol=1e-14)
+    if sparse:  # bundles (the compiled path on sparse data)
+        server.warm_bundles("server")
+        task = Task(rng.choice(n, 20, replace=False), np.full(4, 5), np.arange(4), 5)
+        bundle = algo.compute_bundle(ours.clone(), task, 1)
+        for b, part, _ in algo.bundle_parts(bundle):
+            algo.apply_bundle(ours, b, part, 1)
+            server.apply_bundle(theirs, b, part, 1)
+        np.testing.assert_allclose(theirs.numpy(), ours.numpy(), rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
 def test_full_push_split_into_server_parts_equals_one_full_step(sparse):
     import scipy.sparse as sp
 

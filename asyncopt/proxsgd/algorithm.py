@@ -411,6 +411,23 @@ class ProxSGDAlgorithm:
             self.task_failed(status)
         return bundle
 
+    def for_servers(self) -> ProxSGDAlgorithm:
+        """What a parameter server needs (engines that place servers apart: Ray): the rule (step,
+        penalty, blocks, SVRG mean) over data of no rows, of the same width, precision and layout
+        (the same compiled kernels), not the n samples the workers compute with."""
+        import scipy.sparse as sp
+
+        from asyncopt.proxsgd.data import LinearData
+
+        data = self.problem.data
+        no_rows = sp.csr_matrix((0, data.d)) if data.sparse else np.zeros((0, data.d))
+        empty = LinearData.from_array(no_rows, np.zeros((0, self.problem.k)), dtype=data.dtype, device=data.device)
+        server = dataclasses.replace(self, problem=dataclasses.replace(self.problem, data=empty))
+        server.step = self.step
+        if self.variance_reduction:
+            server._snap_mu.copy_(self._snap_mu)
+        return server
+
     def warm_bundles(self, side: str) -> None:
         """Load (or compile: ~10 s a kernel, once) the bundle kernel of `side` ("worker": compute,
         "server": apply) now, in a Ray actor's start, not in its first task."""
@@ -509,6 +526,13 @@ class ProxSGDAlgorithm:
         (the engine loads its compiled task loop itself)."""
         if self.fast:
             params = self.init_params()
+            if self.problem.data.n == 0:  # a server's copy (for_servers): its rule only
+                k, dtype = self.problem.k, self.problem.data.dtype
+                intercept = torch.zeros(k, dtype=dtype) if self.problem.fit_intercept else None
+                nothing = BlockUpdate(0, torch.zeros(0, dtype=torch.int64), torch.zeros(0, k, dtype=dtype), intercept,
+                                      1.0, 0.0)  # fmt: skip
+                self.apply(params, nothing, 0)
+                return
             one_row = torch.zeros(1, dtype=torch.int64)  # scale: a batch of 1 takes the step of a full one
             self.apply(params, self.compute(params, one_row, 1.0 / self.batch_size, 0), 0)
             self.flush(params)  # also resets the lazy counts
@@ -640,7 +664,8 @@ class ProxSGDAlgorithm:
     def load_state_dict(self, state: dict, params: torch.Tensor) -> None:
         self.step = float(state["step"])
         if self.variance_reduction:
-            self._snap_D.copy_(torch.as_tensor(state["snapshot_D"]))
+            if self._snap_D.shape[0]:  # (a server's copy has no samples, and no use for D)
+                self._snap_D.copy_(torch.as_tensor(state["snapshot_D"]))
             self._snap_mu.copy_(torch.as_tensor(state["snapshot_mu"]))
         if self._lazy_state is not None:  # saved parameters are caught up: every row current at tick 0
             self._lazy_state["ticks"].zero_()

@@ -46,6 +46,28 @@ def test_a_ray_task_of_several_batches_reads_its_own_updates(ray_session, layout
     np.testing.assert_allclose(on_ray.intercept_, serial.intercept_, rtol=1e-9, atol=1e-12)
 
 
+def test_a_ray_call_of_several_tasks_runs_them_in_order(ray_session, monkeypatch):
+    """The coordinator sends a worker several tasks in one call (RayEngine._size_tasks), so that it
+    is not on every batch's path; each task still pulls and pushes on its own. With one worker
+    the run is then the serial engine's, batch for batch."""
+    from asyncopt.engines.ray_engine import RayEngine
+
+    calls = []
+    submit = RayEngine._submit
+    monkeypatch.setattr(
+        RayEngine, "_submit", lambda self, sent, fl: (calls.append(len(sent.tasks)), submit(self, sent, fl))
+    )
+    rng = np.random.default_rng(2)
+    X = sp.random(800, 30, density=0.2, random_state=2, format="csr")
+    y = np.where(X @ rng.normal(size=30) > 0, 1, 0)
+    common = dict(penalty="l1", alpha=1e-3, max_epochs=3, tol=None, n_blocks=2, batch_size=8, random_state=0)
+    serial = ProxSGDClassifier(**common).fit(X, y)
+    on_ray = ProxSGDClassifier(backend="ray", n_workers=1, threads_per_worker=1, **common).fit(X, y)
+    assert max(calls) > 1 and sum(calls) == serial.telemetry_["updates"]
+    assert on_ray.telemetry_["updates"] == serial.telemetry_["updates"]
+    np.testing.assert_allclose(on_ray.coef_, serial.coef_, rtol=1e-9, atol=1e-12)
+
+
 def test_task_samples_is_for_ray_only():
     with pytest.raises(ValueError, match="task_samples=64 sets the size of a Ray task"):
         ProxSGDClassifier(task_samples=64, backend="processes", n_workers=2).fit(np.eye(4), [0, 1, 0, 1])

@@ -259,6 +259,19 @@ class WorkerActor:
         self.servers[index] = server
         self.replica[index] = None
 
+    def run_tasks(self, tasks: list, origin: int, seqs: list[int]) -> dict:
+        """Tasks one after the other, each as `run_task` (its own pull and push), in one call from
+        the coordinator: the coordinator's cost is then per call, not per batch. One reply for all,
+        with each task's acknowledgements (`acks`: (seq, updates each server now holds))."""
+        total: dict = {"stalenesses": [], "acks": []}
+        for task, seq in zip(tasks, seqs, strict=True):
+            reply = self.run_task(task, origin, seq)
+            total["stalenesses"] += reply.pop("stalenesses")
+            total["acks"].append((seq, reply.pop("parts")))
+            for key, value in reply.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
     def run_task(self, task, origin: int, seq: int) -> dict:
         """Pull, compute, push the task's updates as push (origin, seq) of every server."""
         import ray

@@ -5,7 +5,8 @@ the caller's process.
   AsyB-ProxSGD's block servers and its intercept server, AsyncEigenPro's `n_servers` row shards.
 - Worker actors (`resources_per_worker`) run tasks: pull, compute, push (ray_actors.WorkerActor).
   A task is one batch by default (`task_samples` makes larger ones): a Ray call costs about a
-  millisecond, so a batch must carry milliseconds of compute.
+  millisecond, so a batch must carry milliseconds of compute. A call carries several tasks when
+  the segment to the next evaluation point is long (`_size_tasks`), each with its own pull and push.
 - Staleness is counted by the servers' clocks: the number of updates a server applied between
   the worker's pull and this update.
 - The coordinator hands out tasks (`tasks_in_flight` per worker), drains them at evaluation points,
@@ -49,6 +50,8 @@ from asyncopt.engines.ray_actors import Ledger, ServerActor, WorkerActor, write_
 from asyncopt.engines.telemetry import Telemetry
 
 TASKS_PER_WORKER = 2  # tasks per worker between two evaluation points, at least (with task_samples)
+CALLS_PER_SLOT = 4  # calls per worker and in-flight slot between two evaluation points, at least
+MAX_TASKS_PER_CALL = 16  # (a call's tasks run one after the other; the drain waits for the last call)
 
 
 def import_ray():
@@ -71,9 +74,9 @@ def ensure_ray(address: str | None):
 @dataclasses.dataclass
 class _Sent:
     slot: int  # the worker slot (telemetry's worker index)
-    task: object
-    origin: int  # the id the servers' ledgers know the pushes by (kept when the task is reissued)
-    seq: int
+    tasks: list  # run one after the other by the worker, in one call (WorkerActor.run_tasks)
+    origin: int  # the id the servers' ledgers know the pushes by (kept when the tasks are reissued)
+    seqs: list[int]  # each task's sequence number
 
 
 class _ServerDied(Exception):
@@ -185,7 +188,7 @@ class RayEngine:
     def _replace_worker(self, ray, algo, slot: int, in_flight: dict, telemetry, applied: int) -> None:
         """A new actor for `slot`, and the slot's tasks in flight reissued to it with their numbers."""
         self._failed(telemetry, {"actor": "worker", "index": slot, "samples": applied})
-        mine = sorted((s for s in in_flight.values() if s.slot == slot), key=lambda s: (s.origin, s.seq))
+        mine = sorted((s for s in in_flight.values() if s.slot == slot), key=lambda s: (s.origin, s.seqs[0]))
         for ref in [r for r, s in in_flight.items() if s.slot == slot]:
             del in_flight[ref]
         ray.kill(self._workers[slot])
@@ -255,17 +258,19 @@ class RayEngine:
 
     # -- messages ------------------------------------------------------------------------
     def _submit(self, sent: _Sent, in_flight: dict) -> None:
-        in_flight[self._workers[sent.slot].run_task.remote(sent.task, sent.origin, sent.seq)] = sent
-
-    def _send(self, slot: int, task, in_flight: dict) -> None:
-        origin = self._origin[slot]
-        self._seq[origin] = seq = self._seq.get(origin, 0) + 1
-        self._submit(_Sent(slot, task, origin, seq), in_flight)
+        in_flight[self._workers[sent.slot].run_tasks.remote(sent.tasks, sent.origin, sent.seqs)] = sent
 
     def _send_next(self, slot: int, stream: BatchStream, until: int, batch_size: int, in_flight: dict) -> None:
-        """The stream's next task (not crossing the evaluation point `until`) to `slot`, if any is left."""
-        if stream.issued < until:
-            self._send(slot, stream.next_task(until - stream.issued, self._task_batches, batch_size), in_flight)
+        """The stream's next tasks (`_call_tasks` of them, not crossing the evaluation point `until`)
+        to `slot`, in one call, if any is left."""
+        tasks = []
+        while stream.issued < until and len(tasks) < self._call_tasks:
+            tasks.append(stream.next_task(until - stream.issued, self._task_batches, batch_size))
+        if tasks:
+            origin = self._origin[slot]
+            first = self._seq.get(origin, 0) + 1
+            self._seq[origin] = first + len(tasks) - 1
+            self._submit(_Sent(slot, tasks, origin, list(range(first, first + len(tasks)))), in_flight)
 
     def _pull(self, ray, algo, params: torch.Tensor) -> None:
         """The servers' rows into `params` (the coordinator's copy: for the monitor and checkpoints)."""
@@ -371,11 +376,7 @@ class RayEngine:
                     self._size_tasks(eval_at[next_eval] - stream.issued, batch_size)
                     for _ in range(self.tasks_in_flight):
                         for slot in range(self.n_workers):
-                            if stream.issued < eval_at[next_eval]:
-                                task = stream.next_task(
-                                    eval_at[next_eval] - stream.issued, self._task_batches, batch_size
-                                )
-                                self._send(slot, task, in_flight)
+                            self._send_next(slot, stream, eval_at[next_eval], batch_size, in_flight)
                     continue
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=self.timeout)
                 if not ready:
@@ -391,8 +392,9 @@ class RayEngine:
                     self._restart_dead_servers(ray, algo, telemetry, applied)
                     self._submit(sent, in_flight)
                     continue
-                for b, count in reply["parts"].items():
-                    self._acked[b].append((sent.origin, sent.seq, count))
+                for seq, parts in reply["acks"]:
+                    for b, count in parts.items():
+                        self._acked[b].append((sent.origin, seq, count))
                 r = reply
                 telemetry.record_many(
                     sent.slot, r["stalenesses"], r["samples"], r["compute"], r["idle"], r["messages"],
@@ -427,9 +429,14 @@ class RayEngine:
 
     def _size_tasks(self, segment: int, batch_size: int) -> None:
         """Batches per task until the next evaluation point (`segment` samples away): task_samples,
-        but small enough that every worker gets TASKS_PER_WORKER tasks of the segment."""
+        but small enough that every worker gets TASKS_PER_WORKER tasks of the segment; and tasks per
+        call: as many as leave every worker CALLS_PER_SLOT calls per in-flight slot (up to
+        MAX_TASKS_PER_CALL), so that the coordinator is not on every batch's path."""
         if self.task_samples is None:
             self._task_batches = 1
-            return
-        samples = min(self.task_samples, -(-segment // (TASKS_PER_WORKER * self.n_workers)))
-        self._task_batches = max(1, -(-samples // batch_size))
+        else:
+            samples = min(self.task_samples, -(-segment // (TASKS_PER_WORKER * self.n_workers)))
+            self._task_batches = max(1, -(-samples // batch_size))
+        tasks = segment // (self._task_batches * batch_size)
+        calls = CALLS_PER_SLOT * self.n_workers * self.tasks_in_flight
+        self._call_tasks = int(min(MAX_TASKS_PER_CALL, max(1, tasks // calls)))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import time
 
 import numpy as np
+
+TIMELINE_CAP = 2048  # tasks kept per worker for the timeline (then every other one is dropped, and so on)
 
 
 @dataclasses.dataclass
@@ -35,10 +38,31 @@ class Telemetry:
     failures: list[dict] = dataclasses.field(default_factory=list)  # Ray: actors that died, and what was lost
     lost_updates: list[int] = dataclasses.field(default_factory=list)  # Ray: per server, updates lost to restarts
     server_busy_seconds: list[float] = dataclasses.field(default_factory=list)  # Ray: per server, in pulls and pushes
+    # per worker, tasks as (end, compute, wait) seconds since the engine started, when the coordinator
+    # recorded them (the end is the reply's arrival): every task up to TIMELINE_CAP, then every 2nd, 4th...
+    timeline: list[list[tuple[float, float, float]]] = dataclasses.field(default_factory=list)
+    timeline_stride: list[int] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         if not self.workers:
             self.workers = [WorkerStats() for _ in range(self.n_workers)]
+        self._t0 = time.perf_counter()
+        self._seen = [0] * self.n_workers
+        self.timeline = self.timeline or [[] for _ in range(self.n_workers)]
+        self.timeline_stride = self.timeline_stride or [1] * self.n_workers
+
+    def _mark(self, worker: int, compute: float, wait: float) -> None:
+        """A task of `worker` in the timeline (bounded: beyond the cap, every other one is kept)."""
+        if worker >= len(self.timeline):
+            return
+        self._seen[worker] += 1
+        if self._seen[worker] % self.timeline_stride[worker]:
+            return
+        line = self.timeline[worker]
+        line.append((time.perf_counter() - self._t0, compute, wait))
+        if len(line) >= TIMELINE_CAP:
+            del line[1::2]
+            self.timeline_stride[worker] *= 2
 
     def record(self, worker: int, staleness: int, samples: int, compute: float, wait: float) -> None:
         self.staleness[int(staleness)] += 1
@@ -47,6 +71,7 @@ class Telemetry:
         w.samples += samples
         w.compute_seconds += compute
         w.wait_seconds += wait
+        self._mark(worker, compute, wait)
 
     def record_many(
         self,
@@ -73,6 +98,7 @@ class Telemetry:
         w.messages += sent
         w.message_bytes += sent_bytes
         w.pull_bytes += pulled_bytes
+        self._mark(worker, compute + messages, wait)
 
     @property
     def updates(self) -> int:
@@ -118,4 +144,5 @@ class Telemetry:
             "failures": [dict(f) for f in self.failures],
             "lost_updates": list(self.lost_updates),
             "server_busy_seconds": list(self.server_busy_seconds),
+            "timeline": [[list(map(float, row)) for row in line] for line in self.timeline],
         }

@@ -1,9 +1,7 @@
-"""The `asyncopt` command line."""
+"""`asyncopt demo` and `asyncopt sparse-demo`: the solvers on shipped data, their convergence printed."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 
 
@@ -53,7 +51,7 @@ def _demo(args) -> int:
         f"wall {wall:.1f} s"
     )
     if args.plot:
-        from asyncopt.plotting import plot_history
+        from asyncopt.plot import plot_history
 
         plot_history(clf.history_, args.plot, title=f"EigenPro on {args.data}")
         print(f"convergence plot written to {args.plot}")
@@ -114,9 +112,11 @@ def _sparse_demo(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="asyncopt", description=__doc__)
-    sub = parser.add_subparsers(dest="command")
+def _bandwidth(text: str):
+    return text if text == "auto" else float(text)
+
+
+def add_parsers(sub) -> None:
     demo = sub.add_parser("demo", help="train an EigenPro classifier on real data and print its convergence")
     demo.add_argument(
         "--data",
@@ -152,19 +152,5 @@ def main(argv=None) -> int:
     sparse.add_argument("--blocks", type=int, default=1)
     sparse.add_argument("--seed", type=int, default=0)
     sparse.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["demo", *(argv or [])])
-    try:
-        return _sparse_demo(args) if args.command == "sparse-demo" else _demo(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"asyncopt: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _bandwidth(text: str):
-    return text if text == "auto" else float(text)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    demo.set_defaults(run=_demo)
+    sparse.set_defaults(run=_sparse_demo)

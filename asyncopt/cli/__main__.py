@@ -1,0 +1,5 @@
+import sys
+
+from asyncopt.cli import main
+
+sys.exit(main())

@@ -3,6 +3,7 @@
 #   bash dev.sh demo [ARGS]   the main job (EigenPro on the digits bundled with scikit-learn)
 #   bash dev.sh test [ARGS]   the test suite
 #   bash dev.sh bench         the full-MNIST benchmark (needs ../shared/data)
+#   bash dev.sh fit|predict|info ARGS   the asyncopt command line (asyncopt --help)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -23,5 +24,6 @@ case "$cmd" in
   demo)  exec .venv/bin/asyncopt demo "$@" ;;
   test)  exec .venv/bin/python -m pytest "$@" ;;
   bench) exec .venv/bin/python benchmarks/bench_mnist.py "$@" ;;
-  *) echo "usage: bash dev.sh {demo|test|bench} [args]" >&2; exit 2 ;;
+  fit|predict|info|sparse-demo) exec .venv/bin/asyncopt "$cmd" "$@" ;;  # the command line, e.g. bash dev.sh fit --help
+  *) echo "usage: bash dev.sh {demo|test|bench|fit|predict|info|sparse-demo} [args]" >&2; exit 2 ;;
 esac

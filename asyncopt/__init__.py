@@ -1,14 +1,30 @@
-"""asyncopt: training large models with asynchronous parallel workers."""
+"""asyncopt: training large models with asynchronous parallel workers.
 
-from asyncopt.errors import TrainingDiverged
-from asyncopt.estimators import EigenProClassifier, EigenProRegressor, ProxSGDClassifier, ProxSGDRegressor
-from asyncopt.estimators.model_files import load
-from asyncopt.kernels import MemoryBudgetError
-from asyncopt.options import ComputeOptions
-from asyncopt.persistence import FileFormatError
-from asyncopt.training.eigenpro import HistoryEntry
+The public names are imported on first use (PEP 562), so ``import asyncopt`` (and the CLI's
+``--help``) does not pay for torch, scikit-learn, scipy and numba; ``from asyncopt import
+EigenProClassifier`` imports what that estimator needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# public name -> the module defining it
+_LAZY = {
+    "ComputeOptions": "asyncopt.options",
+    "EigenProClassifier": "asyncopt.estimators.eigenpro",
+    "EigenProRegressor": "asyncopt.estimators.eigenpro",
+    "FileFormatError": "asyncopt.persistence",
+    "HistoryEntry": "asyncopt.training.eigenpro",
+    "MemoryBudgetError": "asyncopt.kernels.blocks",
+    "ProxSGDClassifier": "asyncopt.estimators.proxsgd",
+    "ProxSGDRegressor": "asyncopt.estimators.proxsgd",
+    "TrainingDiverged": "asyncopt.errors",
+    "load": "asyncopt.estimators.model_files",
+}
 
 __all__ = [
     "ComputeOptions",
@@ -22,3 +38,26 @@ __all__ = [
     "TrainingDiverged",
     "load",
 ]
+
+if TYPE_CHECKING:  # (static tools see the names; at run time they come from __getattr__)
+    from asyncopt.errors import TrainingDiverged
+    from asyncopt.estimators.eigenpro import EigenProClassifier, EigenProRegressor
+    from asyncopt.estimators.model_files import load
+    from asyncopt.estimators.proxsgd import ProxSGDClassifier, ProxSGDRegressor
+    from asyncopt.kernels.blocks import MemoryBudgetError
+    from asyncopt.options import ComputeOptions
+    from asyncopt.persistence import FileFormatError
+    from asyncopt.training.eigenpro import HistoryEntry
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asyncopt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # (later lookups skip this function)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -9,6 +9,9 @@ import torch
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+MAX_MEMORY_GB = 2**20  # (a PiB: beyond, a budget is a typo, and its byte count overflows)
+
+
 @dataclasses.dataclass(frozen=True)
 class ComputeOptions:
     """Where and how kernel arithmetic runs.
@@ -52,6 +55,6 @@ class ComputeOptions:
             torch_dtype = _DTYPES.get(str(dtype).replace("torch.", ""))
         if torch_dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype={dtype!r} is not supported; use 'float32' or 'float64'")
-        if not (isinstance(memory_gb, (int, float)) and memory_gb > 0):
-            raise ValueError(f"memory_gb={memory_gb!r} must be a positive number of GiB")
+        if not (isinstance(memory_gb, (int, float)) and 0 < memory_gb <= MAX_MEMORY_GB):
+            raise ValueError(f"memory_gb={memory_gb!r} must be a positive number of GiB, at most {MAX_MEMORY_GB:,}")
         return cls(torch_device, torch_dtype, int(memory_gb * 2**30), max_chunk_columns)

@@ -138,7 +138,7 @@ def plot_staleness(run, ax=None, path=None, title=None):
     if not hist:
         raise ValueError("the telemetry records no updates")
     plt = _pyplot(path)
-    fig, ax = (plt.subplots(figsize=(5.5, 3.6)) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(5.5, 3.6)) if ax is None else (ax.figure, ax)
     values = sorted(hist)
     ax.bar(values, [hist[v] for v in values], width=0.8, color="C0")
     ax.set_yscale("log")
@@ -199,7 +199,7 @@ def plot_speedup(results, ax=None, path=None, title=None):
     next to the ideal P."""
     rows = _rows(_load(results), "workers")
     plt = _pyplot(path)
-    fig, ax = (plt.subplots(figsize=(5.5, 3.8)) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8)) if ax is None else (ax.figure, ax)
     ws = [r["workers"] for r in rows]
     ax.plot(ws, ws, "k--", label="ideal", linewidth=1)
     to_target = [(r["workers"], r["speedup"]) for r in rows if r.get("speedup") is not None]
@@ -219,7 +219,7 @@ def plot_delay(results, ax=None, path=None, title=None):
     marked at the top."""
     rows = _rows(_load(results), "max_delay")
     plt = _pyplot(path)
-    fig, ax = (plt.subplots(figsize=(5.5, 3.8)) if ax is None else (ax.figure, ax))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8)) if ax is None else (ax.figure, ax)
     xs = [r["max_delay"] + 1 for r in rows]  # (log scale: delay 0 at 1)
     reached = [(x, r["epochs_to_target"]) for x, r in zip(xs, rows, strict=True) if r["epochs_to_target"] is not None]
     if reached:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,7 @@ def _libsvm(path: Path, n_features: int | None) -> Data:
     try:
         with _open(path) as f:
             X, y = load_svmlight_file(f, n_features=n_features, dtype=np.float64)
-    except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
+    except (ValueError, OverflowError, OSError, EOFError, UnicodeDecodeError) as exc:
         raise DataFormatError(f"{path}: not a readable LIBSVM file ({_first_line(exc)})") from None
     X = X.tocsr()
     return Data(X, y, f"{path.name}: {X.shape[0]:,} rows x {X.shape[1]:,} features (LIBSVM, sparse)")
@@ -135,7 +136,8 @@ def _csv(path: Path, target_column) -> Data:
         with _open(path) as f:
             first = f.readline().decode("utf-8").strip()
         header = _is_header(first.split(delimiter))
-        with _open(path) as f:
+        with _open(path) as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # (numpy's notes on blank lines, skipped)
             cells = np.loadtxt(f, delimiter=delimiter, dtype=str, skiprows=int(header), ndmin=2, encoding="utf-8")
     except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
         raise DataFormatError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
@@ -207,10 +209,16 @@ def _npz(path: Path) -> Data:
         kind = "sparse"
     elif "X" in arrays:
         X, kind = arrays["X"], "dense"
+        if X.ndim != 2:
+            raise DataFormatError(f"{path}: X has shape {X.shape}; it needs two dimensions (samples x features)")
+        if X.dtype.kind not in "biuf":
+            raise DataFormatError(f"{path}: X holds {X.dtype} values; it needs numbers")
     else:
         raise DataFormatError(
             f"{path}: an .npz with arrays {sorted(arrays)}; it needs X (and y), or a scipy.sparse matrix"
         )
+    if y is not None and y.ndim != 1:
+        raise DataFormatError(f"{path}: y has shape {y.shape}; it needs one label per sample (one dimension)")
     return Data(X, y, f"{path.name}: {X.shape[0]:,} rows x {X.shape[1]:,} features (npz, {kind})")
 
 

@@ -3,7 +3,9 @@ user's data, written as Markdown and JSON tables and PNG plots in --output-dir."
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -73,14 +75,30 @@ def run_bench(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "asyncopt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "asyncopt bench"
     name = args.study
-    (out / f"{name}.md").write_text(studies.markdown(result, command), encoding="utf-8")
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
-    (plot.plot_speedup if name == "speedup" else plot.plot_delay)(result, path=out / f"{name}.png")
-    plot.plot_convergence(result["runs"], path=out / f"{name}_convergence.png", title=f"{name} study: convergence")
+    with _atomic(out / f"{name}.md") as tmp:
+        tmp.write_text(studies.markdown(result, command), encoding="utf-8")
+    with _atomic(out / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
+    with _atomic(out / f"{name}.png") as tmp:
+        (plot.plot_speedup if name == "speedup" else plot.plot_delay)(result, path=tmp)
+    with _atomic(out / f"{name}_convergence.png") as tmp:
+        plot.plot_convergence(result["runs"], path=tmp, title=f"{name} study: convergence")
     if not args.quiet:
         print(studies.markdown(result, command), end="")
         print(f"written: {', '.join(str(out / f) for f in (f'{name}.md', f'{name}.json', f'{name}.png'))}")
     return 0
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """A temporary name next to `path`, renamed to it when the block ends without an error (an
+    interrupted bench leaves the previous file or none, never half of one)."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _row_line(row: dict) -> str:

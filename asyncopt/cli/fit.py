@@ -303,4 +303,3 @@ def _csv(values: np.ndarray, header: list[str], f) -> None:
     rows = values.reshape(len(values), -1)
     floats = np.issubdtype(rows.dtype, np.floating)
     writer.writerows([[f"{v:.9g}" for v in row] if floats else list(row) for row in rows.tolist()])
-

@@ -1,9 +1,25 @@
 """Engines: where and when an algorithm's pure step functions run. They know nothing about kernels."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from asyncopt.engines.base import AsyncAlgorithm, Monitor, Schedule, WorkerFailed
 from asyncopt.engines.serial import SerialEngine
 from asyncopt.engines.telemetry import Telemetry
-from asyncopt.engines.workers import WorkerEngine
+
+if TYPE_CHECKING:
+    from asyncopt.engines.workers import WorkerEngine
+
+
+def __getattr__(name: str):
+    # the worker engine (and numba, which its compiled task loop needs) is imported on first use
+    if name == "WorkerEngine":
+        from asyncopt.engines.workers import WorkerEngine
+
+        return WorkerEngine
+    raise AttributeError(f"module 'asyncopt.engines' has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncAlgorithm",
@@ -39,6 +55,8 @@ def make_engine(
     if backend == "serial":
         return SerialEngine(max_delay=max_delay, delay=delay, inconsistent_reads=inconsistent_reads)
     if backend in ("threads", "processes"):
+        from asyncopt.engines.workers import WorkerEngine
+
         return WorkerEngine(
             backend=backend,
             n_workers=n_workers,

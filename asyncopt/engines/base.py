@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -118,6 +120,38 @@ class WorkerFailed(RuntimeError):
     """A worker raised; the message carries its traceback."""
 
 
+WORKER_NAME = "asyncopt-worker-"  # a worker's name: this prefix and its index
+# the exit status of a spawned worker that found the parent's main script fitting while it imported it
+UNGUARDED_MAIN_EXIT = 86
+
+
+class UnguardedMainScript(RuntimeError):
+    """backend="processes" from a script without the ``if __name__ == "__main__":`` guard."""
+
+
+def reimporting_main() -> bool:
+    """True in a spawned asyncopt worker while it imports the parent's main script (multiprocessing's
+    spawn start runs the script again, as ``__mp_main__``, before the worker's own code): a fit
+    called then comes from unguarded module-level code, not from the worker."""
+    process = multiprocessing.current_process()
+    return process.name.startswith(WORKER_NAME) and bool(getattr(process, "_inheriting", True))
+
+
+def exit_if_reimporting_main() -> None:
+    """In a worker importing an unguarded script: exit at once, quietly, with UNGUARDED_MAIN_EXIT
+    (the coordinator then raises one clear error instead of every worker printing tracebacks)."""
+    if reimporting_main():
+        raise SystemExit(UNGUARDED_MAIN_EXIT)
+
+
+def unguarded_message() -> str:
+    script = getattr(sys.modules.get("__main__"), "__file__", None) or "(the main module)"
+    return (
+        f"backend='processes' starts workers that re-import your script {script}; put the code that fits "
+        "under `if __name__ == '__main__':`"
+    )
+
+
 class TrainingInterrupted(Exception):
     """A stop was requested (SIGINT / SIGTERM) and the engine stopped at a drained point, after
     the checkpointer (if any) saved; `signum` says which signal."""
@@ -141,6 +175,9 @@ class Checkpointer(Protocol):
         """Write the run's state: `coordinator` is the engine's part (`BatchStream` position, steps)."""
 
 
+MAX_EVALUATIONS = 10**7  # evaluation points of one fit (the list of them is made up front)
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """Which samples are processed, in what batches, and when to evaluate.
@@ -157,6 +194,13 @@ class Schedule:
 
     def evaluation_points(self) -> list[int]:
         n, per = self.n_samples, max(1, self.evals_per_epoch)
+        count = self.epochs * per
+        if not math.isfinite(count) or count > MAX_EVALUATIONS or self.epochs * n > 2**62:
+            raise ValueError(
+                f"{self.epochs:g} epochs x {per} evaluations an epoch is {count:.3g} evaluation points "
+                f"(at most {MAX_EVALUATIONS:,}): lower the epochs (a fit that should run until stopped "
+                "takes time_limit= or a callback)"
+            )
         total = int(math.ceil(self.epochs * n))
         points = {int(round(k * n / per)) for k in range(1, int(math.ceil(self.epochs * per)) + 1)}
         return sorted(p for p in points if 0 < p < total) + [total]

@@ -18,7 +18,14 @@ import threading
 
 import torch
 
-from asyncopt.engines.base import WorkerFailed
+from asyncopt.engines.base import (
+    UNGUARDED_MAIN_EXIT,
+    WORKER_NAME,
+    UnguardedMainScript,
+    WorkerFailed,
+    exit_if_reimporting_main,
+    unguarded_message,
+)
 from asyncopt.engines.worker import POLL_SECONDS, WorkerLink, process_main, worker_loop
 
 
@@ -43,7 +50,7 @@ class ThreadTransport:
     def start(self, algo, params, links: list[WorkerLink]) -> None:
         for i, link in enumerate(links):
             w = threading.Thread(
-                target=worker_loop, args=(i, algo, params, link), daemon=True, name=f"asyncopt-worker-{i}"
+                target=worker_loop, args=(i, algo, params, link), daemon=True, name=f"{WORKER_NAME}{i}"
             )
             self.workers.append(w)
             w.start()
@@ -118,9 +125,10 @@ class ProcessTransport(ThreadTransport):
         return WorkerLink(self.tasks, self.results, self.stop, threads, True, **placement)
 
     def start(self, algo, params, links: list[WorkerLink]) -> None:
+        exit_if_reimporting_main()  # (a worker of an unguarded script that fits at import: it must not start more)
         for i, link in enumerate(links):
             w = self.ctx.Process(
-                target=process_main, args=(i, algo, params, link), daemon=True, name=f"asyncopt-worker-{i}"
+                target=process_main, args=(i, algo, params, link), daemon=True, name=f"{WORKER_NAME}{i}"
             )
             try:
                 w.start()
@@ -134,6 +142,8 @@ class ProcessTransport(ThreadTransport):
 
     def dead(self) -> str | None:
         for i, w in enumerate(self.workers):
+            if w.exitcode == UNGUARDED_MAIN_EXIT and not self.ready:
+                raise UnguardedMainScript(unguarded_message())
             if w.exitcode is not None:
                 hint = (
                     ""

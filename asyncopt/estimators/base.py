@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import signal
 import sys
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -15,13 +17,16 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _num_samples
 
-from asyncopt.engines.base import TrainingInterrupted
+from asyncopt.engines.base import TrainingInterrupted, UnguardedMainScript, exit_if_reimporting_main
 from asyncopt.persistence import latest_checkpoint
 from asyncopt.training import Checkpointing, StopSignals, TrainingState
 from asyncopt.training.checkpoints import parse_every
 
 # parameters a resumed fit may change: how long and how it runs, not what it computes
+OVERSUBSCRIBED = 4  # threads / processes workers per core above which n_workers draws a warning
+
 RESUME_FREE = frozenset(
     {
         "epochs",
@@ -111,9 +116,120 @@ class AsyncEstimator(BaseEstimator):
     def _progress(self, total: int, done: int = 0):
         if not self.verbose:
             return None
-        from tqdm.auto import tqdm
+        from asyncopt.estimators.progress import progress_bar
 
-        return tqdm(total=total, initial=done, unit="samples", unit_scale=True, desc=type(self).__name__)
+        return progress_bar(total, done, type(self).__name__)
+
+    # -- parameters the backend uses or ignores --------------------------------------------
+    def _check_engine_params(self) -> None:
+        """Refuse settings the chosen backend would silently ignore (before any work is done).
+
+        n_workers is for threads / processes / ray; max_delay, inconsistent_reads (and delay)
+        simulate stale reads in the serial engine only; synchronous rounds need real workers.
+        Far more workers than cores is allowed (a choice), but warned about."""
+        backend = self.backend
+        if backend == "processes":
+            exit_if_reimporting_main()  # a spawned worker importing an unguarded script: leave quietly
+        if backend == "serial":
+            if self.n_workers != 1:
+                raise ValueError(
+                    f"n_workers={self.n_workers} is used by backend='threads', 'processes' or 'ray'; "
+                    "backend='serial' runs one worker: set backend='threads' (or 'processes', 'ray') for "
+                    "parallel workers, or leave n_workers=1 (max_delay= simulates stale reads serially)"
+                )
+            if self.synchronous:
+                raise ValueError(
+                    "synchronous=True is the data-parallel baseline of backend='threads' or 'processes' "
+                    "(a round of n_workers batches); backend='serial' would ignore it"
+                )
+            return
+        simulated = [
+            f"{name}={getattr(self, name)!r}"
+            for name, default in (("max_delay", 0), ("inconsistent_reads", False), ("delay", "fixed"))
+            if getattr(self, name) != default
+        ]
+        if simulated:
+            raise ValueError(
+                f"{', '.join(simulated)}: the delay simulator of backend='serial' only; backend={backend!r} "
+                "has real delays (measured, in telemetry_). Leave max_delay=0, inconsistent_reads=False and "
+                "delay='fixed', or use backend='serial' to simulate delays"
+            )
+        devices = getattr(self, "devices", None)
+        cores = os.cpu_count() or 1
+        if backend in ("threads", "processes") and devices is None and self.n_workers > OVERSUBSCRIBED * cores:
+            warnings.warn(
+                f"n_workers={self.n_workers} is more than {OVERSUBSCRIBED}x this machine's {cores} cores: "
+                f"the {backend} workers will share cores and each step run slower (and staler); "
+                f"n_workers <= {cores} is usually fastest",
+                UserWarning,
+                stacklevel=4,  # (the user's fit call, past sklearn's wrapper)
+            )
+
+    # -- validation sets -----------------------------------------------------------------
+    def _validation_pair(self, X_val, y_val):
+        """(X_val, y_val as an array) after the checks both families share; None when neither is given."""
+        if X_val is None and y_val is None:
+            target = getattr(self, "val_target", None)
+            if target is not None:
+                raise ValueError(
+                    f"val_target={target} stops training on the validation metric, which needs a "
+                    "validation set: fit(X, y, X_val=..., y_val=...) (or leave val_target=None)"
+                )
+            return None
+        if y_val is None:
+            raise ValueError(
+                "X_val given without y_val: val_metric needs both; call fit(X, y, X_val=X_val, y_val=y_val), "
+                "or pass neither"
+            )
+        if X_val is None:
+            raise ValueError(
+                "y_val given without X_val: val_metric needs both; call fit(X, y, X_val=X_val, y_val=y_val), "
+                "or pass neither"
+            )
+        if sp.issparse(y_val):
+            raise ValueError("y_val must be a dense array-like, not a sparse matrix")
+        y_val = np.asarray(y_val)
+        n_val = _num_samples(X_val)
+        if y_val.ndim == 0 or len(y_val) != n_val:
+            got = "a scalar" if y_val.ndim == 0 else f"{len(y_val)} labels"
+            raise ValueError(f"X_val has {n_val} samples but y_val has {got}: y_val needs one target per row of X_val")
+        return X_val, y_val
+
+    def _validation_codes(self, y_val) -> np.ndarray:
+        """Classifiers: y_val as indices into classes_, -1 for labels never seen in training (warned
+        about: those samples count as errors in val_metric)."""
+        from sklearn.utils.validation import column_or_1d
+
+        y_val = column_or_1d(y_val, input_name="y_val")
+        index = {label: code for code, label in enumerate(self.classes_.tolist())}
+        labels = y_val.tolist()
+        codes = np.fromiter((index.get(v, -1) for v in labels), dtype=np.int64, count=len(labels))
+        if (codes < 0).any():
+            unseen = sorted({repr(v) for v, c in zip(labels, codes, strict=True) if c < 0})
+            shown = ", ".join(unseen[:10]) + (" ..." if len(unseen) > 10 else "")
+            warnings.warn(
+                f"y_val has {int((codes < 0).sum())} sample(s) with labels never seen in training ({shown}; "
+                f"classes_ are {', '.join(map(repr, self.classes_.tolist()[:10]))}"
+                f"{' ...' if len(self.classes_) > 10 else ''}): they count as errors in val_metric",
+                UserWarning,
+                stacklevel=5,  # (the user's fit call)
+            )
+        return codes
+
+    @staticmethod
+    def _validation_targets(y_val, n_outputs: int, one_d: bool) -> np.ndarray:
+        """Regressors: y_val as float64 of the training targets' shape (1-D, or n_outputs columns)."""
+        from sklearn.utils.validation import check_array
+
+        y_val = check_array(y_val, ensure_2d=False, dtype=np.float64, input_name="y_val")
+        if one_d:
+            if y_val.ndim == 2 and y_val.shape[1] == 1:
+                y_val = y_val[:, 0]
+            if y_val.ndim != 1:
+                raise ValueError(f"y was one target per sample but y_val has shape {y_val.shape}")
+        elif y_val.ndim != 2 or y_val.shape[1] != n_outputs:
+            raise ValueError(f"y has {n_outputs} targets per sample but y_val has shape {y_val.shape}")
+        return y_val
 
     # -- checkpoints ---------------------------------------------------------------------
     def _resume_params(self) -> dict:
@@ -204,6 +320,10 @@ class AsyncEstimator(BaseEstimator):
                     raise KeyboardInterrupt(message) from None
                 print(f"asyncopt: {message}", file=sys.stderr, flush=True)
                 raise SystemExit(128 + stop.signum) from None
+            except UnguardedMainScript as exc:
+                # the message says it all, without the engine's frames (a new exception: contextlib would
+                # give the same one its old traceback back)
+                raise UnguardedMainScript(str(exc)) from None
             finally:
                 checkpointing.signals = None
 

@@ -10,7 +10,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
-from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -155,8 +154,56 @@ class _EigenProBase(AsyncEstimator):
 
     # -- fitting -----------------------------------------------------------------------
     def _validate_X(self, X, reset):
+        """Queries (X_val, predict's X) as validated; sparse ones stay sparse, densified a row block at a time."""
         X = validate_data(self, X, reset=reset, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
-        return X.toarray() if sp.issparse(X) else X
+        self._check_scale(X, "X")
+        return X.tocsr() if sp.issparse(X) else X
+
+    def _check_scale(self, X, name: str) -> None:
+        """Values the kernels can square and sum in the compute dtype: beyond sqrt(max / d) the squared
+        distances overflow to inf, and every kernel value becomes 0 or NaN (a wrong answer, not an error)."""
+        values = X.data if sp.issparse(X) else X
+        if values.size == 0:
+            return
+        largest = float(np.max(np.abs(values)))
+        limit = math.sqrt(np.finfo(np.float32 if self.dtype == "float32" else np.float64).max / max(1, X.shape[1]))
+        if largest > limit:
+            raise ValueError(
+                f"{name} holds values up to {largest:.3g}; with {X.shape[1]} features in {self.dtype} the kernel's "
+                f"squared distances overflow beyond {limit:.3g}: rescale {name} (e.g. StandardScaler)"
+                + (" or use dtype='float64'" if self.dtype == "float32" else "")
+            )
+
+    def _densify(self, X, name="X"):
+        """Sparse training data as a dense array (the kernels need dense rows), once its size is known to
+        fit memory_gb (densifying first, then checking, overran the budget several times over)."""
+        if not sp.issparse(X):
+            return X
+        n, d = X.shape
+        try:  # on the CPU the dense copy is in the budget's memory; on another device, the copy moved there
+            on_cpu = torch.device(self.device).type == "cpu"
+        except (RuntimeError, TypeError):
+            on_cpu = True  # (an invalid device is reported by the setup)
+        itemsize = X.dtype.itemsize if on_cpu else (8 if self.dtype == "float64" else 4)
+        need, budget = n * d * itemsize, self.memory_gb * 2**30
+        if need > budget:
+            raise MemoryBudgetError(
+                f"memory budget too small: the dense copy of the sparse {name} ({n} x {d}, {X.dtype}) needs "
+                f"{need / 2**30:.3f} GiB but memory_gb={self.memory_gb} (EigenPro's kernels need dense rows); "
+                f"raise memory_gb, or reduce the features or samples of {name}"
+            )
+        return X.toarray()
+
+    def _validation_set(self, X_val, y_val, Y):
+        """(X_val dense, targets) checked before any work; None without a validation set."""
+        pair = self._validation_pair(X_val, y_val)
+        if pair is None:
+            return None
+        X_val, y_val = pair
+        X_val = self._validate_X(X_val, reset=False)
+        if isinstance(self, ClassifierMixin):
+            return X_val, self._validation_codes(y_val)
+        return X_val, self._validation_targets(y_val, Y.shape[1], self._y_1d)
 
     def _fit_targets(self, X, Y, validation, resume=False):
         started = time.perf_counter()
@@ -294,8 +341,6 @@ class _EigenProBase(AsyncEstimator):
         return stop
 
     def _validation_scorer(self, data, X_val, y_val, budget):
-        X_val = self._validate_X(X_val, reset=False)
-
         def score(alpha):
             return self._score_decision(self._decision(data, alpha, X_val, budget), y_val)
 
@@ -306,6 +351,7 @@ class _EigenProBase(AsyncEstimator):
         blocks = []
         for start in range(0, X.shape[0], QUERY_ROWS):
             block = X[start : start + QUERY_ROWS]
+            block = block.toarray() if sp.issparse(block) else block
             if len(block) < QUERY_ROWS:
                 block = np.concatenate([block, np.zeros((QUERY_ROWS - len(block), X.shape[1]), X.dtype)])
             out, _ = kernel_product(data, alpha, queries=block, budget_bytes=budget)
@@ -387,7 +433,8 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
     verbose : int
         Show a progress bar when > 0.
     callback : callable or None
-        Called with each `HistoryEntry`; returning True or raising StopIteration stops training.
+        Called with each `HistoryEntry` (attributes ``entry.train_mse``, or ``entry["train_mse"]`` as in
+        ``history_``); returning True or raising StopIteration stops training.
     backend : {"serial", "threads", "processes", "ray"}
         The engine: "serial" is deterministic (and can simulate delays), "threads" runs workers
         on one shared weight tensor, "processes" runs spawned workers over shared memory, "ray"
@@ -398,12 +445,13 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         Ray resources (default ``{"num_cpus": threads_per_worker}``), and the weight servers (row
         shards; more than one gives torn reads across shards, docs/architecture.md).
     n_workers : int
-        Parallel workers (threads and processes backends).
+        Parallel workers (threads, processes and ray backends; backend="serial" refuses n_workers > 1).
+        More than 4 per core is warned about.
     threads_per_worker : int or None
         Torch threads per worker; None divides the machine's cores among the workers.
     max_delay, delay, inconsistent_reads : int, {"fixed", "random"}, bool
-        Serial backend only: read the weights ``max_delay`` updates late (exactly, or uniformly
-        0..max_delay), optionally each block of rows at its own age.
+        Serial backend only (other backends refuse them): read the weights ``max_delay`` updates late
+        (exactly, or uniformly 0..max_delay), optionally each block of rows at its own age.
     synchronous : bool
         Threads/processes: the data-parallel baseline, a barrier every step (round of n_workers batches).
     val_target : float or None
@@ -472,13 +520,23 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
             multi_output=True,
             y_numeric=True,
         )
-        X = X.toarray() if sp.issparse(X) else X
+        self._check_scale(X, "X")
+        limit = math.sqrt(np.finfo(np.float32 if self.dtype == "float32" else np.float64).max)
+        if y.size and float(np.max(np.abs(y))) > limit:  # (residuals and their products overflow beyond)
+            raise ValueError(
+                f"y holds values up to {float(np.max(np.abs(y))):.3g}, beyond {limit:.3g} where {self.dtype} "
+                "residuals overflow: rescale y (e.g. divide by its standard deviation)"
+            )
+        self._check_engine_params()
         self._y_1d = y.ndim == 1
         Y = y.reshape(-1, 1) if self._y_1d else y
-        validation = None if X_val is None else (X_val, np.asarray(y_val))
+        validation = self._validation_set(X_val, y_val, Y)
+        X = self._densify(X)
         return self._fit_targets(X, np.asarray(Y, dtype=np.float64), validation, resume)
 
     def _score_decision(self, decision, y):
+        from sklearn.metrics import r2_score  # (sklearn.metrics on first use: ~50 ms of import)
+
         pred = decision.cpu().numpy()
         return float(r2_score(y, pred[:, 0] if self._y_1d else pred))
 
@@ -520,15 +578,23 @@ class EigenProClassifier(ClassifierMixin, _EigenProBase):
         """Fit to (X, y); optional (X_val, y_val) is scored (accuracy) at every history entry.
         ``resume``: as in `EigenProRegressor.fit`."""
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
-        X = X.toarray() if sp.issparse(X) else X
+        self._check_scale(X, "X")
+        self._check_engine_params()
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"EigenProClassifier needs samples of at least 2 classes in the data; y has only one class "
+                f"({self.classes_.tolist()[0]!r})"
+            )
         Y = np.eye(len(self.classes_))[codes]
-        validation = None if X_val is None else (X_val, np.asarray(y_val))
+        validation = self._validation_set(X_val, y_val, Y)
+        X = self._densify(X)
         return self._fit_targets(X, Y, validation, resume)
 
-    def _score_decision(self, decision, y):
-        return float(np.mean(self.classes_[decision.argmax(1).cpu().numpy()] == y))
+    def _score_decision(self, decision, codes):
+        """Accuracy against y_val's class indices (-1, a label not in classes_, is never right)."""
+        return float(np.mean(decision.argmax(1).cpu().numpy() == codes))
 
     def decision_function(self, X):
         """Kernel scores: one column per class, or for two classes one score (> 0 means classes_[1])."""

@@ -54,6 +54,9 @@ def feature_groups(groups, n_features: int) -> np.ndarray:
     return np.unique(labels, return_inverse=True)[1]
 
 
+MAX_TARGET = 1e150  # largest |y| a regressor takes: its square, summed over samples, stays finite in float64
+
+
 class _ProxSGDBase(AsyncEstimator):
     _parameter_constraints: dict = {
         **AsyncEstimator._shared_constraints,
@@ -178,7 +181,29 @@ class _ProxSGDBase(AsyncEstimator):
     def _validate_X(self, X, reset):
         return validate_data(self, X, reset=reset, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
 
-    def _fit_linear(self, X, Y, loss_name, resume=False):
+    def _validation_set(self, X_val, y_val, n_outputs: int):
+        """(X_val, targets) checked before any work (class indices for classifiers); None without one."""
+        pair = self._validation_pair(X_val, y_val)
+        if pair is None:
+            return None
+        X_val, y_val = pair
+        X_val = self._validate_X(X_val, reset=False)
+        if isinstance(self, ClassifierMixin):
+            return X_val, self._validation_codes(y_val)
+        return X_val, self._validation_targets(y_val, n_outputs, True)
+
+    def _validation_scorer(self, X_val, target, d: int, order):
+        """val_metric at an evaluation point (workers drained, lazy rows flushed) from the parameters."""
+        if order is not None:  # the run's features are permuted so that groups are contiguous
+            X_val = X_val[:, order]
+
+        def score(params):
+            W = params.detach().cpu().numpy().astype(np.float64)
+            return self._score_scores(np.asarray(X_val @ W[:d]) + W[d], target)
+
+        return score
+
+    def _fit_linear(self, X, Y, loss_name, resume=False, validation=None):
         started = time.perf_counter()
         # (hashing full MNIST takes ~0.2 s: only when checkpoints are written or read)
         fingerprint = data_fingerprint(X, Y) if self.checkpoint_dir is not None else None
@@ -279,14 +304,13 @@ class _ProxSGDBase(AsyncEstimator):
             server_folder=self._server_folder() if self.backend == "ray" else None,
             task_samples=self.task_samples,
         )
-        if parallel and (self.max_delay or self.inconsistent_reads):
-            raise ValueError("max_delay and inconsistent_reads simulate delays with backend='serial' only")
+        validate = None if validation is None else self._validation_scorer(*validation, d, order)
         progress = self._progress(int(math.ceil(self.max_epochs * n)), state.samples if state is not None else 0)
         try:
             with self._interruptible(checkpointing):
                 params, history, telemetry = run_proxsgd(
-                    algo, settings, rng, engine=engine, callback=self.callback, progress=progress, started=started,
-                    resume=state, checkpointing=checkpointing,
+                    algo, settings, rng, engine=engine, validate=validate, callback=self.callback, progress=progress,
+                    started=started, resume=state, checkpointing=checkpointing,
                 )  # fmt: skip
         finally:
             if progress is not None:
@@ -307,7 +331,15 @@ class _ProxSGDBase(AsyncEstimator):
     def _decision(self, X):
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        return np.asarray(X @ self._coef) + self._intercept
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = np.asarray(X @ self._coef) + self._intercept
+        if not np.isfinite(scores).all():  # (finite inputs so large that x.w overflows: a wrong answer otherwise)
+            row = int(np.argwhere(~np.isfinite(scores))[0][0])
+            raise ValueError(
+                f"the decision value of row {row} of X overflowed (X holds values up to "
+                f"{float(abs(X).max()):.3g}): rescale X as the training data was"
+            )
+        return scores
 
     def save(self, path):
         """Write the fitted model to `path` (safetensors + JSON, no pickle); read it back with asyncopt.load."""
@@ -353,7 +385,8 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         The engine (serial is deterministic and can simulate delays; "ray": parameter servers and
         workers as Ray actors, on one machine or a cluster, docs/cluster.md).
     n_workers, threads_per_worker : int
-        Parallel workers (threads/processes) and torch threads each.
+        Parallel workers (threads/processes/ray; backend="serial" refuses n_workers > 1, and more
+        than 4 per core is warned about) and torch threads each.
     batch_size : int or "auto"
         Minibatch per update ("auto": 32).
     step_size : float or "auto"
@@ -378,7 +411,8 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     evals_per_epoch : int
         History entries (objective, gradient-mapping norm, non-zeros) per epoch.
     max_delay, delay, inconsistent_reads : int, {"fixed", "random"}, bool
-        Serial backend: simulate reads ``max_delay`` updates stale (exactly, or uniformly 0..max_delay),
+        Serial backend only (other backends refuse them): simulate reads ``max_delay`` updates stale
+        (exactly, or uniformly 0..max_delay),
         optionally with each part of the parameters read at its own age.
     delay_adaptive : bool or "auto"
         Scale each update's step by the delay factor of its measured staleness instead of the bound.
@@ -408,7 +442,8 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     verbose : int
         Progress bar when > 0.
     callback : callable or None
-        Called with each history entry; returning True or raising StopIteration stops training.
+        Called with each history entry (attributes ``entry.objective``, or ``entry["objective"]`` as in
+        ``history_``); returning True or raising StopIteration stops training.
     checkpoint_dir, checkpoint_every : as in `EigenProRegressor` (checkpoints hold the servers'
         step, the SVRG anchor, lazy rows caught up, the batch stream and the plateau windows).
 
@@ -418,7 +453,8 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     intercept_ : ndarray of shape (1,)
     history_ : list of dict
         Per evaluation: epoch, samples, seconds, objective, grad_mapping_sq, nnz, step_size, steps,
-        staleness_mean, staleness_max.
+        staleness_mean, staleness_max, val_metric (R^2 on (X_val, y_val) when given to fit, else None;
+        accuracy for `ProxSGDClassifier`).
     telemetry_ : dict
         Staleness histogram and per-worker work of the run.
     n_blocks_, batch_size_, step_size_, smoothness_ : the values used.
@@ -438,15 +474,29 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     """
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, resume=False):
-        """Fit to (X, y). ``resume=True`` continues from the latest checkpoint in ``checkpoint_dir``
-        (refused when it is of other data or settings); ``"auto"`` does so when there is one."""
+    def fit(self, X, y, X_val=None, y_val=None, resume=False):
+        """Fit to (X, y); optional (X_val, y_val) is scored (R^2, as `EigenProRegressor` does) at every
+        history entry (``val_metric``). ``resume=True`` continues from the latest checkpoint in
+        ``checkpoint_dir`` (refused when it is of other data or settings); ``"auto"`` does so when there is one."""
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32], y_numeric=True)
+        largest = float(np.max(np.abs(y))) if len(y) else 0.0
+        if largest > MAX_TARGET:  # (the loss at w = 0 squares y: inf, reported later as a divergence)
+            raise ValueError(
+                f"y holds values up to {largest:.3g}; beyond {MAX_TARGET:.0e} the loss overflows: rescale y"
+            )
+        self._check_engine_params()
         if self.loss != "squared":
             raise ValueError(f"ProxSGDRegressor supports loss='squared'; got loss={self.loss!r}")
-        self._fit_linear(X, np.asarray(y, dtype=np.float64).reshape(-1, 1), "squared", resume)
+        validation = self._validation_set(X_val, y_val, 1)
+        self._fit_linear(X, np.asarray(y, dtype=np.float64).reshape(-1, 1), "squared", resume, validation)
         self.coef_, self.intercept_ = self._coef[:, 0], self._intercept[:1]
         return self
+
+    @staticmethod
+    def _score_scores(scores, y):
+        from sklearn.metrics import r2_score  # (sklearn.metrics on first use: ~50 ms of import)
+
+        return float(r2_score(y, scores[:, 0]))
 
     def predict(self, X):
         return self._decision(X)[:, 0]
@@ -578,9 +628,11 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         self.multi_class = multi_class
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, resume=False):
-        """Fit to (X, y); ``resume``: as in `ProxSGDRegressor.fit`."""
+    def fit(self, X, y, X_val=None, y_val=None, resume=False):
+        """Fit to (X, y); optional (X_val, y_val) is scored (accuracy) at every history entry
+        (``val_metric``); ``resume``: as in `ProxSGDRegressor.fit`."""
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
+        self._check_engine_params()
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         K = len(self.classes_)
@@ -601,9 +653,16 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
             Y, loss = np.where(codes == 1, 1.0, -1.0).reshape(-1, 1), self.loss
         else:
             Y, loss = np.where(np.eye(K)[codes] == 1, 1.0, -1.0), self.loss
-        self._fit_linear(X, Y, loss, resume)
+        validation = self._validation_set(X_val, y_val, Y.shape[1])
+        self._fit_linear(X, Y, loss, resume, validation)
         self.coef_, self.intercept_ = self._coef.T.copy(), self._intercept.copy()
         return self
+
+    @staticmethod
+    def _score_scores(scores, codes):
+        """Accuracy against y_val's class indices (-1, a label not in classes_, is never right)."""
+        predicted = (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else scores.argmax(1)
+        return float(np.mean(predicted == codes))
 
     def decision_function(self, X):
         scores = self._decision(X)

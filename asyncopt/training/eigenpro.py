@@ -17,6 +17,7 @@ from asyncopt.engines.telemetry import Telemetry
 from asyncopt.errors import TrainingDiverged
 from asyncopt.kernels.blocks import kernel_product
 from asyncopt.training.checkpoints import Checkpointing
+from asyncopt.training.history import EntryMapping
 from asyncopt.training.launch import continue_monitor, launch
 from asyncopt.training.state import TrainingState
 
@@ -24,8 +25,9 @@ __all__ = ["EigenProSettings", "HistoryEntry", "TrainingDiverged", "run_eigenpro
 
 
 @dataclasses.dataclass
-class HistoryEntry:
-    """One evaluation point; passed to ``callback`` and stored in ``history_``."""
+class HistoryEntry(EntryMapping):
+    """One evaluation point; passed to ``callback`` and stored in ``history_`` (as a dict). It reads
+    both ways: ``entry.train_mse`` or ``entry["train_mse"]``, ``"val_metric" in entry``, ``entry.get``."""
 
     epoch: float  # epochs completed (fractional between whole epochs)
     samples: int  # training samples processed so far

@@ -23,16 +23,22 @@ from asyncopt.engines.telemetry import Telemetry
 from asyncopt.errors import TrainingDiverged
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 from asyncopt.training.checkpoints import Checkpointing
+from asyncopt.training.history import EntryMapping
 from asyncopt.training.launch import continue_monitor, launch
 from asyncopt.training.state import TrainingState
 
 PLATEAU_PATIENCE = 2  # evaluations per window of the plateau test (and at least one epoch)
 STEP_FLOOR = 2.0**-20  # the plateau schedule never takes the step below eta_0 times this
+# F at an evaluation point this many times F at the starting point is divergence: the iterates grow
+# geometrically long before they overflow (step_size=1e6 reached coefficients of 1e80 with F finite);
+# a converging run stays near or below F(x0), and even a noisy too-large step stays orders of magnitude under this
+DIVERGENCE_FACTOR = 1e6
 
 
 @dataclasses.dataclass
-class ProxHistoryEntry:
-    """One evaluation point; passed to ``callback`` and stored in ``history_``."""
+class ProxHistoryEntry(EntryMapping):
+    """One evaluation point; passed to ``callback`` and stored in ``history_`` (as a dict). It reads
+    both ways: ``entry.objective`` or ``entry["objective"]``, ``"val_metric" in entry``, ``entry.get``."""
 
     epoch: float  # epochs completed
     samples: int  # training samples processed
@@ -105,6 +111,13 @@ def run_proxsgd(
                 f"training diverged by epoch {entry.epoch:.2f}: the objective is non-finite. "
                 f"Lower step_size (now {algo.step:.4g})"
             )
+        start = run.start_objective
+        if start is not None and entry.objective > DIVERGENCE_FACTOR * max(start, 1e-12):
+            raise TrainingDiverged(
+                f"training diverged by epoch {entry.epoch:.2f}: the objective grew from {start:.4g} at the "
+                f"start to {entry.objective:.4g} (over {DIVERGENCE_FACTOR:.0e} times). Lower step_size "
+                f"(now {algo.step:.4g}; step_size='auto' takes 1 / L from the data's smoothness)"
+            )
         run.plateau.update(algo, settings, entry.objective)
         if progress is not None:
             progress.set_postfix(objective=f"{entry.objective:.6g}", nnz=entry.nnz)
@@ -121,6 +134,9 @@ def run_proxsgd(
             algo.refresh_snapshot(params)  # SVRG: move the anchor once an epoch
             run.anchored_at = samples
 
+    if run.start_objective is None:  # F(x0), what divergence is measured against (x0 = 0, as init_params)
+        start = algo.problem.objective(algo.init_params())
+        run.start_objective = start if math.isfinite(start) else math.inf
     monitor = Monitor(evaluate, stop, started, refresh)
     continue_monitor(monitor, resume, ProxHistoryEntry)
     if resume is None and algo.variance_reduction:
@@ -168,10 +184,12 @@ class RunState:
 
     plateau: PlateauState = dataclasses.field(default_factory=PlateauState)
     anchored_at: int = 0  # samples when the SVRG anchor last moved
+    start_objective: float | None = None  # F at the starting point (divergence test); inf: no test
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, saved: dict) -> RunState:
-        return cls(PlateauState(**saved["plateau"]), int(saved["anchored_at"]))
+        start = saved.get("start_objective")  # (absent from older checkpoints: measured again)
+        return cls(PlateauState(**saved["plateau"]), int(saved["anchored_at"]), None if start is None else float(start))

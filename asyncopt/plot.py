@@ -33,10 +33,11 @@ def _pyplot(path):
     return plt
 
 
-def _finish(fig, path, title=None):
+def _finish(fig, path, title=None, layout=True):
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
         _pyplot(path).close(fig)
@@ -161,7 +162,7 @@ def plot_timeline(run, ax=None, path=None, title=None):
         raise ValueError("the telemetry has no timeline (recorded by asyncopt 0.1.0 and later)")
     plt = _pyplot(path)
     if ax is None:
-        fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 1.2 + 0.5 * len(lines)), width_ratios=[3, 1])
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 1.8 + 0.5 * len(lines)), width_ratios=[3, 1])
     else:
         fig, bx = ax.figure, None
     for w, line in enumerate(lines):
@@ -169,12 +170,15 @@ def plot_timeline(run, ax=None, path=None, title=None):
         idle = [(end - compute - wait, wait) for end, compute, wait in line if wait > 0]
         ax.broken_barh(idle, (w - 0.35, 0.7), facecolors="C1", alpha=0.5)
         ax.broken_barh(busy, (w - 0.35, 0.7), facecolors="C0")
-    ax.set(xlabel="seconds since the workers started", ylabel="worker", yticks=range(len(lines)))
-    ax.legend(
+    ax.set(xlabel="seconds since the engine started (workers' start-up included)", ylabel="worker",
+           yticks=range(len(lines)), ylim=(-0.6, len(lines) - 0.4))  # fmt: skip
+    fig.legend(
         handles=[plt.Rectangle((0, 0), 1, 1, color="C0"), plt.Rectangle((0, 0), 1, 1, color="C1", alpha=0.5)],
-        labels=["compute (and messages)", "waiting for a task"],
+        labels=["compute (and messages)", "waiting for a task (e.g. while the coordinator evaluates)"],
         fontsize=8,
-        loc="upper right",
+        loc="lower center",
+        ncol=2,
+        frameon=False,
     )
     if bx is not None:
         workers = t["workers"]
@@ -183,7 +187,9 @@ def plot_timeline(run, ax=None, path=None, title=None):
         bx.barh(range(len(workers)), compute, color="C0")
         bx.barh(range(len(workers)), wait, left=compute, color="C1", alpha=0.5)
         bx.set(xlabel="seconds, all tasks", yticks=range(len(workers)))
-    return _finish(fig, path, title or "what each worker did")
+    fig.suptitle(title or "what each worker did")
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))  # (room for the legend below and the title above)
+    return _finish(fig, path, layout=False)
 
 
 def _load(results):
@@ -227,11 +233,12 @@ def plot_delay(results, ax=None, path=None, title=None):
     missed = [x for x, r in zip(xs, rows, strict=True) if r["epochs_to_target"] is None]
     if missed:
         top = max([y for _, y in reached], default=1.0) * 1.2
-        ax.plot(missed, [top] * len(missed), "rx", markersize=9, label="not reached")
+        ax.plot(missed, [top] * len(missed), "rx", markersize=9, label="not reached (or diverged)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(r["max_delay"]) for r in rows])
     ax.set(xlabel="max delay (updates)", ylabel="epochs to target")
-    ax.set_ylim(bottom=0)
+    highest = max([y for _, y in reached] + ([top] if missed else []), default=1.0)
+    ax.set_ylim(0, 1.15 * highest)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _finish(fig, path, title)

@@ -15,6 +15,8 @@ import time
 
 from sklearn.base import clone
 
+from asyncopt.errors import TrainingDiverged
+
 
 def _loss_key(history: list[dict]) -> str:
     return "objective" if history[-1].get("objective") is not None else "train_mse"
@@ -101,7 +103,19 @@ def delay_study(
             if "tol" in est.get_params():
                 params["tol"] = None
             est.set_params(**params)
-        wall = _fit(est, X, y, fit_kwargs)
+        t0 = time.perf_counter()
+        try:
+            _fit(est, X, y, fit_kwargs)
+        except TrainingDiverged as exc:  # (a delayed run that diverges is a result; delay 0 diverging is not)
+            if target is None:
+                raise
+            rows.append({"max_delay": tau, "inconsistent_reads": bool(inconsistent_reads) and tau > 0,
+                         "epochs_to_target": None, "updates_to_target": None, "final_loss": None,
+                         "wall_seconds": time.perf_counter() - t0, "diverged": str(exc).split(":")[0]})  # fmt: skip
+            if progress is not None:
+                progress(rows[-1])
+            continue
+        wall = time.perf_counter() - t0
         history = est.history_
         if target is None:
             key = _loss_key(history)
@@ -117,6 +131,7 @@ def delay_study(
                 "updates_to_target": None if hit is None else hit.get("steps"),
                 "final_loss": history[-1][key],
                 "wall_seconds": wall,
+                "diverged": None,
             }
         )
         runs[f"max_delay {tau}"] = {"history": history, "telemetry": est.telemetry_}

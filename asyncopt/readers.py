@@ -255,15 +255,25 @@ def _idx(path: Path, labels) -> Data:
 
 
 def _bundled(name: str) -> Data:
+    """A set bundled with scikit-learn; NAME-train / NAME-test: its seeded 70/30 stratified split."""
     import sklearn.datasets
 
-    if name not in BUNDLED:
-        raise ValueError(f"sklearn:{name}: the bundled sets are {', '.join('sklearn:' + b for b in BUNDLED)}")
-    X, y = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
+    base, _, part = name.partition("-")
+    if base not in BUNDLED or part not in ("", "train", "test"):
+        sets = ", ".join(f"sklearn:{b}" for b in BUNDLED)
+        raise ValueError(f"sklearn:{name}: the bundled sets are {sets} (NAME-train, NAME-test: a 70/30 split)")
+    X, y = getattr(sklearn.datasets, f"load_{base}")(return_X_y=True)
     note = ""
-    if name == "digits":
+    if base == "digits":
         X, note = X / 16.0, ", pixels scaled to [0, 1]"
-    return Data(X, y, f"scikit-learn's {name}: {X.shape[0]:,} rows x {X.shape[1]:,} features{note}")
+    if part:
+        from sklearn.model_selection import train_test_split
+
+        classes = y if base != "diabetes" else None
+        parts = train_test_split(X, y, test_size=0.3, random_state=0, stratify=classes)
+        X, y = (parts[0], parts[2]) if part == "train" else (parts[1], parts[3])
+        note += f", the {'70%' if part == 'train' else '30%'} {part} part of a seeded split"
+    return Data(X, y, f"scikit-learn's {base}: {X.shape[0]:,} rows x {X.shape[1]:,} features{note}")
 
 
 def _check(data: Data, source: str, n_features: int | None) -> None:

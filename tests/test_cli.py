@@ -196,3 +196,15 @@ def test_an_interrupted_cli_fit_resumes_to_the_uninterrupted_result(tmp_path):
     assert a.history_[-1]["samples"] == b.history_[-1]["samples"]
     np.testing.assert_allclose(b.history_[-1]["objective"], a.history_[-1]["objective"], rtol=1e-7)
     np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-6, atol=1e-9)
+
+
+def test_the_quickstart_generalizes_to_the_held_out_digits(tmp_path, capsys):
+    model = tmp_path / "digits.model"
+    assert main(["fit", "--model", "eigenpro", "--data", "sklearn:digits-train", "--validation",
+                 "sklearn:digits-test", "--output", str(model), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(["predict", "--model", str(model), "--data", "sklearn:digits-test", "--output", str(tmp_path / "p")]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "540 rows" in err and float(re.search(r"labels: ([\d.]+)", err).group(1)) > 0.97
+    assert asyncopt.load(model).history_[-1]["val_metric"] > 0.97

@@ -119,3 +119,33 @@ def test_the_servers_rule_holds_no_data_and_adds_what_the_algorithm_adds(problem
         rule.apply(by_parts, part)
     assert torch.equal(by_rule, whole) and torch.allclose(by_parts, whole, rtol=0, atol=1e-15)
     assert rule.init_params().shape == algo.init_params().shape and rule.additive
+
+
+def test_the_randomized_eigensolver_matches_eigh_on_the_top_eigenpairs():
+    """Above EXACT_EIGH_MAX the preconditioner takes only the top eigenpairs (randomized subspace
+    iteration). On a real kernel matrix (digits, Laplacian) they agree with the exact eigh, and
+    the automatic q, the correction's eigenvalues and its subspace come out the same."""
+    from sklearn.datasets import load_digits
+
+    from asyncopt.eigenpro.preconditioner import top_eigenpairs
+
+    X = load_digits().data[:1500] / 16.0
+    data = KernelData.from_array(X, make_kernel("laplacian", 10.0), ComputeOptions(dtype=torch.float64))
+    every = torch.arange(len(X))
+    K = kernel_matrix(data, every, every) / len(X)
+    exact, vectors = torch.linalg.eigh(K)
+    exact, vectors = exact.flip(0), vectors.flip(1)
+    for target in (256, 4096):
+        q = choose_n_components(exact.numpy(), target)
+        evals, evecs = top_eigenpairs(K.clone(), target, None, np.random.default_rng(0))
+        # (the rule counts eigenvalues above a threshold in a flat part of the spectrum: 1e-3 moves it by one)
+        assert abs(choose_n_components(evals.numpy(), target, len(X)) - q) <= 1 and len(evals) >= q
+        np.testing.assert_allclose(evals[: q - 1].numpy(), exact[: q - 1].numpy(), rtol=5e-3)
+        top = min(20, q - 1)
+        np.testing.assert_allclose(evals[:top].numpy(), exact[:top].numpy(), rtol=1e-8)
+        # the span of the top q-1 eigenvectors (what V diag(D) V^T uses): principal angles ~ 0
+        overlap = torch.linalg.svdvals(vectors[:, :top].T @ evecs[:, :top])
+        assert overlap.min() > 1 - 1e-8
+
+    evals, _ = top_eigenpairs(K.clone(), 4096, 40, np.random.default_rng(0))
+    assert len(evals) == 41

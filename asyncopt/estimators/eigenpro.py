@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from asyncopt.eigenpro.preconditioner import (
     DEFAULT_TARGET_BATCH,
+    EXACT_EIGH_MAX,
     Preconditioner,
     auto_subsample_size,
     column_major,
@@ -229,7 +230,8 @@ class _EigenProBase(AsyncEstimator):
         data = KernelData.from_array(X, kernel, options)
         problem = KernelProblem(data, torch.as_tensor(Y).to(options.device, options.dtype))
         s = auto_subsample_size(n) if self.subsample_size == "auto" else min(self.subsample_size, n)
-        eigen_bytes = 3 * s * s * 8
+        # the float64 block and its float32 original at once; eigh's workspace doubles it (exact path)
+        eigen_bytes = (3 if s <= EXACT_EIGH_MAX else 1.5) * s * s * 8
         if persistent + eigen_bytes > options.memory_bytes:
             raise MemoryBudgetError(
                 f"memory budget too small: the float64 eigensolve of the {s} x {s} Nystrom block needs "

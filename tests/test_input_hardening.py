@@ -279,3 +279,44 @@ def test_lazily_imported_estimators_pickle():
     assert type(again) is asyncopt.EigenProClassifier and np.array_equal(again.predict(X), clf.predict(X))
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         asyncopt.nothing_here  # noqa: B018
+
+
+# -- ConvergenceWarning: a fit the budget ended before its tolerance ------------------------------
+def test_a_proxsgd_fit_stopped_short_of_its_tolerance_warns():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from asyncopt import ProxSGDClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 20))
+    y = (X @ rng.normal(size=20) > 0).astype(int)
+    with pytest.warns(ConvergenceWarning, match=r"stopped at max_epochs=2 before its tol=1e-08 rule"):
+        ProxSGDClassifier(max_epochs=2, tol=1e-8, random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = ProxSGDClassifier(max_epochs=200, tol=1e-2, random_state=0).fit(X, y)  # the rule fires first
+        assert est.n_iter_ < 200
+        ProxSGDClassifier(max_epochs=2, tol=None, random_state=0).fit(X, y)  # no tolerance asked for
+        ProxSGDClassifier(max_epochs=50, tol=1e-8, random_state=0, callback=lambda e: e.epoch >= 3).fit(X, y)
+
+
+def test_an_eigenpro_fit_that_misses_its_val_target_warns():
+    import warnings
+
+    from sklearn.datasets import load_digits
+    from sklearn.exceptions import ConvergenceWarning
+
+    from asyncopt import EigenProClassifier
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    with pytest.warns(ConvergenceWarning, match=r"before the validation metric reached val_target=1\.01"):
+        EigenProClassifier(epochs=1, val_target=1.01, random_state=0).fit(X[:1200], y[:1200], X_val=X[1200:],
+                                                                         y_val=y[1200:])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = EigenProClassifier(epochs=5, val_target=0.9, random_state=0).fit(X[:1200], y[:1200], X_val=X[1200:],
+                                                                               y_val=y[1200:])  # fmt: skip
+        assert est.n_iter_ < 5

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -328,6 +330,15 @@ class _EigenProBase(AsyncEstimator):
         self.n_iter_ = history[-1].epoch if history else 0.0  # epochs, as in scikit-learn's SGD and ProxSGD
         self.t_ = history[-1].steps if history else 0  # updates applied
         self._budget = budget
+        if self.val_target is not None and history and self.n_iter_ >= self.epochs - 1e-9:
+            best = max((h.val_metric for h in history if h.val_metric is not None), default=float("nan"))
+            if not best >= self.val_target:  # (the budget ended the fit, not the target)
+                warnings.warn(
+                    f"{type(self).__name__} stopped at epochs={self.epochs:g} before the validation metric reached "
+                    f"val_target={self.val_target:g} (best {best:.4g}): raise epochs, or lower val_target",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
         return self
 
     def _stopping_rule(self):

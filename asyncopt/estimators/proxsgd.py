@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
@@ -22,7 +24,7 @@ from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds
 from asyncopt.proxsgd.prox import PENALTIES, make_penalty
 from asyncopt.proxsgd.stepsize import base_step, estimate_smoothness
-from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd
+from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd, tolerance_met
 
 # Below the critical batch size (beta / lambda_1, about 2-3 on a9a and 20 Newsgroups) a larger
 # batch buys no progress per sample; 32 keeps the per-update Python overhead small against the work.
@@ -326,7 +328,40 @@ class _ProxSGDBase(AsyncEstimator):
         self.telemetry_ = telemetry.as_dict()
         self.n_iter_ = history[-1].epoch if history else 0.0
         self.t_ = history[-1].steps if history else 0
+        self._warn_if_short()
         return self
+
+    def _warn_if_short(self) -> None:
+        """ConvergenceWarning when the budget (max_epochs, or time_limit) ended the fit before the
+        tol rule did (a callback's stop is the user's choice: no warning)."""
+        if self.tol is None or not self.history_:
+            return
+        objectives = [h["objective"] for h in self.history_]
+        if tolerance_met(objectives, self.tol, self.n_iter_no_change):
+            return
+        out_of_epochs = self.n_iter_ >= self.max_epochs - 1e-9
+        out_of_time = self.time_limit is not None and self.history_[-1]["seconds"] >= self.time_limit
+        if not (out_of_epochs or out_of_time):
+            return
+        last = objectives[-2:]
+        change = abs(last[0] - last[-1]) / max(abs(last[0]), 1e-12) if len(last) == 2 else float("nan")
+        budget = (
+            f"time_limit={self.time_limit:g} s"
+            if out_of_time and not out_of_epochs
+            else f"max_epochs={self.max_epochs:g}"
+        )
+        hint = (
+            ""
+            if self.variance_reduction == "svrg"
+            else ", or variance_reduction='svrg' (plain SGD stalls at its noise floor)"
+        )
+        warnings.warn(
+            f"{type(self).__name__} stopped at {budget} before its tol={self.tol:g} rule was met "
+            f"({self.n_iter_no_change} evaluations in a row improving F by less than tol; the last changed it "
+            f"by {change:.2g}, relative). Raise max_epochs (or time_limit){hint}",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
 
     def _decision(self, X):
         check_is_fitted(self)

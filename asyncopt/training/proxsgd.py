@@ -173,9 +173,22 @@ class PlateauState:
             self.previous_mean = mean
             self.window = []
         tol = settings.tol if settings.tol is not None else 0.0
-        flat = math.isfinite(self.best) and self.best - objective <= tol * max(abs(self.best), 1e-12)
-        self.flat = self.flat + 1 if flat else 0
+        self.flat = self.flat + 1 if is_flat(self.best, objective, tol) else 0
         self.best = min(self.best, objective)
+
+
+def is_flat(best: float, objective: float, tol: float) -> bool:
+    """An evaluation that improved the best F so far by less than `tol` (relative): the stopping rule's count."""
+    return math.isfinite(best) and best - objective <= tol * max(abs(best), 1e-12)
+
+
+def tolerance_met(objectives: list[float], tol: float, n_iter_no_change: int) -> bool:
+    """Whether the stopping rule fired by the last of these evaluations (n_iter_no_change flat ones in a row)."""
+    best, flat = math.inf, 0
+    for objective in objectives:
+        flat = flat + 1 if is_flat(best, objective, tol) else 0
+        best = min(best, objective)
+    return flat >= n_iter_no_change
 
 
 @dataclasses.dataclass

@@ -85,7 +85,8 @@ def test_speedup_and_delay_from_saved_results(tmp_path):
                       {"max_delay": 31, "epochs_to_target": None}]}  # fmt: skip
     fig = plot.plot_delay(delay, path=tmp_path / "delay.png")
     assert fig.axes[0].get_xscale() == "log"
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["target reached", "not reached (or diverged)"]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["target reached", "not reached (or diverged)"]
     with pytest.raises(ValueError, match="no results"):
         plot.plot_delay({"rows": []})
     assert np.isfinite(fig.axes[0].get_ylim()).all()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples
 
@@ -166,6 +166,17 @@ class AsyncEstimator(BaseEstimator):
             )
 
     # -- validation sets -----------------------------------------------------------------
+    def _validation_set(self, X_val, y_val, n_outputs: int, one_d: bool = True):
+        """(X_val, targets) checked before any work (class indices for classifiers); None without one."""
+        pair = self._validation_pair(X_val, y_val)
+        if pair is None:
+            return None
+        X_val, y_val = pair
+        X_val = self._validate_X(X_val, reset=False)
+        if isinstance(self, ClassifierMixin):
+            return X_val, self._validation_codes(y_val)
+        return X_val, self._validation_targets(y_val, n_outputs, one_d)
+
     def _validation_pair(self, X_val, y_val):
         """(X_val, y_val as an array) after the checks both families share; None when neither is given."""
         if X_val is None and y_val is None:

@@ -197,17 +197,6 @@ class _EigenProBase(AsyncEstimator):
             )
         return X.toarray()
 
-    def _validation_set(self, X_val, y_val, Y):
-        """(X_val dense, targets) checked before any work; None without a validation set."""
-        pair = self._validation_pair(X_val, y_val)
-        if pair is None:
-            return None
-        X_val, y_val = pair
-        X_val = self._validate_X(X_val, reset=False)
-        if isinstance(self, ClassifierMixin):
-            return X_val, self._validation_codes(y_val)
-        return X_val, self._validation_targets(y_val, Y.shape[1], self._y_1d)
-
     def _fit_targets(self, X, Y, validation, resume=False):
         started = time.perf_counter()
         options = ComputeOptions.from_params(self.device, self.dtype, self.memory_gb)
@@ -543,7 +532,7 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         self._check_engine_params()
         self._y_1d = y.ndim == 1
         Y = y.reshape(-1, 1) if self._y_1d else y
-        validation = self._validation_set(X_val, y_val, Y)
+        validation = self._validation_set(X_val, y_val, Y.shape[1], self._y_1d)
         X = self._densify(X)
         return self._fit_targets(X, np.asarray(Y, dtype=np.float64), validation, resume)
 
@@ -601,7 +590,7 @@ class EigenProClassifier(ClassifierMixin, _EigenProBase):
                 f"({self.classes_.tolist()[0]!r})"
             )
         Y = np.eye(len(self.classes_))[codes]
-        validation = self._validation_set(X_val, y_val, Y)
+        validation = self._validation_set(X_val, y_val, Y.shape[1])
         X = self._densify(X)
         return self._fit_targets(X, Y, validation, resume)
 

@@ -183,17 +183,6 @@ class _ProxSGDBase(AsyncEstimator):
     def _validate_X(self, X, reset):
         return validate_data(self, X, reset=reset, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
 
-    def _validation_set(self, X_val, y_val, n_outputs: int):
-        """(X_val, targets) checked before any work (class indices for classifiers); None without one."""
-        pair = self._validation_pair(X_val, y_val)
-        if pair is None:
-            return None
-        X_val, y_val = pair
-        X_val = self._validate_X(X_val, reset=False)
-        if isinstance(self, ClassifierMixin):
-            return X_val, self._validation_codes(y_val)
-        return X_val, self._validation_targets(y_val, n_outputs, True)
-
     def _validation_scorer(self, X_val, target, d: int, order):
         """val_metric at an evaluation point (workers drained, lazy rows flushed) from the parameters."""
         if order is not None:  # the run's features are permuted so that groups are contiguous

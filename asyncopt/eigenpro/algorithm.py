@@ -24,6 +24,9 @@ class EigenProAlgorithm:
     additive = True
 
     passthrough_errors = (TrainingDiverged,)  # a diverging worker's error reaches fit as itself
+    # a step must read whole updates: an update's batch rows without its Nystrom correction are an
+    # unpreconditioned step in the top eigendirections (engines/snapshots.py reads whole versions)
+    snapshot_reads = True
 
     @property
     def n_samples(self) -> int:
@@ -56,6 +59,13 @@ class EigenProAlgorithm:
     def rows_read(self, rows) -> None:
         """A step reads every row of alpha (K(X_B, X) alpha): a worker pulls them all."""
         return None
+
+    def touched_rows(self, update: Update) -> torch.Tensor:
+        """The rows an update writes: its batch and the Nystrom subsample (for the write log)."""
+        return torch.cat([update.rows.cpu(), self.precond.indices.cpu()])
+
+    def touched_rows_cap(self, batch_size: int | None) -> int:
+        return (batch_size or self.problem.n) + len(self.precond.indices)
 
     def server_parts(self, update: Update) -> list:
         """(server, part) pairs: the batch and subsample rows of each shard (step.split_update)."""

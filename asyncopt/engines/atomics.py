@@ -23,6 +23,7 @@ from numba.extending import intrinsic
 
 WORDS_PER_LINE = 8  # 8 int64 = one 64-byte cache line
 VERSION_WORD = 0
+BEGIN_WORD = 1  # writes begun (snapshots.py: a logged write counts here first, then in VERSION_WORD)
 CURSOR_WORD = WORDS_PER_LINE
 CLOCK_OFFSET = 1  # a server's clock (updates it applied) sits next to its lock word, written under the lock
 
@@ -97,3 +98,19 @@ def acquire(sync, word, max_spins):
 @njit(cache=True, nogil=True)
 def release(sync, word):
     compare_and_swap(sync, word, 1, 0)
+
+
+@intrinsic
+def _fence(typingctx):
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@njit(cache=True, nogil=True)
+def fence():
+    """A full memory fence: loads and stores before it complete before any after it (a seqlock
+    reader's copy must not move past its reads of the counters on weakly ordered CPUs)."""
+    _fence()

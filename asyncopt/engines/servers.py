@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from asyncopt.engines import atomics
+from asyncopt.engines import atomics, snapshots
 
 
 class _Words:
@@ -74,15 +74,23 @@ class ServerGroup(_Words):
     """The servers of a run whose workers apply their own updates (`algo.n_locks` servers owning
     `algo.server_rows(b)`), and the version counter staleness is measured against."""
 
-    def __init__(self, algo, new_lock):
+    def __init__(self, algo, new_lock, batch_size: int | None = None):
         n = algo.n_locks
         super().__init__(atomics.new_sync(n))
         rows = [algo.server_rows(b) if hasattr(algo, "server_rows") else (0, 0) for b in range(n)]
         self.servers = [ParameterServer(b, lo, hi, new_lock(), self.sync) for b, (lo, hi) in enumerate(rows)]
         self.version_lock = new_lock()
+        # algorithms whose steps must not see part of an update (EigenPro) read whole versions
+        # without a lock (snapshots.py); the others read the store in place
+        self.log = None
+        if getattr(algo, "snapshot_reads", False):
+            self.log = snapshots.WriteLog(algo.touched_rows_cap(batch_size))
+        self.read_stats = snapshots.ReadStats()
 
     def share_memory_(self):
         super().share_memory_()
+        if self.log is not None:
+            self.log.share_memory_()
         for server in self.servers:
             server.sync = self.sync
             server.__dict__.pop("_view", None)
@@ -95,6 +103,16 @@ class ServerGroup(_Words):
     def push(self, algo, params: torch.Tensor, update, read_version: int) -> int:
         """Apply `update` (read at `read_version`) part by part: `algo.server_parts(update)` says which
         server gets which part. Returns its staleness (updates applied since the read)."""
+        if self.log is not None:  # one logged write at a time, under the version lock (snapshots.py)
+            with self.version_lock:
+                staleness = self.version - read_version
+
+                def apply():
+                    for server, part in algo.server_parts(update):
+                        self.servers[server].apply(algo.apply, params, part, staleness)
+
+                snapshots.logged_write(self.words, self.log, algo.touched_rows(update), apply)
+            return staleness
         with self.version_lock:
             staleness = self.version - read_version
         for server, part in algo.server_parts(update):
@@ -102,6 +120,17 @@ class ServerGroup(_Words):
         with self.version_lock:
             self.words[atomics.VERSION_WORD] += 1
         return staleness
+
+    def read(self, params: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """(version, what a step reads): a whole version copied without a lock for algorithms with
+        `snapshot_reads`, else the store itself (ProxSGD: a step reads its rows in place)."""
+        if self.log is None:
+            return self.version, params
+        return snapshots.snapshot_read(self.words, self.log, params, self.version_lock, self.read_stats, self._copy)
+
+    def _copy(self, params: torch.Tensor) -> torch.Tensor:
+        """A snapshot read's lock-free copy (tests/test_torn_reads.py tears it on purpose)."""
+        return params.clone()
 
     def clocks(self) -> list[int]:
         return [s.clock for s in self.servers]

@@ -38,6 +38,10 @@ class Telemetry:
     failures: list[dict] = dataclasses.field(default_factory=list)  # Ray: actors that died, and what was lost
     lost_updates: list[int] = dataclasses.field(default_factory=list)  # Ray: per server, updates lost to restarts
     server_busy_seconds: list[float] = dataclasses.field(default_factory=list)  # Ray: per server, in pulls and pushes
+    # snapshot reads (engines/snapshots.py): reads a write overlapped, rows re-copied, reads under the lock
+    reads_repaired: int = 0
+    rows_recopied: int = 0
+    reads_locked: int = 0
     # per worker, tasks as (end, compute, wait) seconds since the engine started, when the coordinator
     # recorded them (the end is the reply's arrival): every task up to TIMELINE_CAP, then every 2nd, 4th...
     timeline: list[list[tuple[float, float, float]]] = dataclasses.field(default_factory=list)
@@ -100,6 +104,11 @@ class Telemetry:
         w.pull_bytes += pulled_bytes
         self._mark(worker, compute + messages, wait)
 
+    def record_reads(self, repaired: int, rows: int, locked: int) -> None:
+        self.reads_repaired += repaired
+        self.rows_recopied += rows
+        self.reads_locked += locked
+
     @property
     def updates(self) -> int:
         return sum(self.staleness.values())
@@ -129,6 +138,7 @@ class Telemetry:
         t.failures = [dict(f) for f in saved.get("failures", [])]
         t.lost_updates = [int(c) for c in saved.get("lost_updates", [])]
         t.server_busy_seconds = [float(c) for c in saved.get("server_busy_seconds", [])]
+        t.record_reads(*(int(saved.get(k, 0)) for k in ("reads_repaired", "rows_recopied", "reads_locked")))
         return t
 
     def as_dict(self) -> dict:
@@ -144,5 +154,8 @@ class Telemetry:
             "failures": [dict(f) for f in self.failures],
             "lost_updates": list(self.lost_updates),
             "server_busy_seconds": list(self.server_busy_seconds),
+            "reads_repaired": self.reads_repaired,
+            "rows_recopied": self.rows_recopied,
+            "reads_locked": self.reads_locked,
             "timeline": [[list(map(float, row)) for row in line] for line in self.timeline],
         }

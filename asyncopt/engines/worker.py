@@ -2,7 +2,8 @@
 
 Three ways its update reaches the parameters:
 - `servers` (a ServerGroup: servers in the workers): the worker applies its own updates, each part
-  under its server's lock, and sends back only their stalenesses; an algorithm with compiled tasks
+  under its server's lock, and sends back only their stalenesses (and what its snapshot reads
+  re-copied, engines/snapshots.py); an algorithm with compiled tasks
   runs the whole task in the engine's compiled loop (engines/compiled.py);
 - `publisher` (the coordinator applies): the worker reads a whole version (seqlock) and sends its
   update to the coordinator;
@@ -90,12 +91,13 @@ def worker_loop(worker: int, algo, params: torch.Tensor, link: WorkerLink) -> No
                         raise RuntimeError("a shared task needs an algorithm with compiled_tasks")
                     stalenesses, samples = [], 0
                     for batch, scale, key in task.batches():
-                        read_version = link.servers.version
-                        update = algo.compute(params, torch.as_tensor(batch), scale, key)
+                        read_version, seen = link.servers.read(params)
+                        update = algo.compute(seen, torch.as_tensor(batch), scale, key)
                         algo.check(update, -1, -1)
                         stalenesses.append(link.servers.push(algo, params, update, read_version))
                         samples += len(batch)
-                link.results.put(("applied", worker, stalenesses, samples, time.perf_counter() - t1, t1 - t0))
+                reads = link.servers.read_stats.take()
+                link.results.put(("applied", worker, stalenesses, samples, time.perf_counter() - t1, t1 - t0, reads))
                 continue
             (batch, scale, key) = next(task.batches())
             if link.replica is not None:

@@ -79,13 +79,13 @@ class WorkerEngine:
             raise ValueError("servers_in_workers needs asynchronous workers on one shared parameter store")
 
     # -- workers ---------------------------------------------------------------------------
-    def _start(self, algo, params, servers_state=None):
+    def _start(self, algo, params, servers_state=None, batch_size=None):
         """The transport, the servers (in the workers, or the coordinator publishing), the workers."""
         transport = self._transport = ThreadTransport() if self.backend == "threads" else ProcessTransport()
         self._replicas = [None] * self.n_workers
         self._servers = self._publisher = None
         if self.servers_in_workers:
-            self._servers = ServerGroup(algo, transport.new_lock)
+            self._servers = ServerGroup(algo, transport.new_lock, batch_size)
             if servers_state is not None:
                 self._servers.load_state_dict(servers_state)
         else:
@@ -150,7 +150,7 @@ class WorkerEngine:
         try:
             t0 = time.perf_counter()
             telemetry.setup_seconds = t0 - started if started is not None else 0.0
-            self._start(algo, params, None if resume is None else resume.get("servers"))
+            self._start(algo, params, None if resume is None else resume.get("servers"), round_batch)
             telemetry.startup_seconds = time.perf_counter() - t0
             while next_eval < len(eval_at):
                 if in_flight == 0:
@@ -177,8 +177,9 @@ class WorkerEngine:
                     continue
                 pending = [self._next_result() for _ in range(in_flight if self.synchronous else 1)]
                 if pending[0][0] == "applied":  # the worker applied its updates itself
-                    _, worker, stalenesses, n, compute, wait = pending[0]
+                    _, worker, stalenesses, n, compute, wait, reads = pending[0]
                     telemetry.record_many(worker, stalenesses, n, compute, wait)
+                    telemetry.record_reads(*reads)
                     applied += n
                     steps += len(stalenesses)
                     in_flight -= 1

@@ -289,6 +289,10 @@ class _EigenProBase(AsyncEstimator):
             self.inconsistent_reads,
             self.synchronous,
             self.devices,
+            # asynchronous workers on one store apply their own updates and read whole versions
+            # without a lock (engines/snapshots.py); synchronous rounds and device replicas go
+            # through the coordinator
+            servers_in_workers=self.backend in ("threads", "processes") and not self.synchronous and not self.devices,
             ray_address=self.ray_address,
             resources_per_worker=self.resources_per_worker,
             server_folder=self._server_folder() if self.backend == "ray" else None,

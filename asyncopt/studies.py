@@ -92,7 +92,7 @@ def delay_study(
     for tau in delays:
         est = clone(estimator).set_params(backend="serial", n_workers=1, max_delay=tau)
         if "inconsistent_reads" in est.get_params():
-            est.set_params(inconsistent_reads=bool(inconsistent_reads) and tau > 0)
+            est.set_params(inconsistent_reads=(inconsistent_reads if tau > 0 else False))
         if target is not None:
             stop_at = target
 
@@ -109,7 +109,7 @@ def delay_study(
         except TrainingDiverged as exc:  # (a delayed run that diverges is a result; delay 0 diverging is not)
             if target is None:
                 raise
-            rows.append({"max_delay": tau, "inconsistent_reads": bool(inconsistent_reads) and tau > 0,
+            rows.append({"max_delay": tau, "inconsistent_reads": (inconsistent_reads if tau > 0 else False),
                          "epochs_to_target": None, "updates_to_target": None, "final_loss": None,
                          "wall_seconds": time.perf_counter() - t0, "diverged": str(exc).split(":")[0]})  # fmt: skip
             if progress is not None:
@@ -126,7 +126,7 @@ def delay_study(
         rows.append(
             {
                 "max_delay": tau,
-                "inconsistent_reads": bool(inconsistent_reads) and tau > 0,
+                "inconsistent_reads": (inconsistent_reads if tau > 0 else False),
                 "epochs_to_target": None if hit is None else hit["epoch"],
                 "updates_to_target": None if hit is None else hit.get("steps"),
                 "final_loss": history[-1][key],

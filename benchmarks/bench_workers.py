@@ -25,6 +25,11 @@ CONFIGS = [
     ("1 worker x 2 threads (serial)", dict(backend="serial"), 2),
     ("1 worker x 1 thread (processes)", dict(backend="processes", n_workers=1, threads_per_worker=1), 2),
     ("2 workers x 1 thread (processes)", dict(backend="processes", n_workers=2, threads_per_worker=1), 2),
+    (
+        "2 workers x 1 thread (processes, coordinator applies: before session 7)",
+        dict(backend="processes", n_workers=2, threads_per_worker=1, _workers_apply=False),
+        2,
+    ),
     ("2 workers x 1 thread (threads)", dict(backend="threads", n_workers=2, threads_per_worker=1), 2),
     (
         "2 workers x 1 thread, synchronous baseline (threads)",
@@ -44,6 +49,8 @@ def main(argv=None):
     rows = []
     for name, params, main_threads in CONFIGS:
         torch.set_num_threads(main_threads)
+        params = dict(params)
+        workers_apply = params.pop("_workers_apply", True)
         clf = EigenProClassifier(
             bandwidth=10.0,
             epochs=args.max_epochs,
@@ -52,6 +59,7 @@ def main(argv=None):
             callback=lambda e: e.val_metric >= args.target,
             **params,
         )
+        clf._workers_apply = workers_apply  # (an instance attribute: the engine comparison only)
         t0 = time.perf_counter()
         clf.fit(X, y, X_val=Xt, y_val=yt)
         wall = time.perf_counter() - t0

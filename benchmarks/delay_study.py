@@ -4,7 +4,10 @@ Run:  .venv/bin/python benchmarks/delay_study.py [--n-train 10000] [--target 0.9
 
 For max_delay tau in 0, 1, 3, 7, 15, 31 the serial engine reads the weights tau updates late
 (fixed delay), with consistent reads or with inconsistent ones (16 row blocks, each read at its
-own age drawn uniformly in 0..tau). Two batch rules:
+own age drawn uniformly in 0..tau), and those either under the engines' rule (every update read
+whole or not at all, engines/snapshots.py: the read is the version of its oldest block) or torn
+(the blocks as they were, parts of updates included: the lock-free read without the rule).
+Two batch rules:
 - "fixed batch": the delay-0 automatic batch m = m*/4 and its step size for every tau
   (what happens if nothing adapts to the delay);
 - "in-flight rule": m = (m*/4) / (tau + 1), the estimator's automatic choice, so that about the
@@ -24,6 +27,7 @@ from asyncopt import EigenProClassifier, TrainingDiverged
 from asyncopt.datasets import load_mnist
 
 DELAYS = (0, 1, 3, 7, 15, 31)
+READS = {False: "consistent", True: "inconsistent, whole updates (the engines' rule)", "torn": "inconsistent, torn"}
 
 
 def epochs_to_target(X, y, Xv, yv, target, max_epochs, **params):
@@ -52,6 +56,7 @@ def main(argv=None):
     parser.add_argument("--max-epochs", type=float, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/delay_study")
+    parser.add_argument("--rules", default="fixed batch,in-flight rule", help="comma-separated batch rules to run")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     X, y, Xt, yt = load_mnist()
@@ -61,8 +66,9 @@ def main(argv=None):
 
     results = {}
     t0 = time.perf_counter()
-    for rule in ("fixed batch", "in-flight rule"):
-        for inconsistent in (False, True):
+    rules = [r for r in ("fixed batch", "in-flight rule") if r in args.rules.split(",")]
+    for rule in rules:
+        for inconsistent in READS:
             for tau in DELAYS:
                 params = dict(max_delay=tau, inconsistent_reads=inconsistent)
                 if rule == "fixed batch":
@@ -72,7 +78,7 @@ def main(argv=None):
                 )
                 print(
                     rule,
-                    "inconsistent" if inconsistent else "consistent",
+                    READS[inconsistent],
                     tau,
                     results[(rule, inconsistent, tau)][1],
                     flush=True,
@@ -81,15 +87,15 @@ def main(argv=None):
         f"# Delay study: epochs to {args.target:.1%} test accuracy, MNIST {args.n_train} training points",
         "",
         f"Command: `python benchmarks/delay_study.py --n-train {args.n_train} --target {args.target} "
-        f"--max-epochs {args.max_epochs:g}`",
+        f"--max-epochs {args.max_epochs:g} --rules '{args.rules}' --out {args.out}`",
         f"(serial engine, Laplacian h=10, delay-0 automatic batch m={m0}, eta={base.step_size_:.1f}, "
         f"m*={base.critical_batch_size_:.0f}; {time.perf_counter() - t0:.0f} s in all)",
         "",
         "| batch rule | reads | " + " | ".join(f"tau={t}" for t in DELAYS) + " | tau=15 / tau=0 |",
         "|---|---|" + "---:|" * (len(DELAYS) + 1),
     ]
-    for rule in ("fixed batch", "in-flight rule"):
-        for inconsistent in (False, True):
+    for rule in rules:
+        for inconsistent in READS:
             row = [results[(rule, inconsistent, t)] for t in DELAYS]
             e0, e15 = row[0][0], row[DELAYS.index(15)][0]
             ratio = f"{e15 / e0:.2f}" if e0 and e15 else "n/a"
@@ -101,9 +107,7 @@ def main(argv=None):
                 + ")"
             )
             lines.append(
-                f"| {rule}{batches} | {'inconsistent' if inconsistent else 'consistent'} | "
-                + " | ".join(r[1] for r in row)
-                + f" | {ratio} |"
+                f"| {rule}{batches} | {READS[inconsistent]} | " + " | ".join(r[1] for r in row) + f" | {ratio} |"
             )
     text = "\n".join(lines) + "\n"
     print(text)
@@ -115,14 +119,12 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for rule, style in (("fixed batch", "-"), ("in-flight rule", "--")):
-        for inconsistent, marker in ((False, "o"), (True, "s")):
+    for rule, style in [(r, s) for r, s in (("fixed batch", "-"), ("in-flight rule", "--")) if r in rules]:
+        for inconsistent, marker in ((False, "o"), (True, "s"), ("torn", "x")):
             pts = [(t + 1, results[(rule, inconsistent, t)][0]) for t in DELAYS]
             xs = [p[0] for p in pts if p[1] is not None]
             ys = [p[1] for p in pts if p[1] is not None]
-            ax.plot(
-                xs, ys, style, marker=marker, label=f"{rule}, {'inconsistent' if inconsistent else 'consistent'} reads"
-            )
+            ax.plot(xs, ys, style, marker=marker, label=f"{rule}, {READS[inconsistent]}")
     ax.set_xscale("log", base=2)
     ax.set_xticks([t + 1 for t in DELAYS], [str(t) for t in DELAYS])
     ax.set(

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from asyncopt import EigenProClassifier
+from asyncopt import EigenProClassifier, TrainingDiverged
 from asyncopt.engines import atomics, servers, snapshots
-
 
 
 class _Store:
@@ -157,3 +156,37 @@ def test_control_without_the_repair_torn_reads_break_the_fit(monkeypatch, mnist)
         return
     assert torn["tears"] >= 3
     assert est.history_[-1]["train_mse"] > 0.5 or not np.isfinite(est.history_[-1]["train_mse"])
+
+
+def test_simulator_whole_rule_reads_one_version_and_torn_reads_do_not():
+    from asyncopt.engines.serial import SerialEngine
+
+    rng = np.random.default_rng(0)
+    diffs = [torch.randn(64, 3, dtype=torch.float64) for _ in range(7)]
+    params = sum(diffs)
+    versions = [params - sum(diffs[len(diffs) - k :], torch.zeros_like(params)) for k in range(8)]
+    engine = SerialEngine(max_delay=7, inconsistent_reads=True)
+    for _ in range(20):
+        seen, staleness = engine._read(params, diffs, rng, whole=True)
+        assert torch.allclose(seen, versions[staleness])
+    torn = [engine._read(params, diffs, rng, whole=False) for _ in range(20)]
+    assert not all(torch.allclose(seen, versions[s]) for seen, s in torn)
+
+
+def test_serial_eigenpro_with_the_rule_converges_where_torn_reads_break():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    common = dict(backend="serial", max_delay=7, epochs=4, random_state=0)
+    whole = EigenProClassifier(inconsistent_reads=True, **common).fit(X, y)
+    assert whole.score(X, y) >= 0.99
+    # torn: the train MSE grows past 1e6 times that of zero weights, which stops the fit (it used
+    # to end at 2.5e30 with no error)
+    with pytest.raises(TrainingDiverged, match="times that of zero weights"):
+        EigenProClassifier(inconsistent_reads="torn", **common).fit(X, y)
+
+
+def test_inconsistent_reads_takes_a_bool_or_torn():
+    with pytest.raises(ValueError, match="inconsistent_reads"):
+        EigenProClassifier(inconsistent_reads="sometimes").fit(np.eye(4), [0, 1, 0, 1])

@@ -3,7 +3,12 @@
 With ``max_delay = tau > 0`` every step reads the parameters as they were some updates ago:
 ``tau`` exactly (``delay="fixed"``) or uniformly 0..tau (``delay="random"``). With
 ``inconsistent_reads`` the parameter rows are split into blocks and each block is read at its
-own, independently drawn age, as when a worker's read overlaps other workers' writes.
+own, independently drawn age, as when a worker's read overlaps other workers' writes. For an
+algorithm with `snapshot_reads` (EigenPro) the real engines then make the read whole
+(engines/snapshots.py), and so does the simulator: an update some block missed is missed by all,
+the read is the version of its oldest block (the conservative end: the threads / processes repair
+reaches the newest). ``inconsistent_reads="torn"`` keeps the parts of updates a read mixed (the
+read without the rule, for the delay study).
 Delays are simulated exactly: the engine keeps the last tau parameter differences and
 subtracts the newest ones from the current parameters.
 """
@@ -25,17 +30,20 @@ from asyncopt.engines.telemetry import Telemetry
 class SerialEngine:
     max_delay: int = 0
     delay: str = "fixed"  # "fixed" or "random"
-    inconsistent_reads: bool = False
+    inconsistent_reads: bool | str = False  # True, or "torn": without the whole-update rule
     read_blocks: int = 16
 
     def __post_init__(self):
         if self.delay not in ("fixed", "random"):
             raise ValueError(f"delay={self.delay!r} must be 'fixed' or 'random'")
+        if self.inconsistent_reads not in (False, True, "torn"):
+            raise ValueError(f"inconsistent_reads={self.inconsistent_reads!r} must be a bool or 'torn'")
         if self.max_delay < 0:
             raise ValueError(f"max_delay={self.max_delay} must be >= 0")
 
-    def _read(self, params, diffs, rng):
-        """Parameters as a worker would have read them, and the read's staleness."""
+    def _read(self, params, diffs, rng, whole: bool = False):
+        """Parameters as a worker would have read them, and the read's staleness; `whole`: every
+        update seen whole or not at all (the blocks' ages drawn, then the oldest for all)."""
         tau = min(self.max_delay, len(diffs))
         if tau == 0:
             return params, 0
@@ -46,6 +54,8 @@ class SerialEngine:
             ages = rng.integers(0, tau + 1, size=n_blocks)
         if ages.max() == 0:
             return params, 0
+        if whole:
+            ages = np.full(n_blocks, ages.max())
         seen = params.clone()
         bounds = np.linspace(0, params.shape[0], n_blocks + 1).astype(int)
         for b, age in enumerate(ages):
@@ -76,6 +86,7 @@ class SerialEngine:
         diffs: collections.deque = collections.deque(maxlen=max(self.max_delay, 1))
         if resume is not None:
             diffs.extend(torch.as_tensor(d) for d in resume.get("delay_diffs", []))
+        whole = self.inconsistent_reads is True and getattr(algo, "snapshot_reads", False)
         eval_at = schedule.evaluation_points()
         next_eval = int(np.searchsorted(eval_at, stream.issued, side="right"))
         now = time.perf_counter()
@@ -88,7 +99,7 @@ class SerialEngine:
         while next_eval < len(eval_at) and stream.issued < eval_at[-1]:
             batch, key = stream.next(eval_at[next_eval] - stream.issued)
             t0 = time.perf_counter()
-            seen, staleness = self._read(params, diffs, rng)
+            seen, staleness = self._read(params, diffs, rng, whole)
             update = algo.compute(seen, torch.as_tensor(batch), len(batch) / schedule.batch_size, key)
             algo.check(update, steps, stream.issued)
             if self.max_delay:

@@ -89,7 +89,7 @@ class AsyncEstimator(BaseEstimator):
         "threads_per_worker": [Interval(Integral, 1, None, closed="left"), None],
         "max_delay": [Interval(Integral, 0, None, closed="left")],
         "delay": [StrOptions({"fixed", "random"})],
-        "inconsistent_reads": ["boolean"],
+        "inconsistent_reads": ["boolean", StrOptions({"torn"})],
         "synchronous": ["boolean"],
         "device": [str, torch.device],
         "dtype": [StrOptions({"float32", "float64"})],

@@ -76,6 +76,11 @@ def _preconditioner_from(saved: dict, options: ComputeOptions) -> Preconditioner
 
 
 class _EigenProBase(AsyncEstimator):
+    # threads / processes: workers apply their own updates (True) or send them to the coordinator,
+    # which applies and publishes them (False: the engine before session 7, kept for
+    # benchmarks/bench_workers.py to compare side by side; not a parameter)
+    _workers_apply = True
+
     _parameter_constraints: dict = {
         **AsyncEstimator._shared_constraints,
         "kernel": [StrOptions(set(RADIAL_PROFILES)), callable],
@@ -292,7 +297,10 @@ class _EigenProBase(AsyncEstimator):
             # asynchronous workers on one store apply their own updates and read whole versions
             # without a lock (engines/snapshots.py); synchronous rounds and device replicas go
             # through the coordinator
-            servers_in_workers=self.backend in ("threads", "processes") and not self.synchronous and not self.devices,
+            servers_in_workers=self._workers_apply
+            and self.backend in ("threads", "processes")
+            and not self.synchronous
+            and not self.devices,
             ray_address=self.ray_address,
             resources_per_worker=self.resources_per_worker,
             server_folder=self._server_folder() if self.backend == "ray" else None,
@@ -455,9 +463,12 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         More than 4 per core is warned about.
     threads_per_worker : int or None
         Torch threads per worker; None divides the machine's cores among the workers.
-    max_delay, delay, inconsistent_reads : int, {"fixed", "random"}, bool
+    max_delay, delay, inconsistent_reads : int, {"fixed", "random"}, bool or "torn"
         Serial backend only (other backends refuse them): read the weights ``max_delay`` updates late
-        (exactly, or uniformly 0..max_delay), optionally each block of rows at its own age.
+        (exactly, or uniformly 0..max_delay), optionally each block of rows at its own age. With
+        ``inconsistent_reads=True`` the read then follows the real engines' rule (every update is
+        read whole or not at all: the version of the read's oldest block); ``"torn"`` reads each
+        block as it was, parts of updates included (without the rule: it diverges).
     synchronous : bool
         Threads/processes: the data-parallel baseline, a barrier every step (round of n_workers batches).
     val_target : float or None

@@ -21,6 +21,8 @@ from asyncopt.training.history import EntryMapping
 from asyncopt.training.launch import continue_monitor, launch
 from asyncopt.training.state import TrainingState
 
+DIVERGED_FACTOR = 1e6  # a train MSE this many times that of zero weights stops the fit as diverged
+
 __all__ = ["EigenProSettings", "HistoryEntry", "TrainingDiverged", "run_eigenpro"]
 
 
@@ -94,6 +96,13 @@ def run_eigenpro(
             staleness_mean=float(summary.get("mean", 0.0)),
             staleness_max=int(summary.get("max", 0)),
         )
+        zero_mse = float(problem.Y[rows].pow(2).sum(1).mean())  # the train MSE of zero weights
+        if math.isfinite(entry.train_mse) and entry.train_mse > DIVERGED_FACTOR * max(zero_mse, 1e-300):
+            raise TrainingDiverged(
+                f"training diverged by epoch {entry.epoch:.2f}: the train MSE reached {entry.train_mse:.3g}, "
+                f"more than {DIVERGED_FACTOR:.0e} times that of zero weights ({zero_mse:.3g}). "
+                f"Lower step_size (now {settings.eta:.4g}) or batch_size (now {settings.batch_size})"
+            )
         if not math.isfinite(entry.train_mse):
             raise TrainingDiverged(
                 f"training diverged by epoch {entry.epoch:.2f}: the weights are non-finite. "

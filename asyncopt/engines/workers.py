@@ -5,7 +5,9 @@ in-flight ones at evaluation points and checkpoints, records staleness and per-w
 and runs the lifecycle (start, liveness, shutdown on every exit). The pieces it drives:
 - a transport (engines/transports.py): threads or processes, queues, shared memory;
 - the parameter servers (engines/servers.py): in the workers (`servers_in_workers`, a ServerGroup:
-  each worker applies its own update, each part under its server's lock), or the coordinator
+  each worker applies its own update, each part under its server's lock; algorithms with
+  `snapshot_reads`, EigenPro, log each write and read whole versions without a lock,
+  engines/snapshots.py), or the coordinator
   itself as the one server (a PublishingServer: it applies each update as it arrives, the only
   writer, published under a seqlock so that workers read whole versions);
 - the workers (engines/worker.py), which compute through the algorithm's pure functions.

@@ -24,6 +24,7 @@ _LAZY = {
     "ProxSGDRegressor": "asyncopt.estimators.proxsgd",
     "TrainingDiverged": "asyncopt.errors",
     "load": "asyncopt.estimators.model_files",
+    "shutdown_worker_pool": "asyncopt.engines.pool",
 }
 
 __all__ = [
@@ -37,9 +38,11 @@ __all__ = [
     "ProxSGDRegressor",
     "TrainingDiverged",
     "load",
+    "shutdown_worker_pool",
 ]
 
 if TYPE_CHECKING:  # (static tools see the names; at run time they come from __getattr__)
+    from asyncopt.engines.pool import shutdown_worker_pool
     from asyncopt.errors import TrainingDiverged
     from asyncopt.estimators.eigenpro import EigenProClassifier, EigenProRegressor
     from asyncopt.estimators.model_files import load

@@ -3,9 +3,10 @@ workers, and how workers start, are watched and stop.
 
 - `ThreadTransport`: worker threads in this process; queues in memory, the parameters and the
   servers' words are the same tensors for everyone;
-- `ProcessTransport`: spawned worker processes; the read-only data, the parameters and the servers'
-  words are moved to shared memory once (mapped by every worker, never copied per step), tasks and
-  replies travel through multiprocessing queues (a task is three small arrays).
+- `ProcessTransport`: spawned worker processes, kept between fits in a pool (engines/pool.py); the
+  read-only data, the parameters and the servers' words are moved to shared memory once (mapped by
+  every worker, never copied per step), tasks and replies travel through multiprocessing queues (a
+  task is three small arrays).
 
 A transport for a cluster (Ray actors, issue 12) offers the same: start workers on a link, put
 tasks, get the next reply with liveness checks, shut down.
@@ -18,6 +19,7 @@ import threading
 
 import torch
 
+from asyncopt.engines import pool
 from asyncopt.engines.base import (
     UNGUARDED_MAIN_EXIT,
     WORKER_NAME,
@@ -26,6 +28,7 @@ from asyncopt.engines.base import (
     exit_if_reimporting_main,
     unguarded_message,
 )
+from asyncopt.engines.pool import PooledLock
 from asyncopt.engines.worker import POLL_SECONDS, WorkerLink, process_main, worker_loop
 
 
@@ -82,7 +85,7 @@ class ThreadTransport:
                 raise WorkerFailed(f"worker {msg[1]} ({self.kind}) raised:\n{msg[2]}")
             return msg
 
-    def shutdown(self) -> None:
+    def shutdown(self, clean: bool = False) -> None:
         if not self.workers:
             return
         self.stop.set()
@@ -100,18 +103,32 @@ class ThreadTransport:
 
 
 class ProcessTransport(ThreadTransport):
+    """Spawned worker processes: those of the reusable pool (engines/pool.py) when it can serve the
+    run (`reuse=True`, no concurrent fit holding it, `n_locks` within its locks), else fresh ones."""
+
     kind = "processes"
 
-    def __init__(self):
+    def __init__(self, n_workers: int = 1, n_locks: int = 0, reuse: bool = True):
         import torch.multiprocessing as mp
 
         self.ctx = mp.get_context("spawn")
-        self.tasks, self.results, self.stop = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Event()
         self.workers = []
         self.ready = False  # every worker reported ready (set by the coordinator)
+        exit_if_reimporting_main()  # (a worker of an unguarded script that fits at import: it must not start more)
+        self.pool = pool.lease(self.ctx, n_workers, n_locks) if reuse else None
+        if self.pool is not None:
+            self.tasks, self.results, self.stop = self.pool.tasks, self.pool.results, self.pool.stop
+            self.workers = self.pool.processes[:n_workers]
+            self._locks_given = 0
+        else:
+            self.tasks, self.results, self.stop = self.ctx.Queue(), self.ctx.Queue(), self.ctx.Event()
 
     def new_lock(self):
-        return self.ctx.Lock()
+        if self.pool is None:
+            return self.ctx.Lock()
+        index = self._locks_given
+        self._locks_given += 1
+        return PooledLock(index, self.pool.locks[index])
 
     def share(self, algo, params, *words) -> None:
         """Read-only data, the parameters and the servers' words to shared memory, once."""
@@ -122,23 +139,28 @@ class ProcessTransport(ThreadTransport):
                 w.share_memory_()
 
     def link(self, threads: int, **placement) -> WorkerLink:
+        if self.pool is not None:  # (a pool process links its inherited queues itself)
+            return WorkerLink(None, None, None, threads, True, **placement)
         return WorkerLink(self.tasks, self.results, self.stop, threads, True, **placement)
 
     def start(self, algo, params, links: list[WorkerLink]) -> None:
-        exit_if_reimporting_main()  # (a worker of an unguarded script that fits at import: it must not start more)
-        for i, link in enumerate(links):
-            w = self.ctx.Process(
-                target=process_main, args=(i, algo, params, link), daemon=True, name=f"{WORKER_NAME}{i}"
-            )
-            try:
+        try:
+            if self.pool is not None:
+                for i, link in enumerate(links):
+                    self.pool.jobs[i].put((i, algo, params, link))
+                return
+            for i, link in enumerate(links):
+                w = self.ctx.Process(
+                    target=process_main, args=(i, algo, params, link), daemon=True, name=f"{WORKER_NAME}{i}"
+                )
                 w.start()
-            except Exception as exc:  # typically pickling the algorithm for a spawned process
-                raise WorkerFailed(
-                    f"could not start a processes worker: {type(exc).__name__}: {exc}. The processes "
-                    "backend pickles the algorithm: kernel callables must be importable module-level "
-                    "functions, not lambdas or closures (or use backend='threads')"
-                ) from exc
-            self.workers.append(w)
+                self.workers.append(w)
+        except Exception as exc:  # typically pickling the algorithm for a spawned process
+            raise WorkerFailed(
+                f"could not start a processes worker: {type(exc).__name__}: {exc}. The processes "
+                "backend pickles the algorithm: kernel callables must be importable module-level "
+                "functions, not lambdas or closures (or use backend='threads')"
+            ) from exc
 
     def dead(self) -> str | None:
         for i, w in enumerate(self.workers):
@@ -154,6 +176,18 @@ class ProcessTransport(ThreadTransport):
                 )
                 return f"worker {i} (processes) stopped unexpectedly with exit code {w.exitcode}{hint}"
         return None
+
+    def shutdown(self, clean: bool = False) -> None:
+        """Stop the workers. Pool processes go back to the pool after a clean run (every task
+        answered); after anything else the pool is terminated."""
+        if self.pool is None:
+            super().shutdown()
+            return
+        pool_, self.pool = self.pool, None
+        if clean and self.ready:
+            pool_.release(len(self.workers))  # (terminates the pool itself when a worker does not come back)
+        else:
+            pool_.terminate()
 
     def _join(self, worker) -> None:
         worker.join(timeout=5.0)

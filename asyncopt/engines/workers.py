@@ -65,6 +65,7 @@ class WorkerEngine:
     # compiled steps of ~20 us a task of a few small batches would leave the workers waiting on it
     servers_in_workers: bool = False
     task_samples: int = 4096
+    reuse_workers: bool = True  # processes: workers from the pool kept between fits (engines/pool.py)
 
     def __post_init__(self):
         if self.backend not in ("threads", "processes"):
@@ -83,7 +84,11 @@ class WorkerEngine:
     # -- workers ---------------------------------------------------------------------------
     def _start(self, algo, params, servers_state=None, batch_size=None):
         """The transport, the servers (in the workers, or the coordinator publishing), the workers."""
-        transport = self._transport = ThreadTransport() if self.backend == "threads" else ProcessTransport()
+        if self.backend == "threads":
+            transport = self._transport = ThreadTransport()
+        else:  # (the pool's locks: one per server and the version lock, when the workers apply)
+            n_locks = algo.n_locks + 1 if self.servers_in_workers else 0
+            transport = self._transport = ProcessTransport(self.n_workers, n_locks, self.reuse_workers)
         self._replicas = [None] * self.n_workers
         self._servers = self._publisher = None
         if self.servers_in_workers:
@@ -147,7 +152,7 @@ class WorkerEngine:
         shared_rounds = self.servers_in_workers and getattr(algo, "compiled_tasks", False)
         next_eval = int(np.searchsorted(eval_at, stream.issued, side="right"))
         applied, in_flight = stream.issued, 0
-        stopping = draining = False
+        stopping = draining = finished = False
         self._transport = None
         try:
             t0 = time.perf_counter()
@@ -214,9 +219,10 @@ class WorkerEngine:
                     in_flight += self._send_task(stream, eval_at[next_eval], round_batch)
             if checkpointer is not None:
                 checkpointer.save(params, self._coordinator_state(stream, steps), telemetry)
+            finished = True
         finally:
             if self._transport is not None:
-                self._transport.shutdown()
+                self._transport.shutdown(clean=finished)
         if self._servers is not None:
             telemetry.server_updates = self._servers.clocks()
         return params, telemetry

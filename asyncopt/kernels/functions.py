@@ -75,6 +75,7 @@ class Kernel:
         b_sqnorm: torch.Tensor | None = None,
         a_extra: torch.Tensor | None = None,
         zero_below: float = 0.0,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """K(A, B) as a dense (len(A), len(B)) tensor.
 
@@ -85,6 +86,8 @@ class Kernel:
         ||a||^2 + ||b||^2 - 2 a.b leaves round-off of about eps * ||a||^2 there, which the
         square root of the Laplacian and Matern kernels would otherwise magnify, e.g. into
         k(x, x) != 1 and into predictions that depend on how queries are batched.
+        ``out``: a contiguous (len(A), len(B)) buffer the distances are computed in (a radial
+        kernel's values then end up there too), so that chunked products allocate nothing per chunk.
         """
         if not self.is_radial:
             return self._call_user(A, B)
@@ -92,9 +95,11 @@ class Kernel:
             a_sqnorm = A.pow(2).sum(1)
         if b_sqnorm is None:
             b_sqnorm = B.pow(2).sum(1)
-        # ||a||^2 + ||b||^2 - 2 a.b in one matmul plus two broadcast adds
-        d2 = torch.addmm(b_sqnorm.unsqueeze(0), A, B.T, beta=1.0, alpha=-2.0)
-        d2.add_(a_sqnorm.unsqueeze(1) if a_extra is None else (a_sqnorm + a_extra).unsqueeze(1))
+        # ||a||^2 + ||b||^2 - 2 a.b: one broadcast add, then the matmul accumulates onto it (one
+        # pass over the block fewer than a bias-initialised addmm followed by an add)
+        a_term = a_sqnorm if a_extra is None else a_sqnorm + a_extra
+        d2 = torch.add(a_term.unsqueeze(1), b_sqnorm.unsqueeze(0), out=out)
+        d2.addmm_(A, B.T, alpha=-2.0)
         torch.threshold_(d2, zero_below, 0.0)  # also clears round-off below zero
         return self.profile(d2, self.bandwidth)
 

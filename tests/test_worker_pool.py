@@ -1,0 +1,77 @@
+"""The processes backend's reusable worker pool (engines/pool.py): reuse, growth, and that a run
+ending badly never leaves its processes to the next fit."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from test_engines import Counting, run
+
+import asyncopt
+from asyncopt import EigenProClassifier, ProxSGDClassifier
+from asyncopt.engines import WorkerEngine, WorkerFailed, pool
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return (X / 16.0).astype(np.float32), (y % 2)
+
+
+def pids():
+    current = pool.current_pool()
+    return [] if current is None else [p.pid for p in current.processes]
+
+
+def test_a_second_fit_reuses_the_worker_processes(digits):
+    X, y = digits
+    asyncopt.shutdown_worker_pool()
+    first = ProxSGDClassifier(backend="processes", n_workers=2, threads_per_worker=1, max_epochs=5, random_state=0)
+    first.fit(X, y)
+    started = pids()
+    assert len(started) == 2 and not pool.current_pool().leased
+    second = ProxSGDClassifier(backend="processes", n_workers=2, threads_per_worker=1, max_epochs=5, random_state=0)
+    second.fit(X, y)
+    assert pids() == started  # the same processes, not new ones
+    assert second.score(X, y) > 0.85 and abs(second.score(X, y) - first.score(X, y)) < 0.05
+    # a different algorithm on the same processes: EigenPro (its workers apply their own updates)
+    ep = EigenProClassifier(backend="processes", n_workers=2, threads_per_worker=1, epochs=2, random_state=0)
+    ep.fit(X[:600], y[:600])
+    assert pids() == started and ep.score(X[:600], y[:600]) > 0.99
+
+
+def test_the_pool_grows_to_the_workers_asked_for():
+    asyncopt.shutdown_worker_pool()
+    params, _, _ = run(WorkerEngine("processes", n_workers=1, threads_per_worker=1), Counting(), epochs=2)
+    one = pids()
+    params, _, _ = run(WorkerEngine("processes", n_workers=2, threads_per_worker=1), Counting(), epochs=2)
+    assert torch.equal(params, torch.full_like(params, 2.0))  # every sample twice, nothing left over
+    assert len(pids()) == 2 and pids()[0] == one[0]
+
+
+def test_a_failed_run_does_not_hand_its_processes_to_the_next_fit():
+    asyncopt.shutdown_worker_pool()
+    run(WorkerEngine("processes", n_workers=2, threads_per_worker=1), Counting(), epochs=1)
+    before = pids()
+    with pytest.raises(WorkerFailed, match="worker exploded on purpose"):
+        run(WorkerEngine("processes", n_workers=2, threads_per_worker=1), Counting(fail_at=20), epochs=5)
+    assert pool.current_pool() is None  # terminated, not kept
+    params, _, _ = run(WorkerEngine("processes", n_workers=2, threads_per_worker=1), Counting(), epochs=3)
+    assert torch.equal(params, torch.full_like(params, 3.0))  # no stale task or sentinel from the failed run
+    assert set(pids()).isdisjoint(before)
+
+
+def test_more_servers_than_the_pools_locks_get_fresh_processes(digits):
+    X, y = digits
+    asyncopt.shutdown_worker_pool()
+    clf = ProxSGDClassifier(
+        backend="processes", n_workers=2, threads_per_worker=1, n_blocks=pool.POOL_LOCKS, max_epochs=2, random_state=0
+    )
+    clf.fit(X[:, :64].repeat(3, axis=1), y)  # 192 features: POOL_LOCKS blocks need one lock more than it has
+    assert pool.current_pool() is None and clf.n_blocks_ == pool.POOL_LOCKS
+
+
+def test_reuse_can_be_turned_off():
+    asyncopt.shutdown_worker_pool()
+    params, _, _ = run(WorkerEngine("processes", n_workers=2, threads_per_worker=1, reuse_workers=False), Counting())
+    assert pool.current_pool() is None and torch.equal(params, torch.full_like(params, 3.0))

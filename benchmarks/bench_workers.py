@@ -5,7 +5,8 @@ Run:  .venv/bin/python benchmarks/bench_workers.py [--target 0.98] [--out benchm
 Time to the target test accuracy (setup and worker start-up included, evaluations excluded;
 test accuracy measured 10 times an epoch on the 10,000 MNIST test images) for:
 1 worker of 1 thread (serial engine), 1 worker of 2 threads (serial engine), 1 and 2 workers of
-1 thread with the processes engine, 2 workers of 1 thread with the threads engine, and the
+1 thread with the processes engine (first fits, which spawn the workers, and a next fit, which
+reuses them from the pool), 2 workers of 1 thread with the threads engine, and the
 synchronous data-parallel baseline (2 workers of 1 thread, a barrier every step, the same total
 batch). Automatic settings everywhere: P asynchronous workers take batches of m/P (in-flight rule).
 """
@@ -17,16 +18,30 @@ import time
 
 import torch
 
+import asyncopt
 from asyncopt import EigenProClassifier
 from asyncopt.datasets import load_mnist
 
 CONFIGS = [
     ("1 worker x 1 thread (serial)", dict(backend="serial"), 1),
     ("1 worker x 2 threads (serial)", dict(backend="serial"), 2),
-    ("1 worker x 1 thread (processes)", dict(backend="processes", n_workers=1, threads_per_worker=1), 2),
-    ("2 workers x 1 thread (processes)", dict(backend="processes", n_workers=2, threads_per_worker=1), 2),
     (
-        "2 workers x 1 thread (processes, coordinator applies: before session 7)",
+        "1 worker x 1 thread (processes, first fit: spawns)",
+        dict(backend="processes", n_workers=1, threads_per_worker=1, _cold=True),
+        2,
+    ),
+    (
+        "2 workers x 1 thread (processes, first fit: spawns)",
+        dict(backend="processes", n_workers=2, threads_per_worker=1, _cold=True),
+        2,
+    ),
+    (
+        "2 workers x 1 thread (processes, next fit: pool reused)",
+        dict(backend="processes", n_workers=2, threads_per_worker=1),
+        2,
+    ),
+    (
+        "2 workers x 1 thread (processes, pool reused, coordinator applies: before session 7)",
         dict(backend="processes", n_workers=2, threads_per_worker=1, _workers_apply=False),
         2,
     ),
@@ -53,6 +68,8 @@ def main(argv=None):
         torch.set_num_threads(main_threads)
         params = dict(params)
         workers_apply = params.pop("_workers_apply", True)
+        if params.pop("_cold", False):  # a first fit: no worker processes kept from an earlier one
+            asyncopt.shutdown_worker_pool()
         clf = EigenProClassifier(
             bandwidth=10.0,
             epochs=args.max_epochs,

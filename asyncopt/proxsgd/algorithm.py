@@ -23,6 +23,7 @@ import threading
 import numpy as np
 import torch
 
+from asyncopt.proxsgd import stepsize
 from asyncopt.proxsgd.problem import LinearProblem
 from asyncopt.proxsgd.prox import L1, Penalty
 from asyncopt.proxsgd.stepsize import delay_factor
@@ -56,11 +57,17 @@ class ProxSGDAlgorithm:
     use_compiled: bool = True  # numba kernels for the worker step when the data is on the CPU
     variance_reduction: bool = False  # SVRG gradients: corrected by an anchor refreshed with workers drained
     lazy: str = "off"  # just-in-time prox on sparse data (fast.py): "off", "on", or "auto" (when it pays)
+    # the step's bound from the curvature at the iterate (`adapt_step`, with workers drained), not
+    # only from the loss's worst case: up to LOCAL_GAIN_MAX times eta_0
+    local_steps: bool = False
 
     def __post_init__(self):
         # the servers' step lives in a one-element tensor: shared with worker processes that apply
         # updates themselves, so the plateau schedule's changes reach them
-        self._eta = torch.tensor([float(self.eta)], dtype=torch.float64)
+        # [step, cap]: the schedule's step and the bound the delay factor scales (eta_0, or the local
+        # bound of adapt_step), both shared, so their changes reach the workers at their next task
+        self._eta = torch.tensor([float(self.eta), float(self.eta)], dtype=torch.float64)
+        self._local_vector = None  # adapt_step's warm start
         # SVRG anchor x~ (shared like the step): per-sample loss derivatives D~ (n x k) and the mean
         # gradient mu = grad f(x~). A worker pushes grad_j f_I(x^) - grad_j f_I(x~) (sparse: the
         # minibatch's columns, with D - D~ as coefficients); the server adds mu_j, which is dense but
@@ -197,6 +204,42 @@ class ProxSGDAlgorithm:
     def step(self, value: float) -> None:
         self._eta[0] = value
 
+    @property
+    def step_cap(self) -> float:
+        """The delay-free step bound: eta_0, or the local bound adapt_step last set."""
+        return float(self._numpy_views()["eta"][1])
+
+    @step_cap.setter
+    def step_cap(self, value: float) -> None:
+        self._eta[1] = value
+
+    def adapt_step(self, params: torch.Tensor) -> None:
+        """Set the step bound from the loss's curvature at `params` (call with no update in flight, after
+        `flush`): 1 / L_N of the local minibatch smoothness (stepsize.local_smoothness), between eta_0
+        and LOCAL_GAIN_MAX eta_0. The schedule's reductions so far (step / cap) carry over."""
+        if not self.local_steps:
+            return
+        problem, data = self.problem, self.problem.data
+        d = data.d
+        z = data.margins(params[:d]) + params[d]
+        c = problem.loss.second_derivative(z, data.Y)
+        if c is None or data.n == 0:
+            return
+        c = c.abs().amax(1) if c.dim() == 2 else c.abs()  # (columns share the step: the largest)
+        if self._local_vector is None:
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            self._local_vector = torch.randn(d + 1, 1, generator=gen, dtype=data.dtype).to(data.device)
+            if not problem.fit_intercept:
+                self._local_vector[d] = 0.0
+        local, self._local_vector = stepsize.local_smoothness(data, c, problem.fit_intercept, self._local_vector)
+        L = local.minibatch(1.0, self.batch_size, problem.regularizer.smoothness)
+        cap = self.eta * min(
+            max((1.0 / L) / self.eta if L > 0 else stepsize.LOCAL_GAIN_MAX, 1.0), stepsize.LOCAL_GAIN_MAX
+        )
+        reduced = self.step / self.step_cap
+        self.step_cap = cap
+        self.step = reduced * cap
+
     def init_params(self) -> torch.Tensor:
         return self.problem.init_params()
 
@@ -208,7 +251,7 @@ class ProxSGDAlgorithm:
         """
         tau = staleness if self.delay_adaptive else self.delay
         blocks = self.problem.n_blocks if self.push == "block" else 1
-        return min(self.step, self.eta * delay_factor(tau, blocks))
+        return min(self.step, self.step_cap * delay_factor(tau, blocks))
 
     # -- worker --------------------------------------------------------------------------
     def __getstate__(self):
@@ -386,7 +429,7 @@ class ProxSGDAlgorithm:
         )  # fmt: skip
         server = (
             P, bounds, penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive, mu, vr,
-            problem.fit_intercept, self.step, self.eta, float(self.delay), self.delay_adaptive,
+            problem.fit_intercept, self.step, self.step_cap, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
             self._eager_scratch(self._largest_block),
@@ -423,7 +466,7 @@ class ProxSGDAlgorithm:
         no_rows = sp.csr_matrix((0, data.d)) if data.sparse else np.zeros((0, data.d))
         empty = LinearData.from_array(no_rows, np.zeros((0, self.problem.k)), dtype=data.dtype, device=data.device)
         server = dataclasses.replace(self, problem=dataclasses.replace(self.problem, data=empty))
-        server.step = self.step
+        server.step, server.step_cap = self.step, self.step_cap
         if self.variance_reduction:
             server._snap_mu.copy_(self._snap_mu)
         return server
@@ -656,13 +699,18 @@ class ProxSGDAlgorithm:
     # -- state (checkpoints) ---------------------------------------------------------------
     def state_dict(self) -> dict:
         """The servers' rule state (with no update in flight): the current step and the SVRG anchor."""
-        state = {"step": self.step}
+        state = {"step": self.step, "step_cap": self.step_cap}
+        if self._local_vector is not None:
+            state["local_vector"] = self._local_vector.clone()
         if self.variance_reduction:
             state["snapshot_D"], state["snapshot_mu"] = self._snap_D.clone(), self._snap_mu.clone()
         return state
 
     def load_state_dict(self, state: dict, params: torch.Tensor) -> None:
         self.step = float(state["step"])
+        self.step_cap = float(state.get("step_cap", self.eta))  # (older checkpoints: the global bound)
+        if "local_vector" in state:
+            self._local_vector = torch.as_tensor(state["local_vector"]).clone()
         if self.variance_reduction:
             if self._snap_D.shape[0]:  # (a server's copy has no samples, and no use for D)
                 self._snap_D.copy_(torch.as_tensor(state["snapshot_D"]))

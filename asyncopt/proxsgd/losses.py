@@ -29,6 +29,10 @@ class Loss:
     def derivative(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def second_derivative(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """d^2 loss / dz^2 per sample (<= curvature), for the local step; None: only the bound is known."""
+        return None
+
 
 class LogisticLoss(Loss):
     def value(self, z, y):
@@ -36,6 +40,10 @@ class LogisticLoss(Loss):
 
     def derivative(self, z, y):
         return -y * torch.sigmoid(-y * z)
+
+    def second_derivative(self, z, y):
+        p = torch.sigmoid(y * z)
+        return p * (1 - p)
 
 
 class SquaredLoss(Loss):
@@ -56,6 +64,10 @@ class SmoothedHingeLoss(Loss):
     def derivative(self, z, y):
         m = y * z
         return -y * torch.clamp(1 - m, 0.0, 1.0)
+
+    def second_derivative(self, z, y):
+        m = y * z
+        return ((m > 0) & (m < 1)).to(z.dtype)
 
 
 class SigmoidLoss(Loss):

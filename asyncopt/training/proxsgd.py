@@ -132,6 +132,7 @@ def run_proxsgd(
         algo.flush(params)  # lazy updates: every row up to date before F is measured or the step changes
         if algo.variance_reduction and samples - run.anchored_at >= settings.snapshot_epochs * n:
             algo.refresh_snapshot(params)  # SVRG: move the anchor once an epoch
+            algo.adapt_step(params)  # and the step bound to the curvature there (local_steps)
             run.anchored_at = samples
 
     if run.start_objective is None:  # F(x0), what divergence is measured against (x0 = 0, as init_params)

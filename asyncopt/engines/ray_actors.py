@@ -25,6 +25,23 @@ import torch
 RECENT_REPLIES = 8  # a server keeps its replies to each origin's last pushes, to answer their retries
 
 
+WHOLE_READ_ROUNDS = 50  # re-pulls of the lagging servers before a read is taken as torn (~1 ms each)
+
+
+def lagging_servers(fronts: list[dict]) -> list[int]:
+    """Servers behind a push another server applied: `fronts[a]` maps each origin to the last push
+    server a applied from it and that push's servers. A worker pushes one task at a time and waits
+    for every server, so per origin only the last push can be incomplete. An origin a server has no
+    entry for (restarted from its file) is not compared."""
+    behind = set()
+    for a, front in enumerate(fronts):
+        for origin, (seq, targets) in front.items():
+            for b in targets:
+                if b != a and origin in fronts[b] and fronts[b][origin][0] < seq:
+                    behind.add(b)
+    return sorted(behind)
+
+
 def write_rows(params: torch.Tensor, lo: int, hi: int, rows: np.ndarray) -> None:
     """params[lo:hi] = rows (a pulled array, read-only when Ray maps it from the object store)."""
     if params.device.type == "cpu":
@@ -144,6 +161,9 @@ class ServerActor:
         self.log: collections.deque = collections.deque()
         self.log_bytes = 0
         self.rows_bytes = self.params[lo:hi].numel() * self.params.element_size()
+        # per origin, the last push applied here and the servers it went to: what a worker compares
+        # across servers to see a push some of them applied and others not yet (`lagging_servers`)
+        self.last_push: dict[int, tuple[int, tuple]] = {}
 
     def save(self) -> int:
         """Write rows, clock and ledger to the server's file (atomically); the clock saved."""
@@ -155,28 +175,27 @@ class ServerActor:
     def ping(self) -> int:
         return self.index
 
-    def pull(
-        self, rows: np.ndarray | None = None, since: int | None = None
-    ) -> tuple[int, np.ndarray | None, list | None]:
+    def pull(self, rows: np.ndarray | None = None, since: int | None = None, pushes: bool = False) -> tuple:
         """(clock, rows, None): the server's rows (all, or those of `rows`, global row numbers); or
         (clock, None, parts): with `since` (the clock of the caller's replica of all the rows), the
         parts applied since, in order, when this server keeps them (an additive rule, and not more
-        bytes than the rows)."""
+        bytes than the rows). `pushes`: a fourth element, the last push applied per origin."""
         t0 = time.perf_counter()
+        extra = (dict(self.last_push),) if pushes else ()
         if rows is None and since is not None and self.additive and since <= self.clock:
             if since == self.clock or (self.log and self.log[0][0] <= since):
                 parts = [part for before, part in self.log if before >= since]
                 self.busy += time.perf_counter() - t0
-                return self.clock, None, parts
+                return (self.clock, None, parts, *extra)
         if rows is None:
-            reply = self.clock, self.params[self.lo : self.hi].numpy().copy(), None
+            reply = (self.clock, self.params[self.lo : self.hi].numpy().copy(), None, *extra)
         else:
-            reply = self.clock, self.params.numpy()[rows], None
+            reply = (self.clock, self.params.numpy()[rows], None, *extra)
         self.busy += time.perf_counter() - t0
         return reply
 
     def push(
-        self, origin: int, seq: int, parts: list, bundled: bool = False, stepped_at: int = 0
+        self, origin: int, seq: int, parts: list, bundled: bool = False, stepped_at: int = 0, targets=None
     ) -> tuple[list[int] | None, bool]:
         """Apply `parts` ((part, clock the worker read)) in order: (their stalenesses, False); for a
         push applied before, (the stalenesses it got then, or None if forgotten, True). `bundled`:
@@ -207,6 +226,8 @@ class ServerActor:
                 self.algo.apply(self.params, part, stepped)
             count = len(parts)
         self.clock += count
+        if targets is not None:
+            self.last_push[origin] = (seq, tuple(targets))
         stalenesses = [staleness] * count
         self.ledger.record(origin, seq, stalenesses)
         if self.file is not None and self.save_every is not None:
@@ -284,21 +305,27 @@ class WorkerActor:
         blocks = zip(wanted, self.rows, strict=True)
         wanted = [None if w is None or 2 * len(w) > hi - lo else w for w, (lo, hi) in blocks]
         since = [r if w is None else None for r, w in zip(self.replica, wanted, strict=True)]
-        pulled = ray.get([s.pull.remote(w, c) for s, w, c in zip(self.servers, wanted, since, strict=True)])
-        clocks, pull_bytes = [], 0
-        for b, ((lo, hi), w, (clock, rows, deltas)) in enumerate(zip(self.rows, wanted, pulled, strict=True)):
-            if deltas is not None:  # the parts applied since the replica's clock, in the servers' order
-                for part in deltas:
-                    self.algo.apply(self.params, part, 0)
-                pull_bytes += _payload_bytes([(part, 0) for part in deltas])
-            elif w is None:
-                write_rows(self.params, lo, hi, rows)
-                pull_bytes += rows.nbytes
+        # algorithms whose steps must not see part of an update (EigenPro) read whole pushes: a push
+        # that some servers applied and others not yet is waited for (docs/architecture.md)
+        whole = getattr(self.algo, "snapshot_reads", False) and len(self.servers) > 1
+        pulled = ray.get([s.pull.remote(w, c, whole) for s, w, c in zip(self.servers, wanted, since, strict=True)])
+        clocks, pull_bytes = [0] * len(self.servers), 0
+        for b, (w, reply) in enumerate(zip(wanted, pulled, strict=True)):
+            pull_bytes += self._take(b, w, reply, clocks)
+        repaired = torn = 0
+        if whole:
+            fronts = [reply[3] for reply in pulled]
+            for _ in range(WHOLE_READ_ROUNDS):
+                lagging = lagging_servers(fronts)
+                if not lagging:
+                    break
+                repaired = 1
+                again = ray.get([self.servers[b].pull.remote(None, self.replica[b], True) for b in lagging])
+                for b, reply in zip(lagging, again, strict=True):
+                    pull_bytes += self._take(b, None, reply, clocks)
+                    fronts[b] = reply[3]
             else:
-                self.params.numpy()[w] = rows
-                pull_bytes += rows.nbytes
-            self.replica[b] = clock if w is None and getattr(self.algo, "additive", False) else None
-            clocks.append(clock)
+                torn = 1 if lagging_servers(fronts) else 0
         t1 = time.perf_counter()
         bundled = getattr(self.algo, "bundles", False)
         stepped_at = self.staleness if len(task.sizes) > 1 else 0  # (the step of the copy's updates)
@@ -310,7 +337,9 @@ class WorkerActor:
         replies = dict(
             zip(
                 targets,
-                ray.get([self.servers[b].push.remote(origin, seq, parts[b], bundled, stepped_at) for b in targets]),
+                ray.get(
+                    [self.servers[b].push.remote(origin, seq, parts[b], bundled, stepped_at, targets) for b in targets]
+                ),
                 strict=True,
             )
         )
@@ -337,7 +366,26 @@ class WorkerActor:
             "sent": len(pulled) + len(targets),
             "bytes": pull_bytes + sum(_payload_bytes(parts[b]) for b in targets),
             "pull_bytes": pull_bytes,
+            "reads_repaired": repaired,  # reads that waited for a push to reach all its servers
+            "reads_torn": torn,  # reads still missing part of a push after WHOLE_READ_ROUNDS re-pulls
         }
+
+    def _take(self, b: int, w, reply, clocks: list[int]) -> int:
+        """Put server b's pull reply into the copy (its deltas, rows, or the rows of `w`); its bytes."""
+        (lo, hi), (clock, rows, deltas) = self.rows[b], reply[:3]
+        if deltas is not None:  # the parts applied since the replica's clock, in the servers' order
+            for part in deltas:
+                self.algo.apply(self.params, part, 0)
+            nbytes = _payload_bytes([(part, 0) for part in deltas])
+        elif w is None:
+            write_rows(self.params, lo, hi, rows)
+            nbytes = rows.nbytes
+        else:
+            self.params.numpy()[w] = rows
+            nbytes = rows.nbytes
+        self.replica[b] = clock if w is None and getattr(self.algo, "additive", False) else None
+        clocks[b] = clock
+        return nbytes
 
     def _batches(self, task, clocks: list[int]) -> tuple[list[list], list[list]]:
         """The task batch by batch: (each server's parts, each update's (server, place in its parts))."""

@@ -400,6 +400,7 @@ class RayEngine:
                     sent.slot, r["stalenesses"], r["samples"], r["compute"], r["idle"], r["messages"],
                     r["sent"], r["bytes"], r["pull_bytes"],
                 )  # fmt: skip
+                telemetry.record_reads(r.get("reads_repaired", 0), 0, 0, r.get("reads_torn", 0))
                 applied += reply["samples"]
                 steps += reply["updates"]
                 if progress is not None:

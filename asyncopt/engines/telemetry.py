@@ -42,6 +42,7 @@ class Telemetry:
     reads_repaired: int = 0
     rows_recopied: int = 0
     reads_locked: int = 0
+    reads_torn: int = 0  # Ray: reads still missing part of a push after the re-pulls (ray_actors.py)
     # per worker, tasks as (end, compute, wait) seconds since the engine started, when the coordinator
     # recorded them (the end is the reply's arrival): every task up to TIMELINE_CAP, then every 2nd, 4th...
     timeline: list[list[tuple[float, float, float]]] = dataclasses.field(default_factory=list)
@@ -104,10 +105,11 @@ class Telemetry:
         w.pull_bytes += pulled_bytes
         self._mark(worker, compute + messages, wait)
 
-    def record_reads(self, repaired: int, rows: int, locked: int) -> None:
+    def record_reads(self, repaired: int, rows: int, locked: int, torn: int = 0) -> None:
         self.reads_repaired += repaired
         self.rows_recopied += rows
         self.reads_locked += locked
+        self.reads_torn += torn
 
     @property
     def updates(self) -> int:
@@ -138,7 +140,8 @@ class Telemetry:
         t.failures = [dict(f) for f in saved.get("failures", [])]
         t.lost_updates = [int(c) for c in saved.get("lost_updates", [])]
         t.server_busy_seconds = [float(c) for c in saved.get("server_busy_seconds", [])]
-        t.record_reads(*(int(saved.get(k, 0)) for k in ("reads_repaired", "rows_recopied", "reads_locked")))
+        reads = ("reads_repaired", "rows_recopied", "reads_locked", "reads_torn")
+        t.record_reads(*(int(saved.get(k, 0)) for k in reads))
         return t
 
     def as_dict(self) -> dict:
@@ -157,5 +160,6 @@ class Telemetry:
             "reads_repaired": self.reads_repaired,
             "rows_recopied": self.rows_recopied,
             "reads_locked": self.reads_locked,
+            "reads_torn": self.reads_torn,
             "timeline": [[list(map(float, row)) for row in line] for line in self.timeline],
         }

@@ -457,7 +457,8 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
     ray_address, resources_per_worker, n_servers : str or None, dict or None, int
         backend="ray": the cluster to join (None: start or reuse a local Ray), each worker actor's
         Ray resources (default ``{"num_cpus": threads_per_worker}``), and the weight servers (row
-        shards; more than one gives torn reads across shards, docs/architecture.md).
+        shards; a worker re-pulls a shard that has not yet applied a push another shard has, so its
+        reads hold whole updates, docs/architecture.md).
     n_workers : int
         Parallel workers (threads, processes and ray backends; backend="serial" refuses n_workers > 1).
         More than 4 per core is warned about.

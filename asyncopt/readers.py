@@ -144,6 +144,8 @@ def _csv(path: Path, target_column) -> Data:
     names = [n.strip() for n in first.split(delimiter)] if header else None
     if cells.size == 0:
         raise DataFormatError(f"{path}: no data rows")
+    if names is not None and len(names) != cells.shape[1]:
+        raise DataFormatError(f"{path}: the header names {len(names)} columns but the rows have {cells.shape[1]}")
     y = None
     if target_column is not None:
         column = _column(target_column, names, cells.shape[1], path)

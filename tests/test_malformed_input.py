@@ -87,6 +87,13 @@ def test_malformed_csv_is_read_or_refused_clearly(lines, header, target):
     _read_or_clear_error(path, target_column=target)
 
 
+def test_a_csv_header_wider_than_its_rows_is_refused_by_name():
+    """Found by the test above (hypothesis, lines=['0'], header=True, target='y'): an IndexError."""
+    path = _tmp("data.csv", b"a,b,y\n0\n1\n")
+    with pytest.raises(DataFormatError, match="header names 3 columns but the rows have 1"):
+        read_data(path, target_column="y")
+
+
 # -- npz and IDX ----------------------------------------------------------------------------------
 arrays = st.one_of(
     st.just(np.zeros((0, 3))),

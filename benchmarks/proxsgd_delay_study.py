@@ -16,8 +16,11 @@ runs). The objective is probed `--probes-per-epoch` (10) times an epoch by a thi
 algorithm, outside the solver: the solver's own evaluation points drive the plateau schedule, so
 they stay at the library default of one an epoch (at 10 an epoch the plateau rule halves the step
 on SGD noise every 0.2 epoch and the step collapses to ~1e-53 within 40 epochs).
-The step is the automatic one: eta_0 = base_step(...) for the batch size, coupled to the delay by
-the algorithm (``delay=tau`` -> eta_0 * delay_factor(tau, M)), with the plateau schedule and no
+The step is the automatic one, as ProxSGDClassifier sets it: eta_0 = base_step(...) for the batch
+size, coupled to the delay by the algorithm (``delay=tau`` -> min(eta_0, delay_unit * delay_factor(tau,
+M)), delay_unit = 2 * 0.75 / L of the mean gradient: stepsize.delay_unit), with SVRG the local step
+(eta_0 and L follow the curvature at each anchor); `--old-delay-rule` gives the rule before session 9
+(eta_0 * delay_factor(tau, M), no local step). Plateau schedule and no
 tolerance-based early stopping; runs are capped at `--max-epochs` ("> cap" when not reached). The
 step rule is the same for every tau (nothing is tuned per tau).
 Variants: AsyB (push="block", M blocks) and the full-vector push (push="full"), both fixed delay;
@@ -51,7 +54,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from asyncopt.datasets import load_a9a  # noqa: E402
+from asyncopt.datasets import load_a9a, load_news20  # noqa: E402
 from asyncopt.engines.serial import SerialEngine  # noqa: E402
 from asyncopt.errors import TrainingDiverged  # noqa: E402
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm  # noqa: E402
@@ -59,7 +62,7 @@ from asyncopt.proxsgd.data import LinearData  # noqa: E402
 from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss  # noqa: E402
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds  # noqa: E402
 from asyncopt.proxsgd.prox import make_penalty  # noqa: E402
-from asyncopt.proxsgd.stepsize import base_step, delay_factor, estimate_smoothness  # noqa: E402
+from asyncopt.proxsgd.stepsize import DELAY_MARGIN, base_step, delay_factor, estimate_smoothness  # noqa: E402
 from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -73,6 +76,7 @@ VARIANTS = {
     "asyb-random-adaptive": ("block", "random", True, False),
     "asyb-svrg": ("block", "fixed", False, True),
     "full-svrg": ("full", "fixed", False, True),
+    "asyb-svrg-random-adaptive": ("block", "random", True, True),
 }
 LABELS = {
     "asyb": "AsyB (block push), fixed delay",
@@ -81,11 +85,13 @@ LABELS = {
     "asyb-random-adaptive": "AsyB, random delay 0..tau, delay-adaptive step",
     "asyb-svrg": "AsyB + SVRG, fixed delay",
     "full-svrg": "full-vector push + SVRG, fixed delay",
+    "asyb-svrg-random-adaptive": "AsyB + SVRG, random delay 0..tau, delay-adaptive step",
 }
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", choices=("a9a", "news20"), default="a9a")
     p.add_argument("--alpha", type=float, default=1e-4)
     p.add_argument("--n-blocks", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
@@ -113,6 +119,11 @@ def parse_args(argv=None):
     p.add_argument("--nc-delay", type=int, default=7)
     p.add_argument("--nc-evals", type=int, default=20, help="evaluations per nonconvex run (about)")
     p.add_argument("--nc-reg", type=float, default=0.0, help="NonconvexRegularizer strength (0: L1 only)")
+    p.add_argument(
+        "--old-delay-rule",
+        action="store_true",
+        help="the step rule before session 9: eta_0 * factor(tau), no local step (the old table)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-convex", action="store_true")
     p.add_argument("--skip-nonconvex", action="store_true")
@@ -120,13 +131,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_fstar(alpha: float) -> float:
+def load_fstar(alpha: float, dataset: str = "a9a") -> float:
     path = ROOT / "results" / "proxsgd_optima.json"
-    key = f"a9a/alpha={alpha:g}"
+    key = f"{dataset}/alpha={alpha:g}"
     try:
         return float(json.loads(path.read_text())[key]["objective"])
     except (OSError, KeyError, ValueError):
-        if alpha == 1e-4:
+        if alpha == 1e-4 and dataset == "a9a":
             return FSTAR_FALLBACK
         raise SystemExit(f"no F* for {key} in {path}; run benchmarks/proxsgd_optima.py first") from None
 
@@ -168,9 +179,14 @@ def convex_run(data, sm, args, fstar, variant, tau):
     problem = LinearProblem(data, loss, make_penalty("l1", args.alpha), NonconvexRegularizer(0.0), False,
                             block_bounds(data.d, args.n_blocks))  # fmt: skip
     eta0 = base_step(sm, loss.curvature, args.batch_size, 0.0)
+    # the library's rule (as ProxSGDClassifier sets it): the delay bound scaled by the mean gradient's
+    # smoothness, and with SVRG the local step; --old-delay-rule: eta_0 * factor(tau), no local step
+    old = args.old_delay_rule
     algo = ProbedProxSGD(
-        problem, args.batch_size, eta0, push=push, delay=tau, delay_adaptive=adaptive, variance_reduction=vr
-    )
+        problem, args.batch_size, eta0, push=push, delay=tau, delay_adaptive=adaptive, variance_reduction=vr,
+        local_steps=vr and not old, delay_smoothness=0.0 if old else loss.curvature * sm.top_eigenvalue,
+    )  # fmt: skip
+    eta_tau = algo.step_at(tau)  # at the start (the local step moves it at each anchor)
     algo.setup_probe(data.n / args.probes_per_epoch, fstar, args.target)
     settings = ProxSGDSettings(epochs=args.max_epochs, evals_per_epoch=args.evals_per_epoch, schedule="plateau",
                                tol=None)  # fmt: skip
@@ -184,10 +200,9 @@ def convex_run(data, sm, args, fstar, variant, tau):
     except TrainingDiverged:
         status = "diverged"
     seconds = time.perf_counter() - t0
-    blocks = args.n_blocks if push == "block" else 1
     return {
         "variant": variant, "tau": tau, "status": status, "curve": curve, "seconds": seconds,
-        "eta0": eta0, "eta_tau": eta0 * delay_factor(tau, blocks), "final_step": algo.step,
+        "eta0": eta0, "eta_tau": eta_tau, "final_step": algo.step,
         "best_rel": min((r for _, _, r in curve), default=math.inf),
     }  # fmt: skip
 
@@ -240,17 +255,19 @@ def main(argv=None):
         " " + " ".join(map(shlex.quote, sys.argv[1:])) if argv is None and len(sys.argv) > 1 else ""
     )
     started = time.perf_counter()
-    X, y, _, _ = load_a9a()
+    suffix = "" if args.dataset == "a9a" else f"_{args.dataset}"  # (output files)
+    X, y, _, _ = (load_news20 if args.dataset == "news20" else load_a9a)()
     data = LinearData.from_array(X, y.reshape(-1, 1).astype(np.float64), dtype=torch.float64)
     sm = estimate_smoothness(data, False)
-    fstar = load_fstar(args.alpha)
+    fstar = load_fstar(args.alpha, args.dataset)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     md = [
-        "# AsyB-ProxSGD delay study (a9a, serial engine)",
+        f"# AsyB-ProxSGD delay study ({args.dataset}, serial engine)",
         "",
         f"Command: `{command}`",
         "",
-        f"a9a: n={data.n:,}, d={data.d}; batch {args.batch_size}, M={args.n_blocks} blocks, seed {args.seed}; "
+        f"{args.dataset}: n={data.n:,}, d={data.d}; batch {args.batch_size}, M={args.n_blocks} blocks, "
+        f"seed {args.seed}; "
         f"smoothness: lambda_1(A^T A/n)={sm.top_eigenvalue:.3f}, max ||a_i||^2={sm.max_row_sq_norm:g}. "
         "One CPU thread; the serial engine simulates the delay exactly.",
         "",
@@ -277,8 +294,15 @@ def main(argv=None):
             f"schedule); the solver evaluates {args.evals_per_epoch}x an epoch (the library default, which is the "
             f"plateau schedule's clock); cap {args.max_epochs:g} epochs. "
             f"Automatic step eta_0 = {eta0:.4g} (base_step for batch {args.batch_size}), coupled to the delay by "
-            f"the algorithm: eta(tau) = eta_0 sin(pi / (2 (2 tau / M' + 1))), M' = {args.n_blocks} for the block "
-            "push and 1 for the full push; plateau schedule, tol=None (no early stop). Same rule for every tau.",
+            + (
+                f"the algorithm: eta(tau) = eta_0 sin(pi / (2 (2 tau / M' + 1))), M' = {args.n_blocks} for the "
+                "block push and 1 for the full push (the rule before session 9, --old-delay-rule)"
+                if args.old_delay_rule
+                else f"the algorithm: eta(tau) = min(eta_0, 2 * {DELAY_MARGIN:g} sin(pi / (2 (2 tau / M' + 1))) / L), "
+                f"M' = {args.n_blocks} for the block push and 1 for the full push, L the mean gradient's smoothness "
+                "(curvature x lambda_1); with SVRG the local step sets eta_0 and L from the curvature at each anchor"
+            )
+            + "; plateau schedule, tol=None (no early stop). Same rule for every tau.",
             "",
         ]
         has15 = 0 in args.delays and 15 in args.delays
@@ -299,10 +323,18 @@ def main(argv=None):
                     row.append("n/a" if ratios[target, variant] is None else f"{ratios[target, variant]:.2f}")
                 md.append(f"| {LABELS[variant]} | " + " | ".join(row) + " |")
             md.append("")
-        md += ["Step at the delay bound, eta(tau) (the plateau schedule halves eta_0 afterwards):", ""]
-        md += ["| push | " + " | ".join(f"tau={t}" for t in args.delays) + " |", "|---|" + "---:|" * len(args.delays)]
-        for push, blocks in (("block", args.n_blocks), ("full", 1)):
-            md.append(f"| {push} | " + " | ".join(f"{eta0 * delay_factor(t, blocks):.3g}" for t in args.delays) + " |")
+        md += ["Step at the delay bound at the start, eta(tau) (the plateau schedule halves it afterwards; with "
+               "SVRG the local step moves it at each anchor):", ""]  # fmt: skip
+        md += [
+            "| variant | " + " | ".join(f"tau={t}" for t in args.delays) + " |",
+            "|---|" + "---:|" * len(args.delays),
+        ]
+        for variant in args.variants:
+            md.append(
+                f"| {LABELS[variant]} | "
+                + " | ".join(f"{results[variant, t]['eta_tau']:.3g}" for t in args.delays)
+                + " |"
+            )
         total = sum(r["seconds"] for r in results.values())
         md += ["", f"Convex runs: {total:.0f} s in all (each stops at the target or the cap).", ""]
         if has15:
@@ -330,11 +362,11 @@ def main(argv=None):
             ax.axhline(args.target, color="k", ls=":", lw=1, label=f"target {args.target:g}")
             ax.set_xlabel("updates (block updates for AsyB)" if variant.startswith("asyb") else "full-vector updates")
             ax.set_ylabel("(F - F*) / F*")
-            ax.set_title(f"{LABELS[variant]}\na9a L1-logistic alpha={args.alpha:g}, batch {args.batch_size}")
+            ax.set_title(f"{LABELS[variant]}\n{args.dataset} L1-logistic alpha={args.alpha:g}, batch {args.batch_size}")
             ax.legend(fontsize=8)
             ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
-        fig.savefig(args.out_dir / "proxsgd_delay_study.png", dpi=110)
+        fig.savefig(args.out_dir / f"proxsgd_delay_study{suffix}.png", dpi=110)
         plt.close(fig)
 
     # ---- nonconvex ----
@@ -399,9 +431,9 @@ def main(argv=None):
         plt.close(fig)
         md += ["", f"Nonconvex runs: {sum(r['seconds'] for r in rows):.0f} s in all.", ""]
 
-    md += [f"Total wall time: {time.perf_counter() - started:.0f} s. Plots: `proxsgd_delay_study.png` "
+    md += [f"Total wall time: {time.perf_counter() - started:.0f} s. Plots: `proxsgd_delay_study{suffix}.png` "
            "(relative suboptimality vs updates), `proxsgd_nonconvex.png`.", ""]  # fmt: skip
-    (args.out_dir / "proxsgd_delay_study.md").write_text("\n".join(md))
+    (args.out_dir / f"proxsgd_delay_study{suffix}.md").write_text("\n".join(md))
     print("\n".join(md))
 
 

@@ -63,3 +63,61 @@ def test_the_automatic_batch_is_the_critical_batch_within_its_bounds():
     assert auto_batch_size(Smoothness(top_eigenvalue=7.0, max_row_sq_norm=14.0)) == 32  # a9a-like: m* = 2
     assert auto_batch_size(Smoothness(top_eigenvalue=0.01, max_row_sq_norm=5.0)) == 500
     assert auto_batch_size(Smoothness(top_eigenvalue=0.0, max_row_sq_norm=1.0)) == 4096
+
+
+def _algorithm(X, y, **kw):
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+    from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss
+    from asyncopt.proxsgd.problem import LinearProblem, block_bounds
+    from asyncopt.proxsgd.prox import make_penalty
+    from asyncopt.proxsgd.stepsize import base_step
+
+    data = LinearData.from_array(X, y.reshape(-1, 1).astype(float), dtype=torch.float64, device=torch.device("cpu"))
+    loss = get_loss("logistic")
+    problem = LinearProblem(data, loss, make_penalty("l1", 1e-4), NonconvexRegularizer(0.0), False,
+                            block_bounds(data.d, 4))  # fmt: skip
+    sm = estimate_smoothness(data, False)
+    eta0 = base_step(sm, loss.curvature, 32, 0.0)
+    return ProxSGDAlgorithm(problem, 32, eta0, push="block", use_compiled=False, **kw), sm, loss, eta0
+
+
+def test_the_delay_bound_scales_with_the_mean_gradient_smoothness():
+    from asyncopt.proxsgd.stepsize import DELAY_MARGIN, delay_factor
+
+    X, y = make_classification(2000, 30, random_state=0)
+    y = np.where(y == 1, 1.0, -1.0)
+    given, _, _, eta0 = _algorithm(X, y, delay=15.0)
+    assert given.step_at(0) == pytest.approx(eta0 * delay_factor(15, 4))  # a given step: the older rule, at
+    # the delay bound (15) whatever the measured staleness, when not delay-adaptive
+    algo, sm, loss, eta0 = _algorithm(X, y, delay_adaptive=True, delay_smoothness=0.25 * sm_top(X))
+    L = 0.25 * sm.top_eigenvalue  # (step_at(tau): the step of an update measured tau stale)
+    assert algo.step_at(0) == pytest.approx(eta0)  # no delay: the delay-free bound
+    assert algo.step_at(15) == pytest.approx(min(eta0, 2 * DELAY_MARGIN * delay_factor(15, 4) / L), rel=1e-6)
+    assert algo.step_at(15) > eta0 * delay_factor(15, 4)  # the minibatch's beta / N no longer shrinks it
+    algo.step = 0.01 * eta0  # the schedule lowered the step below the bound: delays cost nothing more
+    assert algo.step_at(15) == pytest.approx(0.01 * eta0)
+
+
+def sm_top(X):
+    data = LinearData.from_array(X, np.zeros((X.shape[0], 1)), dtype=torch.float64, device=torch.device("cpu"))
+    return estimate_smoothness(data, False).top_eigenvalue
+
+
+def test_the_local_step_moves_the_delay_bound_to_the_curvature_at_the_iterate_and_checkpoints_it():
+    X, y = make_classification(3000, 40, n_informative=10, class_sep=3.0, random_state=0)
+    y = np.where(y == 1, 1.0, -1.0)
+    algo, sm, loss, eta0 = _algorithm(X, y, delay=15.0, local_steps=True, variance_reduction=True,
+                                      delay_smoothness=0.25 * sm_top(X))  # fmt: skip
+    before = algo.delay_unit
+    w = LogisticRegression(C=10.0, fit_intercept=False).fit(X, y).coef_.reshape(-1, 1)
+    params = algo.init_params()
+    params[:-1] = torch.as_tensor(w)
+    algo.refresh_snapshot(params)
+    algo.adapt_step(params)
+    assert algo.delay_unit > 2.0 * before  # confident margins: l'' far below 1/4
+    assert algo.delay_unit <= LOCAL_GAIN_MAX * before
+    saved = algo.state_dict()
+    fresh, *_ = _algorithm(X, y, delay=15.0, local_steps=True, variance_reduction=True,
+                           delay_smoothness=0.25 * sm_top(X))  # fmt: skip
+    fresh.load_state_dict(saved, params)
+    assert fresh.delay_unit == algo.delay_unit and fresh.step_at(15) == algo.step_at(15)

@@ -263,6 +263,12 @@ class _ProxSGDBase(AsyncEstimator):
                 variance_reduction=svrg,
                 # with SVRG's vanishing noise the step can follow the curvature at the iterate
                 local_steps=svrg and self.step_size == "auto",
+                # the delay bound from the mean gradient's smoothness (stepsize.delay_unit)
+                delay_smoothness=(
+                    loss.curvature * smoothness.top_eigenvalue + regularizer.smoothness
+                    if self.step_size == "auto"
+                    else 0.0
+                ),
                 # just-in-time prox on sparse data, unless reads are simulated from past parameters or
                 # synchronous rounds weight the step (the algorithm checks the rest)
                 # (Ray: servers in their own actors, whose rows the workers pull: no lazy counts to share)

@@ -60,13 +60,19 @@ class ProxSGDAlgorithm:
     # the step's bound from the curvature at the iterate (`adapt_step`, with workers drained), not
     # only from the loss's worst case: up to LOCAL_GAIN_MAX times eta_0
     local_steps: bool = False
+    # the mean gradient's smoothness the delay bound is scaled by (stepsize.delay_unit); 0: the delay
+    # factor scales eta_0 itself (a given step size)
+    delay_smoothness: float = 0.0
 
     def __post_init__(self):
         # the servers' step lives in a one-element tensor: shared with worker processes that apply
         # updates themselves, so the plateau schedule's changes reach them
-        # [step, cap]: the schedule's step and the bound the delay factor scales (eta_0, or the local
-        # bound of adapt_step), both shared, so their changes reach the workers at their next task
-        self._eta = torch.tensor([float(self.eta), float(self.eta)], dtype=torch.float64)
+        # [step, cap, unit]: the schedule's step (never above the cap), the delay-free bound (eta_0, or
+        # the local bound of adapt_step) and the delay bound's scale (stepsize.delay_unit), all shared,
+        # so their changes reach the workers at their next task
+        unit = stepsize.delay_unit(self.delay_smoothness) if self.delay_smoothness > 0 else float(self.eta)
+        self._eta = torch.tensor([float(self.eta), float(self.eta), max(unit, float(self.eta))], dtype=torch.float64)
+        self._global_unit = float(self._eta[2])
         self._local_vector = None  # adapt_step's warm start
         # SVRG anchor x~ (shared like the step): per-sample loss derivatives D~ (n x k) and the mean
         # gradient mu = grad f(x~). A worker pushes grad_j f_I(x^) - grad_j f_I(x~) (sparse: the
@@ -213,6 +219,15 @@ class ProxSGDAlgorithm:
     def step_cap(self, value: float) -> None:
         self._eta[1] = value
 
+    @property
+    def delay_unit(self) -> float:
+        """eta(tau) = min(step, delay_unit * delay_factor(tau, M))."""
+        return float(self._numpy_views()["eta"][2])
+
+    @delay_unit.setter
+    def delay_unit(self, value: float) -> None:
+        self._eta[2] = value
+
     def adapt_step(self, params: torch.Tensor) -> None:
         """Set the step bound from the loss's curvature at `params` (call with no update in flight, after
         `flush`): 1 / L_N of the local minibatch smoothness (stepsize.local_smoothness), between eta_0
@@ -239,6 +254,10 @@ class ProxSGDAlgorithm:
         reduced = self.step / self.step_cap
         self.step_cap = cap
         self.step = reduced * cap
+        if self.delay_smoothness > 0:  # the delay bound from the mean curvature at the iterate
+            mean = local.top_eigenvalue + problem.regularizer.smoothness
+            self.delay_unit = min(max(stepsize.delay_unit(mean), self._global_unit, cap),
+                                  stepsize.LOCAL_GAIN_MAX * self._global_unit)  # fmt: skip
 
     def init_params(self) -> torch.Tensor:
         return self.problem.init_params()
@@ -246,12 +265,13 @@ class ProxSGDAlgorithm:
     def step_at(self, staleness: float) -> float:
         """The server's step for an update read `staleness` updates ago.
 
-        The delay only caps the step (a stability bound): eta = min(eta_schedule, eta_0 * factor(tau)),
-        so once the schedule has lowered the step below the cap, delays cost nothing more.
+        The delay only caps the step (a stability bound): eta = min(eta_schedule, unit * factor(tau)),
+        unit = 2 margin / L of the mean gradient (stepsize.delay_unit; eta_0 for a given step), so once
+        the schedule has lowered the step below the cap, delays cost nothing more.
         """
         tau = staleness if self.delay_adaptive else self.delay
         blocks = self.problem.n_blocks if self.push == "block" else 1
-        return min(self.step, self.step_cap * delay_factor(tau, blocks))
+        return min(self.step, self.delay_unit * delay_factor(tau, blocks))
 
     # -- worker --------------------------------------------------------------------------
     def __getstate__(self):
@@ -429,7 +449,7 @@ class ProxSGDAlgorithm:
         )  # fmt: skip
         server = (
             P, bounds, penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive, mu, vr,
-            problem.fit_intercept, self.step, self.step_cap, float(self.delay), self.delay_adaptive,
+            problem.fit_intercept, self.step, self.delay_unit, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
             self._eager_scratch(self._largest_block),
@@ -466,7 +486,7 @@ class ProxSGDAlgorithm:
         no_rows = sp.csr_matrix((0, data.d)) if data.sparse else np.zeros((0, data.d))
         empty = LinearData.from_array(no_rows, np.zeros((0, self.problem.k)), dtype=data.dtype, device=data.device)
         server = dataclasses.replace(self, problem=dataclasses.replace(self.problem, data=empty))
-        server.step, server.step_cap = self.step, self.step_cap
+        server.step, server.step_cap, server.delay_unit = self.step, self.step_cap, self.delay_unit
         if self.variance_reduction:
             server._snap_mu.copy_(self._snap_mu)
         return server
@@ -699,7 +719,7 @@ class ProxSGDAlgorithm:
     # -- state (checkpoints) ---------------------------------------------------------------
     def state_dict(self) -> dict:
         """The servers' rule state (with no update in flight): the current step and the SVRG anchor."""
-        state = {"step": self.step, "step_cap": self.step_cap}
+        state = {"step": self.step, "step_cap": self.step_cap, "delay_unit": self.delay_unit}
         if self._local_vector is not None:
             state["local_vector"] = self._local_vector.clone()
         if self.variance_reduction:
@@ -709,6 +729,7 @@ class ProxSGDAlgorithm:
     def load_state_dict(self, state: dict, params: torch.Tensor) -> None:
         self.step = float(state["step"])
         self.step_cap = float(state.get("step_cap", self.eta))  # (older checkpoints: the global bound)
+        self.delay_unit = float(state.get("delay_unit", self._global_unit))
         if "local_vector" in state:
             self._local_vector = torch.as_tensor(state["local_vector"]).clone()
         if self.variance_reduction:

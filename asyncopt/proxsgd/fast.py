@@ -375,17 +375,17 @@ def task_worker_step(w, batch, key):
 def task_route(s, update, staleness):
     """(first, stop, extra, step): the update goes to block servers first..stop-1 (its block, or every
     block for a full push), then to the intercept server (extra = M, or -1 without an intercept),
-    with the step min(step, eta0 factor(tau)) * weight (tau the measured staleness when adaptive,
-    else the delay bound). (Reads single fields: unpacking the tuple would count references to
-    every array in it, atomically, on each batch.)"""
+    with the step min(step, unit factor(tau)) * weight (unit: the delay bound's scale, stepsize.delay_unit;
+    tau the measured staleness when adaptive, else the delay bound). (Reads single fields: unpacking the
+    tuple would count references to every array in it, atomically, on each batch.)"""
     M = s[1].shape[0] - 1
     j = update[0]
     first, stop = (j, j + 1) if j >= 0 else (0, M)
     if s[13]:  # lazy: one constant step
         eta = s[15]
     else:
-        step, eta0, delay, adaptive, delay_blocks, weight = s[7], s[8], s[9], s[10], s[11], s[12]
-        eta = min(step, eta0 * _delay_factor(staleness if adaptive else delay, delay_blocks)) * weight
+        step, unit, delay, adaptive, delay_blocks, weight = s[7], s[8], s[9], s[10], s[11], s[12]
+        eta = min(step, unit * _delay_factor(staleness if adaptive else delay, delay_blocks)) * weight
     return first, stop, (M if s[6] else -1), eta
 
 
@@ -393,7 +393,7 @@ def task_route(s, update, staleness):
 def task_server_apply(s, server, update, eta):
     """Server `server`'s rule with the routed step: block b's prox step, eager or lazy (lazy updates
     take the constant lazy step); or, for the intercept server (index M), row d."""
-    (P, bounds, alpha, positive, mu, has_vr, fit_intercept, step, eta0, delay, adaptive, delay_blocks, weight,
+    (P, bounds, alpha, positive, mu, has_vr, fit_intercept, step, unit, delay, adaptive, delay_blocks, weight,
      lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot, acc) = s  # fmt: skip
     _, index, grad, intercept = update
     M = bounds.shape[0] - 1

@@ -8,9 +8,15 @@ rule of Ma, Bassily & Belkin 2018, the same one EigenPro uses), and eta_0 = 1 / 
 
 Delay: gradient descent on a quadratic with curvature L and gradients tau steps old is stable iff
 eta L < 2 sin(pi / (2 (2 tau + 1))). Block updates change one of M blocks, so tau block updates
-move the iterate about as far as tau / M full ones; the automatic step keeps half that limit:
-``eta(tau) = eta_0 sin(pi / (2 (2 tau / M + 1)))`` (eta(0) = eta_0). With ``delay_adaptive`` the
-server evaluates eta(tau) at each update's measured staleness instead of the delay bound.
+move the iterate about as far as tau / M full ones. What a stale read gets wrong is the drift of
+the iterate over those tau updates, and the drift follows the mean gradient: its L is
+curvature * lambda_1 (no beta / N term: minibatch noise does not add up coherently), or with SVRG's
+local step lambda_1(A^T diag(l'') A / n) at the iterate, about half the worst case once the model
+is confident (a9a: 0.77 against 1.65). The automatic step keeps DELAY_MARGIN of that limit:
+``eta(tau) = min(eta_0, 2 DELAY_MARGIN sin(pi / (2 (2 tau / M + 1))) / L)``. With ``delay_adaptive``
+the server evaluates eta(tau) at each update's measured staleness instead of the delay bound.
+A given step size keeps the older rule eta_0 sin(...). The margin 0.75 and its measurements (a9a and
+news20, 0.5 / 0.75 / 0.9): docs/guide.md and benchmarks/results/proxsgd_delay_study.md.
 """
 
 from __future__ import annotations
@@ -94,6 +100,18 @@ def local_smoothness(
 def base_step(smoothness: Smoothness, curvature: float, batch_size: int, regularizer_smoothness: float) -> float:
     L = smoothness.minibatch(curvature, batch_size, regularizer_smoothness)
     return 1.0 / L if L > 0 else 1.0
+
+
+DELAY_MARGIN = 0.75  # the fraction of the delayed-gradient stability limit the step keeps
+
+
+def delay_unit(mean_smoothness: float) -> float:
+    """The step scale of the delay bound: eta(tau) = delay_unit * delay_factor(tau, M) =
+    2 DELAY_MARGIN sin(pi / (2 (2 tau / M + 1))) / L. L is the smoothness of the mean gradient
+    (curvature * lambda_1, or lambda_1 at the iterate: `local_smoothness`), not the minibatch's L_N:
+    a delayed read changes the gradient by the drift of the iterate, and the drift is driven by the
+    mean gradient (the minibatch noise does not accumulate coherently over tau updates)."""
+    return 2.0 * DELAY_MARGIN / mean_smoothness if mean_smoothness > 0 else math.inf
 
 
 def delay_factor(staleness: float, n_blocks: int) -> float:

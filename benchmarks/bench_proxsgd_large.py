@@ -1,0 +1,353 @@
+"""AsyB-ProxSGD on a sparse problem far larger than the shipped sets, side by side with skglm,
+liblinear and saga in one run; time to 1e-2 / 1e-3 relative suboptimality and peak memory of each.
+
+The problem (generated reproducibly from --seed; the same bytes for the same arguments):
+- n rows (default 2,000,000), d hashed features (default 1,000,000), about --nnz non-zeros a row
+  (default 50; duplicates within a row merge, so slightly fewer). A row's columns are drawn from a
+  Zipf-like popularity (column of rank r drawn with probability ~ 1 / r^0.8, ranks randomly
+  permuted over the columns, as hashed text or click features are), values uniform in [0.5, 1.5],
+  each row scaled to unit L2 norm. float64 values, int32 indices (CSR).
+- A planted sparse model: --planted non-zero weights (default 1% of d), on columns drawn by the
+  same popularity, Gaussian, scaled so the margins X w* have standard deviation 3; labels
+  y = +1 with probability sigmoid(X w*), else -1.
+- The objective is F(w) = mean log(1 + exp(-y a.w)) + alpha ||w||_1, no intercept, with
+  alpha = alpha_max / --alpha-ratio (default 100), alpha_max = ||X^T y||_inf / (2 n) the smallest
+  alpha whose solution is 0.
+
+F* is the best objective of a reference solve (skglm at tol 1e-8, the most accurate solver here)
+or of any method in the run, whichever is lower. Each method runs in its own process that loads
+the cached matrix, so its peak memory is its own: the proportional set size (PSS: shared pages
+split between the processes sharing them) summed over the process and its children (the worker
+processes), sampled every 0.2 s. "data" is the PSS right after loading the matrix, before the solver.
+
+- asyncopt: ProxSGDClassifier(backend="processes"), 1 and 2 workers, the default configuration
+  (AsyB: one block per worker, SVRG with the local step, batch "auto") and the full push with one
+  block and SVRG. The time is the whole fit as a user waits for it (setup, power iteration, worker
+  start-up included; evaluations of F excluded); F once an epoch, stopped when 1e-3 is reached.
+- skglm SparseLogisticRegression (tol ladder 1e-2 .. 1e-6), LogisticRegression liblinear (tol ladder
+  1e-1 .. 1e-5) and saga (max_iter ladder 1, 2, 4, 8, 16): separate fits timed from scratch, the
+  time to a target is that of the first fit reaching it; a ladder stops at 1e-3 or when its
+  seconds so far pass --peer-budget. skglm's numba compilation is paid in a warm-up fit first.
+
+    pip install -r benchmarks/requirements.txt
+    python benchmarks/bench_proxsgd_large.py --out benchmarks/results/proxsgd_large.md
+
+A small run to try it: --n 200000 --d 100000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+TARGETS = (1e-2, 1e-3)
+ASYNCOPT = {  # label: (workers, push, n_blocks, variance_reduction)
+    "asyncopt default, 1 worker": (1, "block", "auto", "auto"),
+    "asyncopt default, 2 workers": (2, "block", "auto", "auto"),
+    "asyncopt full push (1 block) + SVRG, 1 worker": (1, "full", 1, "svrg"),
+    "asyncopt full push (1 block) + SVRG, 2 workers": (2, "full", 1, "svrg"),
+}
+PEERS = ("skglm SparseLogisticRegression", "sklearn LogisticRegression liblinear", "sklearn LogisticRegression saga")
+
+
+# -- the problem ---------------------------------------------------------------------------
+def popularity(d: int, rng: np.random.Generator, exponent: float = 0.8) -> np.ndarray:
+    """Cumulative column probabilities: rank r has weight 1 / r^exponent, ranks permuted over columns."""
+    weights = 1.0 / np.arange(1, d + 1, dtype=np.float64) ** exponent
+    weights = weights[rng.permutation(d)]
+    cdf = np.cumsum(weights)
+    return cdf / cdf[-1]
+
+
+def generate(n: int, d: int, nnz: int, planted: int, seed: int, chunk: int = 200_000):
+    """(X CSR float64 / int32, y in {-1, 1}, w*) as described in the module docstring."""
+    rng = np.random.default_rng(seed)
+    cdf = popularity(d, rng)
+    support = np.unique(np.searchsorted(cdf, rng.random(planted)))
+    w = np.zeros(d)
+    w[support] = rng.standard_normal(support.size)
+    parts = []
+    for lo in range(0, n, chunk):
+        m = min(chunk, n - lo)
+        cols = np.searchsorted(cdf, rng.random(m * nnz)).astype(np.int32)
+        vals = rng.uniform(0.5, 1.5, m * nnz)
+        rows = np.repeat(np.arange(m, dtype=np.int32), nnz)
+        block = sp.csr_matrix((vals, (rows, cols)), shape=(m, d))  # duplicates add up
+        block.sum_duplicates()
+        norms = np.sqrt(np.asarray(block.multiply(block).sum(axis=1)).ravel())
+        block = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ block
+        parts.append(block.tocsr())
+    X = sp.vstack(parts, format="csr")
+    X.indices = X.indices.astype(np.int32)
+    X.indptr = X.indptr.astype(np.int64)
+    z = X @ w
+    scale = 3.0 / max(float(np.std(z)), 1e-12)
+    w *= scale
+    y = np.where(rng.random(n) < 1.0 / (1.0 + np.exp(-z * scale)), 1.0, -1.0)
+    return X, y, w
+
+
+def cache_path(args) -> Path:
+    name = f"large_n{args.n}_d{args.d}_k{args.nnz}_p{args.planted}_s{args.seed}.npz"
+    return Path(args.cache_dir) / name
+
+
+def load_problem(path: Path):
+    with np.load(path) as f:
+        X = sp.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"]))
+        return X, f["y"], float(f["alpha"])
+
+
+def objective(X, y, w, alpha) -> float:
+    return float(np.mean(np.logaddexp(0.0, -y * (X @ w))) + alpha * np.abs(w).sum())
+
+
+# -- peak memory of this process and its children ----------------------------------------------
+def pss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_pss() -> int:
+    import psutil
+
+    me = psutil.Process()
+    return pss_bytes(me.pid) + sum(pss_bytes(c.pid) for c in me.children(recursive=True))
+
+
+class PeakMemory:
+    """Samples tree_pss() every `interval` s in a thread; `peak` is the largest sum seen."""
+
+    def __init__(self, interval: float = 0.2):
+        self.peak, self._stop, self._interval = tree_pss(), threading.Event(), interval
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, tree_pss())
+
+    def close(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, tree_pss())
+
+
+# -- the methods (each in its own process: `--method LABEL`) --------------------------------------
+def first_time(curve, f_star, target):
+    return next((s for s, f in curve if (f - f_star) / f_star <= target), None)
+
+
+def run_asyncopt(X, y, alpha, f_star, label, max_epochs):
+    import torch
+
+    from asyncopt import ProxSGDClassifier
+
+    torch.set_num_threads(1)
+    workers, push, blocks, vr = ASYNCOPT[label]
+
+    def stop(entry):
+        return entry.objective <= f_star * (1 + TARGETS[-1])
+
+    model = ProxSGDClassifier(
+        penalty="l1", alpha=alpha, fit_intercept=False, backend="processes", n_workers=workers,
+        threads_per_worker=1, n_blocks=blocks, push=push, variance_reduction=vr, max_epochs=max_epochs,
+        random_state=0, callback=stop,
+    ).fit(X, y)  # fmt: skip
+    t = model.telemetry_
+    last = model.history_[-1]
+    curve = [(h["seconds"], h["objective"]) for h in model.history_]
+    note = (
+        f"{last['epoch']:.1f} epochs, {last['samples'] / max(last['seconds'], 1e-9):,.0f} samples/s "
+        f"(setup {t['setup_seconds']:.1f} s, worker start {t['startup_seconds']:.1f} s, in the times), "
+        f"staleness mean {t['staleness']['mean']:.2f}, batch {model.batch_size_}, step {model.step_size_:.3g}"
+    )
+    return curve, model.coef_.ravel(), note
+
+
+def run_ladder(X, y, alpha, f_star, label, budget):
+    curve, coef, note, spent = [], None, "", 0.0
+    if label.startswith("skglm"):
+        from skglm import SparseLogisticRegression
+
+        t0 = time.perf_counter()
+        SparseLogisticRegression(alpha=alpha, fit_intercept=False, tol=1e-1).fit(X[:500], y[:500])
+        note = f"numba warm-up {time.perf_counter() - t0:.1f} s not in the times; "
+        ladder = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+        make = lambda v: SparseLogisticRegression(alpha=alpha, fit_intercept=False, tol=v, max_iter=1000)  # noqa: E731
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        solver = "saga" if label.endswith("saga") else "liblinear"
+        ladder = [1, 2, 4, 8, 16] if solver == "saga" else [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
+
+        def make(v):
+            kw = {"max_iter": v, "tol": 0.0} if solver == "saga" else {"tol": v, "max_iter": 100_000}
+            C = 1 / (alpha * X.shape[0])
+            return LogisticRegression(l1_ratio=1.0, solver=solver, C=C, fit_intercept=False, random_state=0, **kw)
+
+    for value in ladder:
+        model = make(value)
+        t0 = time.perf_counter()
+        model.fit(X, y)
+        seconds = time.perf_counter() - t0
+        spent += seconds
+        coef = model.coef_.ravel()
+        curve.append((seconds, objective(X, y, coef, alpha)))
+        last = value
+        if curve[-1][1] <= f_star * (1 + TARGETS[-1]) or spent > budget:
+            break
+    note += f"last {'max_iter' if label.endswith('saga') else 'tol'}={last:g}, ladder {spent:.0f} s in all"
+    return curve, coef, note
+
+
+def method_main(args):
+    warnings.filterwarnings("ignore")
+    X, y, alpha = load_problem(cache_path(args))
+    meter = PeakMemory()
+    data_bytes = tree_pss()
+    t0 = time.perf_counter()
+    if args.method == "reference":
+        from skglm import SparseLogisticRegression
+
+        model = SparseLogisticRegression(alpha=alpha, fit_intercept=False, tol=1e-8, max_iter=1000).fit(X, y)
+        coef = model.coef_.ravel()
+        curve, note = [(time.perf_counter() - t0, objective(X, y, coef, alpha))], "skglm tol 1e-8"
+    elif args.method in ASYNCOPT:
+        curve, coef, note = run_asyncopt(X, y, alpha, args.f_star, args.method, args.max_epochs)
+    else:
+        curve, coef, note = run_ladder(X, y, alpha, args.f_star, args.method, args.peer_budget)
+    peak = meter.close()
+    out = {
+        "curve": curve, "note": note, "nnz": int(np.count_nonzero(coef)), "peak_bytes": peak,
+        "data_bytes": data_bytes, "wall": time.perf_counter() - t0,
+    }  # fmt: skip
+    Path(args.result).write_text(json.dumps(out))
+
+
+def spawn(args, method, f_star):
+    result = Path(args.cache_dir) / f"result-{abs(hash(method))}.json"
+    command = [
+        sys.executable, __file__, "--method", method, "--result", str(result), "--f-star", repr(f_star or 0.0),
+        "--n", str(args.n), "--d", str(args.d), "--nnz", str(args.nnz), "--planted", str(args.planted),
+        "--seed", str(args.seed), "--cache-dir", args.cache_dir, "--max-epochs", str(args.max_epochs),
+        "--peer-budget", str(args.peer_budget),
+    ]  # fmt: skip
+    done = subprocess.run(command, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if done.returncode:
+        return {"error": f"exit status {done.returncode}"}
+    return json.loads(result.read_text())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=2_000_000)
+    p.add_argument("--d", type=int, default=1_000_000)
+    p.add_argument("--nnz", type=int, default=50)
+    p.add_argument("--planted", type=int, default=None, help="non-zeros of w* (default d / 100)")
+    p.add_argument("--alpha-ratio", type=float, default=100.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--peer-budget", type=float, default=600.0, help="seconds a peer's ladder may take")
+    p.add_argument("--cache-dir", default="/tmp/asyncopt-large")
+    p.add_argument("--methods", nargs="*", default=None, help="labels to run (default: all)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--method", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--f-star", type=float, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.planted = args.planted or max(1, args.d // 100)
+    if args.method:
+        return method_main(args)
+
+    path = cache_path(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if not path.exists():
+        X, y, _ = generate(args.n, args.d, args.nnz, args.planted, args.seed)
+        alpha = float(np.abs(X.T @ y).max()) / (2 * args.n) / args.alpha_ratio
+        np.savez(path, data=X.data, indices=X.indices, indptr=X.indptr, shape=np.array(X.shape), y=y, alpha=alpha)
+    X, y, alpha = load_problem(path)
+    made = time.perf_counter() - t0
+    size = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    print(f"problem: n={X.shape[0]:,} d={X.shape[1]:,} nnz={X.nnz:,} ({size / 2**30:.2f} GiB), alpha={alpha:.3g}, "
+          f"{made:.0f} s to make or load", flush=True)  # fmt: skip
+    del X
+
+    reference = spawn(args, "reference", None)
+    f_star = reference["curve"][-1][1]
+    print("reference", reference, flush=True)
+    labels = args.methods or [*ASYNCOPT, *PEERS]
+    results = {}
+    for label in labels:
+        results[label] = spawn(args, label, f_star)
+        print(label, {k: v for k, v in results[label].items() if k != "curve"}, flush=True)
+    best = min([f_star] + [f for r in results.values() for _, f in r.get("curve", [])])
+
+    with np.load(path) as f:
+        nnz_total = int(f["indptr"][-1])
+    lines = [
+        "# AsyB-ProxSGD at scale: a synthetic sparse L1-logistic problem, side by side with the peers",
+        "",
+        "Command: `python benchmarks/bench_proxsgd_large.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
+        "",
+        f"Problem (how it is made: the script's docstring): n = {args.n:,}, d = {args.d:,}, "
+        f"{nnz_total:,} non-zeros ({nnz_total / args.n:.1f} a row, {size / 2**30:.2f} GiB as CSR), planted model "
+        f"with {args.planted:,} non-zeros, alpha = alpha_max / {args.alpha_ratio:g} = {alpha:.4g}, seed {args.seed}. "
+        f"F* = {best:.8f} (reference: skglm tol 1e-8, {reference['curve'][-1][0]:.0f} s, "
+        f"{reference['nnz']:,} non-zeros{'' if best == f_star else '; a method in the run went lower'}). "
+        "2 cores; one torch / BLAS thread per asyncopt process; the peers as they come (liblinear and saga "
+        "are single-threaded).",
+        "",
+    ]
+    lines += [
+        "| method | s to 1e-2 | s to 1e-3 | final rel. subopt | non-zeros | peak memory GiB (data) | notes |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    times = {}
+    for label, r in results.items():
+        if "error" in r:
+            lines.append(f"| {label} | - | - | - | - | - | failed: {r['error']} |")
+            continue
+        times[label] = [first_time(r["curve"], best, t) for t in TARGETS]
+        cells = " | ".join("-" if t is None else f"{t:.1f}" for t in times[label])
+        sub = (r["curve"][-1][1] - best) / best
+        mem = f"{r['peak_bytes'] / 2**30:.2f} ({r['data_bytes'] / 2**30:.2f})"
+        lines.append(f"| {label} | {cells} | {sub:.2e} | {r['nnz']:,} | {mem} | {r['note']} |")
+    lines += ["", "'-': not reached (asyncopt: within --max-epochs; peers: within the ladder or its budget).", ""]
+    for variant in ("default", "full push (1 block) + SVRG"):
+        one, two = (times.get(f"asyncopt {variant}, {w}") for w in ("1 worker", "2 workers"))
+        for i, t in enumerate(TARGETS):
+            if one and two and one[i] and two[i]:
+                lines.append(f"- {variant}: time to {t:g}, 1 worker / 2 workers = {one[i] / two[i]:.2f}x")
+    for i, t in enumerate(TARGETS):
+        ours = [v[i] for k, v in times.items() if k.startswith("asyncopt") and v[i] is not None]
+        peers = {k: v[i] for k, v in times.items() if not k.startswith("asyncopt") and v[i] is not None}
+        if ours and peers:
+            fastest = min(peers, key=peers.get)
+            lines.append(f"- to {t:g}: best asyncopt {min(ours):.1f} s, fastest peer {fastest} {peers[fastest]:.1f} s "
+                         f"({peers[fastest] / min(ours):.2f}x asyncopt's speed)")  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,8 +7,9 @@ method: training seconds until the relative suboptimality (F - F*) / F* first fa
 1e-3 (evaluations excluded from the time), the final non-zeros and test accuracy.
 
 - asyncopt: processes engine, 1 and 2 workers (1 torch thread each). First the default
-  configuration (every parameter at its default: one block per worker, SVRG with the local step,
-  evaluations once an epoch, the tol rule, 100 epochs at most), then 4 parameter-server blocks;
+  configuration (every parameter at its default: one block per worker, the full push (push="auto"
+  off Ray), SVRG with the local step, evaluations once an epoch, the tol rule, 100 epochs at most),
+  then 4 parameter-server blocks;
   AsyB-ProxSGD (push="block": one block's gradient per update) and Asyn-ProxSGD (push="full":
   every block's gradient, each server applying its part), the latter also with 1 block (one
   server: no splitting, but every update serialized on its lock); each also with
@@ -46,8 +47,8 @@ from asyncopt.datasets import load_a9a, load_news20
 
 TARGETS = (1e-2, 1e-3)
 VARIANTS = {  # label: (push, parameter-server blocks, variance reduction, batch size)
-    # every parameter at its default (one block per worker, SVRG with the local step, 100 epochs)
-    "default configuration": ("block", "auto", "auto", "auto"),
+    # every parameter at its default (one block per worker, the full push, SVRG with the local step, 100 epochs)
+    "default configuration": ("auto", "auto", "auto", "auto"),
     "AsyB (4 blocks)": ("block", 4, "none", "auto"),
     "AsyB (4 blocks) + SVRG": ("block", 4, "svrg", "auto"),
     "full push (4 blocks)": ("full", 4, "none", "auto"),

@@ -294,8 +294,9 @@ def test_server_clocks_continue_across_a_resume(sparse, tmp_path):
     whole run, and the block servers' clocks add up to it (Python path dense, compiled sparse)."""
     X, y = _dense_regression()
     X = sp.csr_matrix(X) if sparse else X
-    params = dict(penalty="l1", alpha=1e-3, n_blocks=2, random_state=0, tol=None, checkpoint_every=None,
-                  backend="threads", n_workers=2, threads_per_worker=1, checkpoint_dir=tmp_path)  # fmt: skip
+    params = dict(penalty="l1", alpha=1e-3, n_blocks=2, push="block", random_state=0, tol=None,  # (one server an
+                  checkpoint_every=None, backend="threads", n_workers=2, threads_per_worker=1,  # update)
+                  checkpoint_dir=tmp_path)  # fmt: skip
     first = ProxSGDRegressor(max_epochs=2, **params).fit(X, y)
     longer = ProxSGDRegressor(max_epochs=4, **params).fit(X, y, resume=True)
     before, after = first.telemetry_, longer.telemetry_

@@ -10,7 +10,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.linear_model import LogisticRegression
 
 from asyncopt import ProxSGDClassifier, ProxSGDRegressor
-from asyncopt.estimators.proxsgd import auto_batch_size
+from asyncopt.estimators.proxsgd import auto_batch_size, resolve_push
 from asyncopt.proxsgd.data import LinearData
 from asyncopt.proxsgd.stepsize import LOCAL_GAIN_MAX, Smoothness, estimate_smoothness, local_smoothness
 
@@ -121,3 +121,16 @@ def test_the_local_step_moves_the_delay_bound_to_the_curvature_at_the_iterate_an
                            delay_smoothness=0.25 * sm_top(X))  # fmt: skip
     fresh.load_state_dict(saved, params)
     assert fresh.delay_unit == algo.delay_unit and fresh.step_at(15) == algo.step_at(15)
+
+
+def test_the_default_push_is_full_in_shared_memory_and_the_block_push_on_ray():
+    assert [resolve_push("auto", b) for b in ("serial", "threads", "processes", "ray")] == ["full"] * 3 + ["block"]
+    assert resolve_push("block", "processes") == "block" and resolve_push("full", "ray") == "full"
+    X, y = make_classification(300, 10, random_state=0)
+    clf = ProxSGDClassifier(max_epochs=1, tol=None, backend="threads", n_workers=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    assert clf.push_ == "full" and clf.n_blocks_ == 2
+    # every update reached both block servers
+    assert clf.telemetry_["server_updates"][:2] == [clf.telemetry_["updates"]] * 2

@@ -15,7 +15,7 @@ def test_proxsgd_on_ray_agrees_with_serial_on_small_sparse_data(ray_session):
     X = sp.random(600, 50, density=0.1, random_state=0, format="csr")
     w = rng.normal(size=50) * (rng.random(50) < 0.3)
     y = np.where(X @ w + 0.05 * rng.normal(size=600) > 0, 1, 0)
-    common = dict(penalty="l1", alpha=1e-3, max_epochs=20, tol=None, n_blocks=2, random_state=0)
+    common = dict(penalty="l1", alpha=1e-3, max_epochs=20, tol=None, n_blocks=2, push="block", random_state=0)
     serial = ProxSGDClassifier(**common).fit(X, y)
     on_ray = ProxSGDClassifier(**RAY, **common).fit(X, y)
     assert abs(on_ray.history_[-1]["objective"] - serial.history_[-1]["objective"]) < 0.02
@@ -36,7 +36,8 @@ def test_a_ray_task_of_several_batches_reads_its_own_updates(ray_session, layout
     X = sp.random(400, 40, density=0.15, random_state=1, format="csr")
     y = np.where(X @ rng.normal(size=40) > 0, 1, 0)
     X = X if layout == "sparse" else X.toarray()
-    common = dict(penalty="l1", alpha=1e-3, max_epochs=4, tol=None, n_blocks=2, batch_size=16, random_state=0)
+    common = dict(penalty="l1", alpha=1e-3, max_epochs=4, tol=None, n_blocks=2, push="block", batch_size=16,
+                  random_state=0)  # fmt: skip
     serial = ProxSGDClassifier(**common).fit(X, y)
     one = dict(backend="ray", n_workers=1, threads_per_worker=1)
     on_ray = ProxSGDClassifier(**one, task_samples=160, **common).fit(X, y)
@@ -60,7 +61,8 @@ def test_a_ray_call_of_several_tasks_runs_them_in_order(ray_session, monkeypatch
     rng = np.random.default_rng(2)
     X = sp.random(800, 30, density=0.2, random_state=2, format="csr")
     y = np.where(X @ rng.normal(size=30) > 0, 1, 0)
-    common = dict(penalty="l1", alpha=1e-3, max_epochs=3, tol=None, n_blocks=2, batch_size=8, random_state=0)
+    common = dict(penalty="l1", alpha=1e-3, max_epochs=3, tol=None, n_blocks=2, push="block", batch_size=8,
+                  random_state=0)  # fmt: skip
     serial = ProxSGDClassifier(**common).fit(X, y)
     on_ray = ProxSGDClassifier(backend="ray", n_workers=1, threads_per_worker=1, **common).fit(X, y)
     assert max(calls) > 1 and sum(calls) == serial.telemetry_["updates"]

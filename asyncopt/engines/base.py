@@ -8,6 +8,7 @@ where and when they run, measures staleness, and stops on the schedule.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing
@@ -311,6 +312,9 @@ class Monitor:
         self.eval_seconds = 0.0
         self.earlier_seconds = 0.0  # training seconds of the run before it was resumed
         self.history: list = []
+        # CPU threads the drained work may use: the engine's workers are idle then, so the coordinator
+        # takes their cores for the refresh's and the evaluation's passes over the data (None: as it is)
+        self.drained_threads: int | None = None
 
     def training_seconds(self) -> float:
         """Of the whole run (earlier fits of a resumed run included): what history entries record."""
@@ -321,10 +325,11 @@ class Monitor:
         return self._clock() - self.started - self.eval_seconds
 
     def __call__(self, params: torch.Tensor, samples: int, steps: int) -> bool:
-        if self.refresh is not None:
-            self.refresh(params, samples)
-        t0 = self._clock()
-        entry = self.evaluate(params, samples, steps, t0 - self.started - self.eval_seconds + self.earlier_seconds)
+        with torch_threads(self.drained_threads):
+            if self.refresh is not None:
+                self.refresh(params, samples)
+            t0 = self._clock()
+            entry = self.evaluate(params, samples, steps, t0 - self.started - self.eval_seconds + self.earlier_seconds)
         self.history.append(entry)
         self.eval_seconds += self._clock() - t0
         if self.callback is None:
@@ -333,6 +338,20 @@ class Monitor:
             return bool(self.callback(entry))
         except StopIteration:
             return True
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op threads raised to n inside the block (never lowered), restored after."""
+    before = torch.get_num_threads()
+    if not n or n <= before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def begin_run(algo, schedule: Schedule, rng, monitor: Monitor, n_workers: int, params, resume: dict | None):

@@ -146,6 +146,8 @@ class WorkerEngine:
         stop handing out tasks; once the in-flight ones are applied it saves (and for a stop,
         shuts the workers down and raises TrainingInterrupted)."""
         params, stream, steps, telemetry = begin_run(algo, schedule, rng, monitor, self.n_workers, params, resume)
+        # drained, the workers' cores are the coordinator's (the SVRG anchor, the local step, F)
+        monitor.drained_threads = min(os.cpu_count() or 1, self.n_workers * self.threads_per_worker)
         eval_at = schedule.evaluation_points()
         round_batch = schedule.batch_size * (self.n_workers if self.synchronous else 1)
         # compiled tasks: a round of batches goes to every worker at once and splits itself (atomics.py)

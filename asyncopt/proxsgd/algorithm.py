@@ -155,7 +155,8 @@ class ProxSGDAlgorithm:
 
     def refresh_snapshot(self, params: torch.Tensor) -> None:
         """Move the SVRG anchor to params (call with no update in flight)."""
-        D, mu = self.problem.snapshot(params)
+        D, mu, self._snap_margins = self.problem.snapshot(params)
+        self._snap_params = params.clone()  # (adapt_step reuses the margins only at these parameters)
         self._snap_D.copy_(D)
         self._snap_mu.copy_(mu)
 
@@ -236,17 +237,25 @@ class ProxSGDAlgorithm:
             return
         problem, data = self.problem, self.problem.data
         d = data.d
-        z = data.margins(params[:d]) + params[d]
+        z, self._snap_margins = getattr(self, "_snap_margins", None), None  # (the anchor's, when at params)
+        if z is None or not torch.equal(params, getattr(self, "_snap_params", None)):
+            z = data.margins(params[:d]) + params[d]
         c = problem.loss.second_derivative(z, data.Y)
         if c is None or data.n == 0:
             return
         c = c.abs().amax(1) if c.dim() == 2 else c.abs()  # (columns share the step: the largest)
+        iterations = stepsize.LOCAL_ITERATIONS
         if self._local_vector is None:
+            iterations = stepsize.LOCAL_COLD_ITERATIONS
             gen = torch.Generator(device="cpu").manual_seed(0)
             self._local_vector = torch.randn(d + 1, 1, generator=gen, dtype=data.dtype).to(data.device)
             if not problem.fit_intercept:
                 self._local_vector[d] = 0.0
-        local, self._local_vector = stepsize.local_smoothness(data, c, problem.fit_intercept, self._local_vector)
+        if getattr(self, "_row_sq_norms", None) is None:
+            self._row_sq_norms = data.row_sq_norms()  # (kept: a pass over the data, as slow as a product)
+        local, self._local_vector = stepsize.local_smoothness(
+            data, c, problem.fit_intercept, self._local_vector, iterations, self._row_sq_norms
+        )
         L = local.minibatch(1.0, self.batch_size, problem.regularizer.smoothness)
         cap = self.eta * min(
             max((1.0 / L) / self.eta if L > 0 else stepsize.LOCAL_GAIN_MAX, 1.0), stepsize.LOCAL_GAIN_MAX
@@ -277,6 +286,8 @@ class ProxSGDAlgorithm:
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_views", None)  # numpy views of the (shared) tensors: rebuilt where unpickled
+        for scratch in ("_snap_margins", "_snap_params", "_row_sq_norms"):  # (the coordinator's)
+            state.pop(scratch, None)
         return state
 
     def _block_range(self, key: int) -> tuple[int, int, int]:

@@ -59,9 +59,10 @@ class LinearProblem:
         return self.loss.derivative(z, y), float(z.sum())
 
     # -- full-data measures (evaluation points) --------------------------------------------
-    def snapshot(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """SVRG's anchor at params: every sample's d loss / d margin (n x k) and the loss term's mean
-        gradient (d + 1 x k; the nonconvex regularizer is left out: workers evaluate it exactly)."""
+    def snapshot(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SVRG's anchor at params: every sample's d loss / d margin (n x k), the loss term's mean
+        gradient (d + 1 x k; the nonconvex regularizer is left out: workers evaluate it exactly), and
+        the margins (n x k), which the local step reuses."""
         d, n = self.data.d, self.data.n
         z = self.data.margins(params[:d]) + params[d]
         D = self.loss.derivative(z, self.data.Y)
@@ -69,7 +70,7 @@ class LinearProblem:
         grad[:d] = self.data.transpose_product(D) / n
         if self.fit_intercept:
             grad[d] = D.sum(0) / n
-        return D, grad
+        return D, grad, z
 
     def smooth_value_and_gradient(self, params: torch.Tensor) -> tuple[float, torch.Tensor]:
         d, n = self.data.d, self.data.n

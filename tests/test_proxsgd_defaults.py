@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.datasets import make_classification, make_regression
 from sklearn.linear_model import LogisticRegression
@@ -123,9 +124,11 @@ def test_the_local_step_moves_the_delay_bound_to_the_curvature_at_the_iterate_an
     assert fresh.delay_unit == algo.delay_unit and fresh.step_at(15) == algo.step_at(15)
 
 
-def test_the_default_push_is_full_in_shared_memory_and_the_block_push_on_ray():
-    assert [resolve_push("auto", b) for b in ("serial", "threads", "processes", "ray")] == ["full"] * 3 + ["block"]
-    assert resolve_push("block", "processes") == "block" and resolve_push("full", "ray") == "full"
+def test_the_default_push_is_full_with_eager_updates_in_shared_memory_and_the_block_push_elsewhere():
+    shared = ("serial", "threads", "processes")
+    assert [resolve_push("auto", b, False) for b in (*shared, "ray")] == ["full"] * 3 + ["block"]
+    assert [resolve_push("auto", b, True) for b in shared] == ["block"] * 3  # lazy updates: the block push
+    assert resolve_push("block", "processes", False) == "block" and resolve_push("full", "ray", True) == "full"
     X, y = make_classification(300, 10, random_state=0)
     clf = ProxSGDClassifier(max_epochs=1, tol=None, backend="threads", n_workers=2, random_state=0)
     with warnings.catch_warnings():
@@ -134,3 +137,10 @@ def test_the_default_push_is_full_in_shared_memory_and_the_block_push_on_ray():
     assert clf.push_ == "full" and clf.n_blocks_ == 2
     # every update reached both block servers
     assert clf.telemetry_["server_updates"][:2] == [clf.telemetry_["updates"]] * 2
+    wide = sp.random(2000, 200_000, density=2e-4, random_state=0, format="csr")  # an eager sweep >> a batch
+    yw = np.arange(2000) % 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lazy = ProxSGDClassifier(penalty="l1", max_epochs=1, tol=None, batch_size=8, backend="threads", n_workers=2)
+        lazy.fit(wide, yw)
+    assert lazy.push_ == "block"

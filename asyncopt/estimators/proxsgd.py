@@ -31,13 +31,18 @@ from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd, tolerance_me
 AUTO_BATCH_MIN, AUTO_BATCH_MAX = 32, 4096
 
 
-def resolve_push(push: str, backend: str) -> str:
-    """push="auto": with the servers in the workers' memory a full push costs about what a block push
-    does (the margins of the batch's rows dominate) and makes M times the progress; on Ray the block
-    push of AsyB-ProxSGD sends a server only its block."""
+def resolve_push(push: str, backend: str, lazy: bool) -> str:
+    """push="auto". Ray: the block push (AsyB-ProxSGD), a push sends a server only its block. In shared
+    memory, the full push with eager updates (`lazy`: whether the block push's updates would be lazy):
+    there each update takes the step of its measured staleness and moves every block (news20, 2
+    workers: 1.46x one worker to 1e-2, AsyB 0.93x). The block push with lazy updates (wide sparse
+    data): an update costs its entries, half of them for a block push with 2 blocks, and lazy updates
+    take the step of the delay bound, which costs a full push more (0.5 against 0.71 of the step at 2
+    workers) (2*10^6 x 10^6 synthetic: AsyB 1.78x one worker to 1e-2, the full push 1.14x;
+    benchmarks/results/proxsgd_large.md)."""
     if push != "auto":
         return push
-    return "block" if backend == "ray" else "full"
+    return "block" if backend == "ray" or lazy else "full"
 
 
 def auto_batch_size(smoothness) -> int:
@@ -260,9 +265,7 @@ class _ProxSGDBase(AsyncEstimator):
         adaptive = auto if self.delay_adaptive == "auto" else bool(self.delay_adaptive)
 
         svrg = self.variance_reduction in ("auto", "svrg")
-        push = resolve_push(self.push, self.backend)
-
-        def make_algorithm(adaptive):
+        def make_algorithm(adaptive, push):
             return ProxSGDAlgorithm(
                 problem,
                 N,
@@ -285,11 +288,14 @@ class _ProxSGDBase(AsyncEstimator):
                 lazy="off" if self.synchronous or self.max_delay or self.inconsistent_reads or ray else "auto",
             )
 
-        algo = make_algorithm(adaptive)
+        push = self.push
+        if push == "auto":  # the block push where its updates are lazy (wide sparse data), else the full push
+            push = resolve_push(push, self.backend, make_algorithm(False, "block").lazy_active)
+        algo = make_algorithm(adaptive, push)
         if self.delay_adaptive == "auto" and adaptive and not algo.lazy_active:
             # lazy updates need one constant step; where they pay (wide sparse data, small batches) they
             # beat eager sweeps at adaptive steps: the step of the bound (tau = workers - 1) then
-            bound = make_algorithm(False)
+            bound = make_algorithm(False, push)
             algo = bound if bound.lazy_active else algo
         if self.backend != "processes" or algo.lazy_active:  # (process workers load the kernels themselves,
             algo.prepare()  # before the clock starts; only lazy updates need them here too, to flush)
@@ -432,10 +438,10 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         Parameter-server blocks M; "auto" is one per worker (1 block, 1 worker = plain ProxSGD).
     push : {"auto", "block", "full"}
         "block": AsyB-ProxSGD (one block's gradient per update); "full": Asyn-ProxSGD (all blocks).
-        "auto" (default): "block" with backend="ray" (servers apart from the workers: a push carries
-        one block), "full" otherwise (servers in shared memory: a full update costs about what a block
-        update does and moves all M blocks; news20, 2 workers: 1.46x one worker to 1e-2 against 0.93x
-        for the block push). ``push_`` is the one used.
+        "auto" (default): "block" with backend="ray" (a push carries one block) and on wide sparse
+        data where updates are lazy (an update costs its entries; 2*10^6 x 10^6 synthetic, 2 workers:
+        1.78x one worker against 1.14x for the full push), else "full" (news20, 2 workers: 1.46x
+        one worker against 0.93x for the block push). ``push_`` is the one used.
     backend : {"serial", "threads", "processes", "ray"}
         The engine (serial is deterministic and can simulate delays; "ray": parameter servers and
         workers as Ray actors, on one machine or a cluster, docs/cluster.md).

@@ -215,11 +215,12 @@ def test_wide_sparse_data_uses_lazy_updates_and_matches_eager_ones(monkeypatch):
     monkeypatch.setattr(ProxSGDAlgorithm, "_lazy_pays", lambda self: active.append(pays(self)) or active[-1])
     lazy = ProxSGDClassifier(**common).fit(X, y)
     assert active and all(active)  # 60,000 columns against 8 x 20 entries: the lazy path was taken
+    serial_checks = len(active)  # (push="auto" asks too)
     # lazy updates under two workers that apply their own updates (a constant step: not delay-adaptive)
     threads = ProxSGDClassifier(
         backend="threads", n_workers=2, threads_per_worker=1, delay_adaptive=False, **common
     ).fit(X, y)
-    assert len(active) == 2 and all(active)
+    assert len(active) > serial_checks and all(active)
     monkeypatch.setattr(ProxSGDAlgorithm, "_lazy_pays", lambda self: False)
     eager = ProxSGDClassifier(**common).fit(X, y)
     np.testing.assert_allclose(lazy.coef_, eager.coef_, rtol=1e-8, atol=1e-10)  # serial: the same arithmetic

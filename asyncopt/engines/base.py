@@ -81,6 +81,7 @@ class ServersInWorkers(AsyncAlgorithm, Protocol):
     the workers, each part under its server's lock."""
 
     n_locks: int  # parameter servers (locks); the engine adds one for the version counter
+    servers_per_update: int  # (compiled_tasks) the clock ticks one update makes: compiled.py's staleness
     compiled_tasks: bool  # whole tasks run in the engine's compiled loop (task_kernels / task_args)
 
     def server_parts(self, update: Any) -> list[tuple[int, Any]]:

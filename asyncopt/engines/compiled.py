@@ -4,8 +4,10 @@ A worker given a task runs all its batches in one compiled call: per batch it re
 lock-free and computes an update with the algorithm's worker kernel, then, for each server the
 update goes to, takes that server's spinlock (engines/atomics.py), applies the server kernel,
 ticks the server's clock and releases; then it counts the update in the version word that
-staleness is measured against. The loop, the locks, the clocks and the cursor of shared tasks are
-the engine's; the algorithm supplies three pure numba kernels (`TaskKernels`) and their arguments.
+staleness is measured against (or, with ASYNCOPT_STALENESS=clocks, staleness comes from the
+servers' clocks: slower on this machine, results/clocks.md). The loop, the locks, the clocks and
+the cursor of shared tasks are the engine's; the algorithm supplies three pure numba kernels
+(`TaskKernels`) and their arguments.
 
 numba caches nothing that takes a compiled function as an argument or closes over one (the cache
 key of a closure pickles its cells, which differ in every process), so the loop is specialised
@@ -33,26 +35,44 @@ TASK_DONE, LOCK_TIMEOUT = 0, -1  # loop statuses; a worker kernel's non-zero sta
 worker_step = route = server_apply = None
 
 
-def _task_loop(sync, rows, sizes, keys, claim, stalenesses, max_spins, worker, server):
+def _task_loop(sync, rows, sizes, keys, claim, stalenesses, max_spins, n_servers, ticks_per_update, worker, server):
     """The task's batches (rows cut by sizes, one key each); with `claim` the task is shared by
     every worker, each taking the next batch from the cursor word until none is left. Writes the
     staleness of each batch applied here (others keep theirs) and returns (status, batches applied
     here, detail): a worker kernel's status stops before its batch is applied; LOCK_TIMEOUT (detail:
-    the server) when a lock stayed taken for max_spins tries."""
+    the server) when a lock stayed taken for max_spins tries.
+
+    Staleness is the updates applied since the read. ticks_per_update = 0 (the default) counts them
+    in the shared version word (one atomic add per update). ticks_per_update > 0 counts them from
+    the servers' clocks: the ticks of all n_servers clocks since the read over the ticks one update
+    makes, rounded up (an update with a part applied after the read counts as missed whole).
+    Measured (benchmarks/results/clocks.md), the clocks were 4-16% slower on 2 cores: 2 x n_servers
+    loads of contended lines per update cost more than one atomic add."""
     n_batches = sizes.shape[0]
     starts = np.zeros(n_batches + 1, dtype=np.int64)
     for t in range(n_batches):
         starts[t + 1] = starts[t] + sizes[t]
+    seen = np.zeros(max(n_servers, 1), dtype=np.int64)
     applied, t = 0, -1
     while True:
         t = atomics.fetch_add(sync, atomics.CURSOR_WORD, 1) if claim else t + 1
         if t >= n_batches:
             break
-        read = atomics.load(sync, atomics.VERSION_WORD)
+        if ticks_per_update > 0:
+            for b in range(n_servers):
+                seen[b] = atomics.load(sync, atomics.lock_word(b) + atomics.CLOCK_OFFSET)
+        else:
+            seen[0] = atomics.load(sync, atomics.VERSION_WORD)
         status, update = worker_step(worker, rows[starts[t] : starts[t + 1]], keys[t])  # noqa: F821
         if status != 0:
             return status, applied, 0
-        staleness = atomics.load(sync, atomics.VERSION_WORD) - read
+        if ticks_per_update > 0:
+            ticks = 0
+            for b in range(n_servers):
+                ticks += atomics.load(sync, atomics.lock_word(b) + atomics.CLOCK_OFFSET) - seen[b]
+            staleness = (ticks + ticks_per_update - 1) // ticks_per_update  # a part missed: a whole update
+        else:
+            staleness = atomics.load(sync, atomics.VERSION_WORD) - seen[0]
         first, stop, extra, step = route(server, update, staleness)  # noqa: F821
         b = first
         while b < stop or (b == stop and extra >= 0):
@@ -64,10 +84,17 @@ def _task_loop(sync, rows, sizes, keys, claim, stalenesses, max_spins, worker, s
             sync[word + atomics.CLOCK_OFFSET] += 1  # the server's clock, under its lock
             atomics.release(sync, word)
             b += 1
-        atomics.fetch_add(sync, atomics.VERSION_WORD, 1)
+        if ticks_per_update == 0:
+            atomics.fetch_add(sync, atomics.VERSION_WORD, 1)
         stalenesses[t] = staleness
         applied += 1
     return TASK_DONE, applied, 0
+
+
+# The A/B switch of benchmarks/bench_clocks.py: ASYNCOPT_STALENESS=clocks measures staleness from
+# the servers' clocks (read where a worker runs its task, so it crosses into spawned processes).
+def staleness_from_clocks() -> bool:
+    return os.environ.get("ASYNCOPT_STALENESS", "version") == "clocks"
 
 
 _RUNNERS: dict = {}
@@ -106,9 +133,11 @@ def run_task(algo, params, task: Task, sync: np.ndarray) -> tuple[np.ndarray, in
         raise ValueError(f"sync has {len(sync)} words: new_sync({algo.n_locks}) has the spinlocks needed")
     worker, server = algo.task_args(params, task)
     stalenesses = np.full(len(task.sizes), -1, dtype=np.int64)  # -1: a batch another worker took
+    per_update = algo.servers_per_update if staleness_from_clocks() else 0
     status, done, detail = _runner(TaskKernels(*algo.task_kernels()))(
-        sync, task.rows, task.sizes, task.keys, task.shared, stalenesses, LOCK_SPINS, worker, server
-    )
+        sync, task.rows, task.sizes, task.keys, task.shared, stalenesses, LOCK_SPINS, algo.n_locks, per_update,
+        worker, server,
+    )  # fmt: skip
     if status == LOCK_TIMEOUT:
         raise RuntimeError(
             f"parameter server {detail}'s lock stayed taken for {LOCK_SPINS:,} tries (after {done} of this "

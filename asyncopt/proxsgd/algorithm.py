@@ -175,6 +175,13 @@ class ProxSGDAlgorithm:
         return self.problem.n_blocks + (1 if self.problem.fit_intercept else 0)
 
     @property
+    def servers_per_update(self) -> int:
+        """The servers one update reaches (the clock ticks it makes): its block, or every block for a
+        full push, and the intercept server."""
+        blocks = 1 if self.push == "block" else self.problem.n_blocks
+        return blocks + (1 if self.problem.fit_intercept else 0)
+
+    @property
     def intercept_server(self) -> int:
         """The server (lock index) that owns the intercept row: the one after the blocks' servers."""
         return self.problem.n_blocks

@@ -259,15 +259,17 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
     assert not torch.equal(fused, start)
 
 
+@pytest.mark.parametrize("kind", ["pairs", "samples"])
 @pytest.mark.parametrize("adaptive", [False, True])
 @pytest.mark.parametrize("blocks", [1, 3])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
-def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(push, vr, blocks, adaptive):
+def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(push, vr, blocks, adaptive, kind):
     """Ray's bundles (proxsgd/bundles.py): the task computed in one compiled call on a worker's copy
     (each update applied to it before the next batch), split by server, and each server's bundle
     applied in one call, against the same steps one by one with compute / apply / server_parts. Both
-    copies and the servers' parameters agree; every server gets the updates it owns."""
+    copies and the servers' parameters agree; every server gets the updates it owns. Both kinds of
+    bundle: gradient pairs, and samples with coefficients (the servers form the pairs)."""
     import scipy.sparse as sp
 
     from asyncopt.engines.base import Task
@@ -280,8 +282,10 @@ def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(push, vr,
         LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k))), LOSSES["logistic"],
         make_penalty("l1", 0.02), NonconvexRegularizer(0.0), True, block_bounds(d, blocks),
     )  # fmt: skip
-    algo = ProxSGDAlgorithm(problem, 5, 0.4, push, delay=2.0, delay_adaptive=adaptive, variance_reduction=vr)
-    assert algo.bundles
+    algo = ProxSGDAlgorithm(
+        problem, 5, 0.4, push, delay=2.0, delay_adaptive=adaptive, variance_reduction=vr, bundle_pushes=kind
+    )
+    assert algo.bundles and algo.sample_bundles == (kind == "samples")
     start = torch.tensor(rng.normal(size=(d + 1, k)))
     if vr:
         algo.refresh_snapshot(start * 0.5)
@@ -297,7 +301,7 @@ def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(push, vr,
             algo.apply(servers, part, stale)
     bundled_copy, bundled_servers = start.clone(), start.clone()
     bundle = algo.compute_bundle(bundled_copy, task, stale)
-    assert len(bundle) == 7
+    assert len(bundle) == 7 and hasattr(bundle, "coefs") == (kind == "samples")
     owned = {}
     for server, part, updates in algo.bundle_parts(bundle):
         algo.apply_bundle(bundled_servers, server, part, stale)
@@ -337,6 +341,12 @@ def test_the_servers_copy_holds_no_samples_and_applies_the_same_steps(sparse, vr
     server = algo.for_servers()
     assert server.problem.data.n == 0 and len(pickle.dumps(server)) < len(pickle.dumps(algo)) / 3
     server.prepare()
+    # sample bundles: each block server's copy holds its block's columns of X, together X once
+    own = [algo.for_server(b) for b in range(algo.n_locks)]
+    assert algo.sample_bundles == sparse
+    if sparse:
+        held = sum(len(s._server_columns[2]) for s in own if hasattr(s, "_server_columns"))
+        assert held == problem.data.nnz and not hasattr(own[algo.intercept_server], "_server_columns")
     if vr:
         server.load_state_dict(algo.state_dict(), server.init_params())  # (the broadcast: D is not kept)
     ours, theirs = start.clone(), start.clone()
@@ -347,13 +357,18 @@ def test_the_servers_copy_holds_no_samples_and_applies_the_same_steps(sparse, vr
             server.apply(theirs, part, 2)
     np.testing.assert_allclose(theirs.numpy(), ours.numpy(), rtol=1e-13, atol=1e-14)
     if sparse:  # bundles (the compiled path on sparse data)
-        server.warm_bundles("server")
+        for copy in own:
+            copy.warm_bundles("server")
+            if vr:
+                copy.load_state_dict(algo.state_dict(), copy.init_params())
         task = Task(rng.choice(n, 20, replace=False), np.full(4, 5), np.arange(4), 5)
         bundle = algo.compute_bundle(ours.clone(), task, 1)
         for b, part, _ in algo.bundle_parts(bundle):
             algo.apply_bundle(ours, b, part, 1)
-            server.apply_bundle(theirs, b, part, 1)
+            own[b].apply_bundle(theirs, b, part, 1)
         np.testing.assert_allclose(theirs.numpy(), ours.numpy(), rtol=1e-13, atol=1e-14)
+        with pytest.raises(RuntimeError, match="no columns of X"):  # (not silently nothing)
+            server.apply_bundle(theirs, 0, algo.bundle_parts(bundle)[0][1], 1)
 
 
 @pytest.mark.parametrize("sparse", [True, False])

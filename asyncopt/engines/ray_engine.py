@@ -106,9 +106,16 @@ class RayEngine:
     def _start(self, ray, algo, params: torch.Tensor, servers_state: dict | None) -> None:
         self._run = uuid.uuid4().hex[:8]  # names the actors (`ray list actors`, the chaos test)
         self._algo_ref = ray.put(algo)  # the read-only data, once, in the object store
-        # servers get only what their rule needs when the algorithm can say so (EigenPro: not the data)
-        self._server_ref = ray.put(algo.for_servers()) if hasattr(algo, "for_servers") else self._algo_ref
+        # servers get only what their rule needs when the algorithm can say so: one copy for all
+        # (`for_servers`: EigenPro's additive rule, no data), or each its own (`for_server(b)`:
+        # ProxSGD's rule with the block's columns of X, from which it forms the pairs of the
+        # samples' coefficients a worker pushes)
         n = algo.n_locks
+        if hasattr(algo, "for_server"):
+            self._server_refs = [ray.put(algo.for_server(b)) for b in range(n)]
+        else:
+            shared = ray.put(algo.for_servers()) if hasattr(algo, "for_servers") else self._algo_ref
+            self._server_refs = [shared] * n
         self._rows = [algo.server_rows(b) for b in range(n)]
         state = servers_state or {}
         self._generation = [0] * n
@@ -138,7 +145,7 @@ class RayEngine:
         cls = ray.remote(num_cpus=0)(ServerActor).options(name=name)
         rows = None if params is None else params[lo:hi].cpu().numpy()
         file = None if self._files is None else self._files[b]
-        return cls.remote(self._server_ref, b, lo, hi, rows, clock, ledger, file, self.server_save_seconds)
+        return cls.remote(self._server_refs[b], b, lo, hi, rows, clock, ledger, file, self.server_save_seconds)
 
     def _new_worker(self, slot: int):
         name = f"asyncopt-{self._run}-worker-{slot}-{self._origin[slot]}"

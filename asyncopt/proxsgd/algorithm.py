@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import threading
 
 import numpy as np
@@ -63,6 +64,11 @@ class ProxSGDAlgorithm:
     # the mean gradient's smoothness the delay bound is scaled by (stepsize.delay_unit); 0: the delay
     # factor scales eta_0 itself (a given step size)
     delay_smoothness: float = 0.0
+    # what a bundle (backend="ray") carries: "pairs" (each update's (row, value) gradient entries),
+    # "samples" (each update's samples and their coefficients: the servers form the pairs from their
+    # columns of X, `for_server`), or "auto" (samples where a sample has more than one entry in a
+    # server's rows on average). The environment's ASYNCOPT_BUNDLES sets it for benchmarks' A/B runs.
+    bundle_pushes: str = dataclasses.field(default_factory=lambda: os.environ.get("ASYNCOPT_BUNDLES", "auto"))
 
     def __post_init__(self):
         # the servers' step lives in a one-element tensor: shared with worker processes that apply
@@ -481,13 +487,29 @@ class ProxSGDAlgorithm:
         compiled task kernels apply (`fused`), with eager updates."""
         return self.fused and self._lazy_state is None
 
+    @property
+    def sample_bundles(self) -> bool:
+        """Bundles carry samples and coefficients, not gradient pairs (`bundle_pushes`): with "auto",
+        where a sample has more than one entry in a block on average (a pair and a sample cost about
+        the same bytes, 8 for the number and 8 a column of the coefficient or value)."""
+        if self.bundle_pushes not in ("auto", "samples", "pairs"):
+            raise ValueError(f"bundle_pushes={self.bundle_pushes!r}: expected 'auto', 'samples' or 'pairs'")
+        if not self.bundles or self.bundle_pushes == "pairs":
+            return False
+        data = self.problem.data
+        per_block = data.nnz / max(1, data.n) / self.problem.n_blocks
+        return self.bundle_pushes == "samples" or per_block > 1.0
+
     def compute_bundle(self, params: torch.Tensor, task, staleness: int):
         """The task's updates, each applied to `params` (the worker's copy) before the next batch reads
         it, with the step of `staleness` (the servers' last count for this worker)."""
         from asyncopt.proxsgd import bundles
 
         worker, server = self.task_args(params, task)
-        status, bundle = bundles.compute_bundle(worker, server, task, staleness)
+        if self.sample_bundles:
+            status, bundle = bundles.compute_sample_bundle(worker, server, task, staleness)
+        else:
+            status, bundle = bundles.compute_bundle(worker, server, task, staleness)
         if status:
             self.task_failed(status)
         return bundle
@@ -503,11 +525,43 @@ class ProxSGDAlgorithm:
         data = self.problem.data
         no_rows = sp.csr_matrix((0, data.d)) if data.sparse else np.zeros((0, data.d))
         empty = LinearData.from_array(no_rows, np.zeros((0, self.problem.k)), dtype=data.dtype, device=data.device)
-        server = dataclasses.replace(self, problem=dataclasses.replace(self.problem, data=empty))
+        # (the bundles' kind is decided from the samples, which the copy has none of)
+        kind = "samples" if self.sample_bundles else "pairs"
+        server = dataclasses.replace(self, problem=dataclasses.replace(self.problem, data=empty), bundle_pushes=kind)
         server.step, server.step_cap, server.delay_unit = self.step, self.step_cap, self.delay_unit
         if self.variance_reduction:
             server._snap_mu.copy_(self._snap_mu)
         return server
+
+    def for_server(self, server: int) -> ProxSGDAlgorithm:
+        """Server `server`'s copy: `for_servers`, and, where bundles carry samples, the block's columns
+        of X (CSR over all samples, global column numbers): what it forms its pairs from. Each block
+        server holds its block's columns, so the servers together hold X once."""
+        copy = self.for_servers()
+        if self.sample_bundles and server < self.problem.n_blocks:
+            copy._server_columns = (server, *self._block_columns(*self.server_rows(server)))
+        return copy
+
+    def _block_columns(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, indices, values) of X[:, lo:hi] as CSR over every sample, columns numbered as in X,
+        each row's entries in X's order (so the pairs formed from it come in the worker's order)."""
+        v = self._numpy_views()
+        indptr, indices, values = v["indptr"], v["indices"], v["values"]
+        keep = (indices >= lo) & (indices < hi)
+        kept = np.concatenate([[0], np.cumsum(keep)]).astype(np.int64)
+        return kept[indptr], indices[keep].copy(), values[keep].copy()
+
+    def _columns_of(self, server: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The columns a server's sample bundles are formed from: its own (`for_server`), or X itself."""
+        own = getattr(self, "_server_columns", None)
+        if own is not None and own[0] == server:
+            return own[1:]
+        if server == self.intercept_server:
+            return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, self._scratch_layout[1])
+        if self.problem.data.n == 0:  # (a server's copy without its columns would apply nothing)
+            raise RuntimeError(f"server {server} has no columns of X to form its pairs from: build it with for_server")
+        v = self._numpy_views()
+        return v["indptr"], v["indices"], v["values"]
 
     def warm_bundles(self, side: str) -> None:
         """Load (or compile: ~10 s a kernel, once) the bundle kernel of `side` ("worker": compute,
@@ -518,24 +572,38 @@ class ProxSGDAlgorithm:
             empty = np.zeros(0, dtype=np.int64)
             params = self.init_params()
             worker, server = self._task_args(params, self.batch_size, 0)
-            _, bundle = bundles.compute_bundle(
-                worker, server, _NoBatches(empty, empty, empty, self.batch_size), 0, compile_only=side != "worker"
-            )
-            if side == "server":
-                bundles.apply_bundle(server, 0, bundle, 0)
+            no_task = _NoBatches(empty, empty, empty, self.batch_size)
+            if not self.sample_bundles:
+                _, bundle = bundles.compute_bundle(worker, server, no_task, 0, compile_only=side != "worker")
+                if side == "server":
+                    bundles.apply_bundle(server, 0, bundle, 0)
+            elif side == "worker":
+                bundles.compute_sample_bundle(worker, server, no_task, 0)
+            else:
+                k, dtype = self._scratch_layout
+                nothing = bundles.SampleBundle(empty, np.zeros(1, np.int64), empty, np.zeros((0, k), dtype),
+                                               np.zeros((0, k), dtype), self.batch_size)  # fmt: skip
+                own = getattr(self, "_server_columns", None)
+                at = own[0] if own is not None else self.intercept_server
+                bundles.apply_sample_bundle(server, at, self._columns_of(at), nothing, 0)
 
     def bundle_parts(self, bundle) -> list[tuple[int, object, np.ndarray]]:
         """(server, bundle, the task's updates in it) triples: each block's server gets the updates of
         its block (all of them for full pushes) with their pairs in its rows; the intercept server
         all of them, without pairs."""
+        from asyncopt.proxsgd.bundles import SampleBundle
+
+        samples = isinstance(bundle, SampleBundle)
         parts = []
         for b in range(self.problem.n_blocks):
             updates = np.flatnonzero((bundle.blocks == b) | (bundle.blocks == -1))
             if len(updates):
-                parts.append((b, bundle.select(updates, *self.server_rows(b)), updates))
+                part = bundle.select(updates) if samples else bundle.select(updates, *self.server_rows(b))
+                parts.append((b, part, updates))
         if self.problem.fit_intercept:
             d, every = self.problem.data.d, np.arange(len(bundle))
-            parts.append((self.intercept_server, bundle.select(every, d, d), every))
+            part = bundle.select(every, samples=False) if samples else bundle.select(every, d, d)
+            parts.append((self.intercept_server, part, every))
         return parts
 
     def apply_bundle(self, params: torch.Tensor, server: int, bundle, staleness: int) -> None:
@@ -543,7 +611,10 @@ class ProxSGDAlgorithm:
         from asyncopt.proxsgd import bundles
 
         _, server_args = self._task_args(params, bundle.round_batch, len(bundle))
-        bundles.apply_bundle(server_args, server, bundle, staleness)
+        if isinstance(bundle, bundles.SampleBundle):
+            bundles.apply_sample_bundle(server_args, server, self._columns_of(server), bundle, staleness)
+        else:
+            bundles.apply_bundle(server_args, server, bundle, staleness)
 
     def server_delay(self, server: int, count: int) -> int:
         """The staleness of an update from what server `server` counted since the read (Ray: each

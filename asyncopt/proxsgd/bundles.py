@@ -25,7 +25,15 @@ import numpy as np
 from numba import njit
 from numba.typed import List
 
-from asyncopt.proxsgd.fast import task_route, task_server_apply, task_worker_step
+from asyncopt.proxsgd.fast import (
+    STEP_NOT_FINITE,
+    _batch_coefficients,
+    _csr_batch_margins,
+    _csr_block_gradient,
+    task_route,
+    task_server_apply,
+    task_worker_step,
+)
 
 
 @dataclasses.dataclass
@@ -54,6 +62,40 @@ class Bundle:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return Bundle(self.blocks[updates], offsets, self.index[keep], self.values[keep], self.intercepts[updates],
                       self.round_batch)  # fmt: skip
+
+
+@dataclasses.dataclass
+class SampleBundle:
+    """Updates of one task for one server as their samples: update t's gradient is X[rows[o_t:o_t+1]]^T
+    coefs[o_t:o_t+1] (o = offsets), of which the server forms the pairs in its own rows from its own
+    columns of X (`ProxSGDAlgorithm.for_server`), the same pairs in the same order as the worker's
+    kernel forms them. A pair bundle carries every entry of the batch in the server's rows; this
+    carries one row number and k coefficients a sample (news20 in 2 blocks, ~77 entries a sample
+    and block: ~60x fewer bytes)."""
+
+    blocks: np.ndarray  # (n,) int64: the update's block, -1 for a full push
+    offsets: np.ndarray  # (n + 1,) int64, into rows / coefs
+    rows: np.ndarray  # (samples,) int64: the samples of the updates, batch after batch
+    coefs: np.ndarray  # (samples, k): their coefficients (loss' less the SVRG anchor's, over the batch size)
+    intercepts: np.ndarray  # (n, k): the intercept's gradient
+    round_batch: int
+
+    def __len__(self) -> int:
+        return int(self.blocks.shape[0])
+
+    def select(self, updates: np.ndarray, samples: bool = True) -> SampleBundle:
+        """The bundle of `updates` (increasing positions); without their samples (`samples` False: the
+        intercept server, whose rule reads only the intercept gradient)."""
+        if not samples:
+            none = np.zeros(len(updates) + 1, dtype=np.int64)
+            return SampleBundle(self.blocks[updates], none, none[:0], self.coefs[:0], self.intercepts[updates],
+                                self.round_batch)  # fmt: skip
+        lengths = np.diff(self.offsets)[updates]
+        chosen = np.repeat(self.offsets[:-1][updates] - np.cumsum(lengths) + lengths, lengths)
+        chosen += np.arange(int(lengths.sum()), dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return SampleBundle(self.blocks[updates], offsets, self.rows[chosen], self.coefs[chosen],
+                            self.intercepts[updates], self.round_batch)  # fmt: skip
 
 
 def _compute(worker, server, rows, sizes, keys, staleness):
@@ -89,6 +131,68 @@ def _compute(worker, server, rows, sizes, keys, staleness):
         all_index[offsets[t] : offsets[t + 1]] = indexes[t]
         all_values[offsets[t] : offsets[t + 1]] = values[t]
     return 0, blocks, offsets, all_index, all_values, intercepts
+
+
+def _compute_samples(worker, server, rows, sizes, keys, staleness):
+    """(status, blocks, coefs, intercepts) of the task's batches: as `_compute`, each update applied to
+    the worker's copy before the next batch reads it, but kept as its samples' coefficients (the
+    last update's pairs are not formed here: its servers form them)."""
+    indptr, indices, values, Y, P = worker[0], worker[1], worker[2], worker[3], worker[4]
+    code, snap_D, has_vr, bounds, block_push = worker[5], worker[6], worker[7], worker[8], worker[9]
+    n = sizes.shape[0]
+    d, k = P.shape[0] - 1, P.shape[1]
+    M = bounds.shape[0] - 1
+    blocks = np.empty(n, dtype=np.int64)
+    coefs = np.empty((rows.shape[0], k), dtype=P.dtype)
+    intercepts = np.zeros((n, k), dtype=P.dtype)
+    start = 0
+    for t in range(n):
+        batch = rows[start : start + sizes[t]]
+        j, lo, hi = -1, 0, d
+        if block_push:  # (the block of task_worker_step)
+            j = keys[t] % M
+            lo, hi = bounds[j], bounds[j + 1]
+        Z = _csr_batch_margins(indptr, indices, values, batch, P[:d])
+        for r in range(Z.shape[0]):
+            for c in range(k):
+                Z[r, c] += P[d, c]
+        intercept, finite = _batch_coefficients(Y, batch, Z, code, snap_D, has_vr)
+        if not finite:
+            return STEP_NOT_FINITE, blocks[:0], coefs[:0], intercepts[:0]
+        coefs[start : start + sizes[t]] = Z
+        if t + 1 < n:  # the task's later batches read this update (the last one only its servers do)
+            index, grad = _csr_block_gradient(indptr, indices, values, batch, Z, lo, hi)
+            update = (j, index, grad, intercept)
+            first, stop, extra, eta = task_route(server, update, staleness)
+            for b in range(first, stop):
+                task_server_apply(server, b, update, eta)
+            if extra >= 0:
+                task_server_apply(server, extra, update, eta)
+        blocks[t] = j
+        intercepts[t] = intercept
+        start += sizes[t]
+    return 0, blocks, coefs, intercepts
+
+
+def _apply_samples(server_args, server, indptr, indices, values, blocks, offsets, rows, coefs, intercepts, staleness):
+    """A SampleBundle's updates in order: a block server forms each update's pairs in its rows from its
+    columns of X (indptr, indices, values: CSR over all samples, global column numbers), the
+    intercept server takes the intercept gradient."""
+    bounds = server_args[1]
+    M = bounds.shape[0] - 1
+    lo, hi = 0, 0
+    if server < M:
+        lo, hi = bounds[server], bounds[server + 1]
+    no_index = np.zeros(0, dtype=np.int64)
+    no_values = np.zeros((0, intercepts.shape[1]), dtype=intercepts.dtype)
+    for t in range(blocks.shape[0]):
+        index, grad = no_index, no_values
+        if server < M:
+            a, b = offsets[t], offsets[t + 1]
+            index, grad = _csr_block_gradient(indptr, indices, values, rows[a:b], coefs[a:b], lo, hi)
+        update = (blocks[t], index, grad, intercepts[t])
+        _, _, _, eta = task_route(server_args, update, staleness)
+        task_server_apply(server_args, server, update, eta)
 
 
 def _apply(server_args, server, blocks, offsets, index, values, intercepts, staleness):
@@ -140,3 +244,22 @@ def compute_bundle(worker_args, server_args, task, staleness: int, compile_only:
 def apply_bundle(server_args, server: int, bundle: Bundle, staleness: int) -> None:
     arrays = (bundle.blocks, bundle.offsets, bundle.index, bundle.values, bundle.intercepts)
     _compiled("_apply")(server_args, server, *map(_read_only, arrays), int(staleness))
+
+
+def compute_sample_bundle(worker_args, server_args, task, staleness: int) -> tuple[int, SampleBundle]:
+    """(status, the task's updates as a SampleBundle): status 0, or the worker kernel's non-zero code."""
+    rows, sizes, keys = (_read_only(np.asarray(a, dtype=np.int64)) for a in (task.rows, task.sizes, task.keys))
+    status, blocks, coefs, intercepts = _compiled("_compute_samples")(
+        worker_args, server_args, rows, sizes, keys, int(staleness)
+    )
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    if status:
+        offsets = offsets[:1]
+    return int(status), SampleBundle(blocks, offsets, np.array(rows[: offsets[-1]]), coefs, intercepts,
+                                     int(task.round_batch))  # fmt: skip
+
+
+def apply_sample_bundle(server_args, server: int, columns: tuple, bundle: SampleBundle, staleness: int) -> None:
+    """`bundle` applied by server `server`, whose columns of X are `columns` (indptr, indices, values)."""
+    arrays = (*columns, bundle.blocks, bundle.offsets, bundle.rows, bundle.coefs, bundle.intercepts)
+    _compiled("_apply_samples")(server_args, server, *map(_read_only, arrays), int(staleness))

@@ -230,10 +230,10 @@ def loss_derivative(z, y, code):
 
 
 @njit(cache=True, nogil=True)
-def sparse_block_step(indptr, indices, values, Y, rows, Z, code, snap_D, has_vr, lo, hi):
-    """From the batch margins Z (intercept included): D = (loss'(Z) - D~[rows]) / N, then the block
-    gradient as (row, value) pairs of X[rows][:, lo:hi]^T D, the intercept gradient sum(D), and
-    whether Z was finite. Z is overwritten with D."""
+def batch_coefficients(Y, rows, Z, code, snap_D, has_vr):
+    """From the batch margins Z (intercept included): the samples' coefficients D = (loss'(Z) -
+    D~[rows]) / N, written over Z (the batch's gradient is X[rows]^T D), the intercept gradient
+    sum(D), and whether Z was finite."""
     N, k = Z.shape
     finite = True
     for r in range(N):
@@ -250,6 +250,15 @@ def sparse_block_step(indptr, indices, values, Y, rows, Z, code, snap_D, has_vr,
     for r in range(N):
         for j in range(k):
             intercept[j] += Z[r, j]
+    return intercept, finite
+
+
+@njit(cache=True, nogil=True)
+def sparse_block_step(indptr, indices, values, Y, rows, Z, code, snap_D, has_vr, lo, hi):
+    """From the batch margins Z (intercept included): the coefficients D (batch_coefficients, over
+    Z), the block gradient as (row, value) pairs of X[rows][:, lo:hi]^T D, the intercept gradient
+    sum(D), and whether Z was finite."""
+    intercept, finite = batch_coefficients(Y, rows, Z, code, snap_D, has_vr)
     index, out = csr_block_gradient(indptr, indices, values, rows, Z, lo, hi)
     return index, out, intercept, finite
 
@@ -338,10 +347,11 @@ def _inlined_copies(names):
 
 # (The passes over a block, soft_step and soft_step_shifted, stay calls: inlined, the eager
 # prox pass lost half its speed on news20.)
-_csr_batch_margins, _lazy_batch_margins, _sparse_block_step, _eager_l1_apply, _lazy_apply = _inlined_copies(
+(_csr_batch_margins, _lazy_batch_margins, _sparse_block_step, _eager_l1_apply, _lazy_apply, _csr_block_gradient,
+ _batch_coefficients) = _inlined_copies(
     ["csr_batch_margins", "lazy_batch_margins", "sparse_block_step", "eager_l1_apply", "lazy_apply",
-     "csr_block_gradient", "loss_derivative", "_sigmoid", "repeat_soft"]
-)[:5]  # fmt: skip
+     "csr_block_gradient", "batch_coefficients", "loss_derivative", "_sigmoid", "repeat_soft"]
+)[:7]  # fmt: skip
 
 
 @njit(cache=True, nogil=True, inline="always")

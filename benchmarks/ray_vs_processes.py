@@ -34,7 +34,8 @@ def wait_share(telemetry) -> float:
     return messages / max(compute + messages, 1e-12)
 
 
-def fit_row(data: str, backend: str, est, X, y, X_test, y_test, metric: str, hit, task=None, fit_kw=None) -> dict:
+def fit_row(data: str, backend: str, est, X, y, X_test, y_test, metric: str, hit, task=None, fit_kw=None,
+            kind="") -> dict:  # fmt: skip
     """Fit `est`, timed as a user waits for it, and its row of the table (`hit(entry)`: the target)."""
     t0 = time.perf_counter()
     est.fit(X, y, **(fit_kw or {}))
@@ -42,7 +43,7 @@ def fit_row(data: str, backend: str, est, X, y, X_test, y_test, metric: str, hit
     last = est.history_[-1]
     reached = next((h for h in est.history_ if hit(h)), None)
     row = {
-        "data": data, "batch": est.batch_size_, "task": task, "backend": backend, "wall": wall,
+        "data": data, "batch": est.batch_size_, "task": task, "backend": backend, "kind": kind, "wall": wall,
         "throughput": last["samples"] / last["seconds"], "metric": last[metric], "test": est.score(X_test, y_test),
         "train_throughput": last["samples"] / training_seconds(last, est.telemetry_),
         "wait": wait_share(est.telemetry_), "staleness": est.telemetry_["staleness"]["mean"],
@@ -71,14 +72,17 @@ def proxsgd_rows(name, loader, configs, epochs, workers, target):
     optima = json.loads((Path(__file__).parent / "results" / "proxsgd_optima.json").read_text())
     fstar = optima[f"{name}/alpha=0.0001"]["objective"]
     rows = []
-    for batch, backend, task in configs:
+    for batch, backend, task, kind in configs:
+        # what a Ray push carries (ProxSGDAlgorithm.bundle_pushes, read when the estimator builds it)
+        os.environ["ASYNCOPT_BUNDLES"] = kind or "auto"
         est = ProxSGDClassifier(
             penalty="l1", alpha=1e-4, batch_size=batch, max_epochs=epochs, tol=None, evals_per_epoch=1,
             random_state=0, backend=backend, n_workers=workers, threads_per_worker=1,
             task_samples=task if backend == "ray" else None,
         )  # fmt: skip
         hit = lambda h: (h["objective"] - fstar) / fstar <= target  # noqa: E731
-        rows.append(fit_row(name, backend, est, X, y, X_test, y_test, "objective", hit, task))
+        rows.append(fit_row(name, backend, est, X, y, X_test, y_test, "objective", hit, task, kind=kind))
+    os.environ.pop("ASYNCOPT_BUNDLES", None)
     return rows
 
 
@@ -114,10 +118,10 @@ def eigenpro_rows(batches, workers, target=0.97):
 
 def table(rows) -> str:
     lines = [
-        "| data | batch | Ray task (samples) | backend | fit wall (s) | samples/s, training | ray / processes, "
+        "| data | batch | Ray task (samples) | backend | Ray push | fit wall (s) | samples/s, training | ray / processes, "
         "training | time to target (s) | final objective or train MSE | test accuracy | messages per task (ms) "
         "| mean staleness |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = {}
     for r in rows:
@@ -130,7 +134,7 @@ def table(rows) -> str:
         to_target = "not reached" if r["to_target"] is None else f"{r['to_target']:.1f}"
         ms = f"{r['message_ms']:.2f}" if ray else ""
         lines.append(
-            f"| {r['data']} | {r['batch']} | {task} | {r['backend']} | {r['wall']:.1f} | {r['train_throughput']:,.0f} "
+            f"| {r['data']} | {r['batch']} | {task} | {r['backend']} | {r.get('kind') or ''} | {r['wall']:.1f} | {r['train_throughput']:,.0f} "
             f"| {ratio} | {to_target} | {r['metric']:.5f} | {r['test']:.4f} | {ms} "
             f"| {r['staleness']:.2f} |"
         )
@@ -142,26 +146,41 @@ def main():
     parser.add_argument("--out", default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--parts", default="a9a,news20,mnist")
+    parser.add_argument("--news20-batches", default="256,1024,4096")
+    parser.add_argument("--kinds", default="pairs,samples", help="what Ray pushes carry (bundle_pushes)")
+    parser.add_argument("--task-samples", default="8192", help="multi-batch Ray tasks (samples) at each batch")
     args = parser.parse_args()
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
+    from asyncopt.engines.ray_engine import DIRECT_CALL_BYTES
+
+    # (as asyncopt starts a local Ray itself: calls carry objects up to DIRECT_CALL_BYTES)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False,
+             _system_config={"max_direct_call_object_size": DIRECT_CALL_BYTES})  # fmt: skip
     from asyncopt.datasets import load_a9a, load_news20
 
-    parts = args.parts.split(",")
+    parts, kinds = args.parts.split(","), args.kinds.split(",")
+    tasks = [int(t) for t in args.task_samples.split(",") if t]
     rows = []
-    configs = lambda batches, tasks: [  # noqa: E731
-        c for b in batches for c in [(b, "processes", None)] + [(b, "ray", t) for t in tasks]
-    ]
+
+    def configs(batches, tasks):
+        out = []
+        for b in batches:
+            out.append((b, "processes", None, ""))
+            out += [(b, "ray", None, kind) for kind in kinds]
+            out += [(b, "ray", t, kinds[-1]) for t in tasks if t > b]
+        return out
+
     if "a9a" in parts:
-        rows += proxsgd_rows("a9a", load_a9a, configs([256], [None, 4096]), 5, args.workers, 5e-2)
+        rows += proxsgd_rows("a9a", load_a9a, configs([256], tasks), 5, args.workers, 5e-2)
     if "news20" in parts:
-        rows += proxsgd_rows("news20", load_news20, configs([256], [None, 4096]), 10, args.workers, 1.0)
-        rows += proxsgd_rows("news20", load_news20, configs([2048], [None]), 10, args.workers, 1.0)
+        batches = [int(b) for b in args.news20_batches.split(",")]
+        rows += proxsgd_rows("news20", load_news20, configs(batches, tasks), 10, args.workers, 1.0)
     if "mnist" in parts:
         rows += eigenpro_rows([250, 1000], args.workers)
     text = (
-        f"Command: `python benchmarks/ray_vs_processes.py --workers {args.workers} --parts {args.parts}`\n\n"
+        f"Command: `python benchmarks/ray_vs_processes.py --workers {args.workers} --parts {args.parts} "
+        f"--news20-batches {args.news20_batches} --kinds {args.kinds} --task-samples {args.task_samples}`\n\n"
         f"{args.workers} workers x 1 thread on {os.cpu_count()} cores; ProxSGD: L1 logistic, alpha 1e-4, 5 epochs "
         "(a9a) or 10 (news20), one evaluation an epoch; EigenPro: full MNIST, 1 epoch, 4 evaluations. Targets: "
         "(F - F*)/F* <= 5e-2 (a9a), <= 1 (news20); accuracy on the first 2,000 test images 0.97 (MNIST).\n\n"

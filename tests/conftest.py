@@ -55,6 +55,11 @@ def ray_session():
             pytest.fail("Ray is not installed (ASYNCOPT_REQUIRE_RAY=1): pip install 'asyncopt[ray]'")
         pytest.skip("Ray is not installed: pip install 'asyncopt[ray]'")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=True)
+        from asyncopt.engines.ray_engine import DIRECT_CALL_BYTES  # (as ensure_ray starts a local Ray)
+
+        ray.init(
+            num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=True,
+            _system_config={"max_direct_call_object_size": DIRECT_CALL_BYTES},
+        )  # fmt: skip
     yield ray
     ray.shutdown()

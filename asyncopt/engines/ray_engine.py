@@ -63,11 +63,26 @@ def import_ray():
     return ray
 
 
+# objects up to this size travel inside the call's message, not through the object store (Ray's
+# default is 100 kB): a pull of 20-40k news20 rows is 160-320 kB, and the store's round trips through
+# the raylet cost 7 ms a task more on 2 workers (benchmarks/results/ray_vs_processes.md). Set for
+# a local Ray that asyncopt starts; a cluster takes it from `ray start --system-config`.
+DIRECT_CALL_BYTES = 8 * 1024 * 1024
+
+
 def ensure_ray(address: str | None):
     """Join the Ray cluster at `address`, or start (or reuse) a local Ray when it is None."""
     ray = import_ray()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=True)
+        extra = {}
+        if address is None and "RAY_max_direct_call_object_size" not in os.environ:
+            extra["_system_config"] = {"max_direct_call_object_size": DIRECT_CALL_BYTES}
+        try:
+            ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=True, **extra)
+        except ValueError:  # (a local Ray already running, started by someone else: joined as it is)
+            if not extra:
+                raise
+            ray.init(address=address, include_dashboard=False, configure_logging=False, log_to_driver=True)
     return ray
 
 

@@ -299,6 +299,7 @@ class ProxSGDAlgorithm:
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_views", None)  # numpy views of the (shared) tensors: rebuilt where unpickled
+        state.pop("_read_marks", None)  # (rows_read's scratch)
         for scratch in ("_snap_margins", "_snap_params", "_row_sq_norms"):  # (the coordinator's)
             state.pop(scratch, None)
         return state
@@ -633,15 +634,16 @@ class ProxSGDAlgorithm:
         problem = self.problem
         if not problem.data.sparse or problem.regularizer.strength or problem.data.device.type != "cpu":
             return None
-        v = self._numpy_views()
-        starts, stops = v["indptr"][rows], v["indptr"][rows + 1]
-        lengths = stops - starts
-        # the entries of the samples' CSR rows, gathered without a Python loop
-        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-        mask = np.zeros(problem.data.d + 1, dtype=bool)  # (a mask, not np.unique: O(entries + d), no sort)
-        mask[v["indices"][offsets]] = True
-        mask[problem.data.d] = problem.fit_intercept
-        return np.flatnonzero(mask)
+        from asyncopt.proxsgd import fast
+
+        v, d = self._numpy_views(), problem.data.d
+        mark = getattr(self, "_read_marks", None)  # (scratch: False between calls)
+        if mark is None or mark.shape[0] != d + 1:
+            mark = self._read_marks = np.zeros(d + 1, dtype=np.bool_)
+        # one compiled pass over the entries, sorting only the columns found (numpy's mask over d and
+        # gathers took 3.6-6.5 ms a task of 2048 news20 samples in a Ray worker)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        return fast.csr_columns_read(v["indptr"], v["indices"], rows, mark, d, bool(problem.fit_intercept))
 
     def _eager_scratch(self, rows: int) -> np.ndarray:
         """The eager kernel's scratch for `rows` rows (fast.eager_l1_apply: the pairs summed aside,

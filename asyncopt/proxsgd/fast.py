@@ -33,6 +33,33 @@ def csr_batch_margins(indptr, indices, values, rows, W):
 
 
 @njit(cache=True, nogil=True)
+def csr_columns_read(indptr, indices, rows, mark, d, with_last):
+    """The sorted columns the CSR rows `rows` touch (and d, the intercept row, with `with_last`):
+    the parameter rows a step on them reads. `mark` (at least d + 1 bools, all False) is scratch,
+    False again on return. O(entries + d): marks, then one scan (a sort of the columns found cost
+    2.5x more on news20's 2048-sample batches)."""
+    count = 0
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for p in range(indptr[i], indptr[i + 1]):
+            c = indices[p]
+            if not mark[c]:
+                mark[c] = True
+                count += 1
+    if with_last and not mark[d]:
+        mark[d] = True
+        count += 1
+    out = np.empty(count, dtype=np.int64)
+    q = 0
+    for c in range(d + 1):
+        if mark[c]:
+            out[q] = c
+            mark[c] = False
+            q += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
 def csr_block_gradient(indptr, indices, values, rows, D, lo, hi):
     """The entries of X[rows][:, lo:hi]^T @ D as (parameter row, value) pairs (duplicates add up)."""
     count = 0

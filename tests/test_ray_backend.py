@@ -285,3 +285,65 @@ def test_ray_without_ray_installed_says_how_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ImportError, match=r"pip install 'asyncopt\[ray\]'"):
         ProxSGDClassifier(backend="ray").fit(np.eye(4), [0, 1, 0, 1])
+
+
+def test_a_worker_sends_the_next_pulls_before_its_pushes_are_answered(monkeypatch):
+    """Pipelined pushes (WorkerActor.run_tasks): a task's pushes are awaited together with the next
+    task's pulls, one round trip instead of two, and the next task still reads them (a server answers
+    one caller's calls in the order sent). The actor classes run here without Ray: a call runs when
+    sent, as an actor runs one caller's calls in order, and `ray.get` records what it waited for."""
+    import ray
+    import torch
+
+    from asyncopt.engines.base import Task
+    from asyncopt.engines.ray_actors import ServerActor, WorkerActor
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+    from asyncopt.proxsgd.data import LinearData
+    from asyncopt.proxsgd.losses import LOSSES, NonconvexRegularizer
+    from asyncopt.proxsgd.problem import LinearProblem, block_bounds
+    from asyncopt.proxsgd.prox import make_penalty
+
+    class Done:  # a call's result, tagged with what it was
+        def __init__(self, kind, value):
+            self.kind, self.value = kind, value
+
+    class Handle:  # server.pull.remote(...) runs the call now
+        def __init__(self, server):
+            self.server = server
+
+        def __getattr__(self, name):
+            method = getattr(self.server, name)
+            return type("M", (), {"remote": staticmethod(lambda *a, **k: Done(name, method(*a, **k)))})
+
+    waits = []
+
+    def get(refs, timeout=None):
+        waits.append(sorted({r.kind for r in refs}))
+        return [r.value for r in refs]
+
+    monkeypatch.setattr(ray, "get", get)
+    rng = np.random.default_rng(3)
+    n, d = 200, 16
+    X = sp.random(n, d, density=0.3, random_state=3, format="csr")
+    problem = LinearProblem(
+        LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, 1))), LOSSES["logistic"],
+        make_penalty("l1", 0.01), NonconvexRegularizer(0.0), True, block_bounds(d, 2),
+    )  # fmt: skip
+    algo = ProxSGDAlgorithm(problem, 8, 0.5, "block")
+    rows = [algo.server_rows(b) for b in range(algo.n_locks)]
+    start = algo.init_params().numpy()
+    servers = [ServerActor(algo.for_server(b), b, lo, hi, start[lo:hi], 0, None) for b, (lo, hi) in enumerate(rows)]
+    worker = WorkerActor(algo, [Handle(s) for s in servers], rows, 1)
+    tasks = [Task(rng.choice(n, 8, replace=False), np.array([8]), np.array([t]), 8) for t in range(4)]
+    reply = worker.run_tasks(tasks, 0, [1, 2, 3, 4])
+    assert waits[0] == ["pull"] and all(w == ["pull", "push"] for w in waits[1:4]) and waits[4] == ["push"]
+    assert [seq for seq, _ in reply["acks"]] == [1, 2, 3, 4] and reply["updates"] == 4
+    # the same steps as a worker that waits for each push: the serial order, one update at a time
+    ref = torch.as_tensor(start).clone()
+    for t, task in enumerate(tasks):
+        update = algo.compute(ref, torch.as_tensor(task.rows), 1.0, t)
+        for _, part in algo.server_parts(update):
+            algo.apply(ref, part, 0)
+    held = np.concatenate([s.params.numpy()[lo:hi] for s, (lo, hi) in zip(servers, rows, strict=True)])
+    np.testing.assert_allclose(held, ref.numpy(), rtol=1e-12, atol=1e-14)
+    assert reply["stalenesses"] == [0, 0, 0, 0]

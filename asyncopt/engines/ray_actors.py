@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import time
 
@@ -251,6 +252,17 @@ class ServerActor:
         return {"clock": self.clock, "ledger": self.ledger.state_dict(), "refused": self.refused, "busy": self.busy}
 
 
+@dataclasses.dataclass
+class _Pending:
+    """A task whose pushes were sent and not yet answered (WorkerActor.run_tasks)."""
+
+    seq: int
+    refs: list  # the push calls, one per target server
+    targets: list[int]
+    owners: list[list]  # each update's (server, place in that server's parts)
+    reply: dict  # the task's reply so far (all but the push replies' figures)
+
+
 class WorkerActor:
     """A worker: pull, compute a task's batches from what it pulled, push each server's parts."""
 
@@ -281,20 +293,32 @@ class WorkerActor:
         self.replica[index] = None
 
     def run_tasks(self, tasks: list, origin: int, seqs: list[int]) -> dict:
-        """Tasks one after the other, each as `run_task` (its own pull and push), in one call from
-        the coordinator: the coordinator's cost is then per call, not per batch. One reply for all,
-        with each task's acknowledgements (`acks`: (seq, updates each server now holds))."""
+        """Tasks one after the other, each with its own pull and push, in one call from the
+        coordinator: the coordinator's cost is then per call, not per batch. One reply for all, with
+        each task's acknowledgements (`acks`: (seq, updates each server now holds)).
+
+        Pushes are pipelined: a task's pushes are not waited for before the next task's pulls are
+        sent; both are awaited together, before the next task computes. An actor runs one caller's
+        calls in the order sent, so each server applies the push before it answers the pull: the
+        next task reads its own updates, and the steps are those of a worker that waited. One round
+        trip a task is saved; at most one task's pushes are in flight per worker, so per origin only
+        the last push can be incomplete at some servers (what `lagging_servers` relies on)."""
+        import ray
+
         total: dict = {"stalenesses": [], "acks": []}
+        pending = None
         for task, seq in zip(tasks, seqs, strict=True):
-            reply = self.run_task(task, origin, seq)
-            total["stalenesses"] += reply.pop("stalenesses")
-            total["acks"].append((seq, reply.pop("parts")))
-            for key, value in reply.items():
-                total[key] = total.get(key, 0) + value
+            pending = self._run_task(task, origin, seq, pending, total)
+        t0 = time.perf_counter()
+        replies = ray.get(pending.refs)
+        pending.reply["messages"] += time.perf_counter() - t0
+        self._settle(pending, replies, total)
+        self.finished = time.perf_counter()
         return total
 
-    def run_task(self, task, origin: int, seq: int) -> dict:
-        """Pull, compute, push the task's updates as push (origin, seq) of every server."""
+    def _run_task(self, task, origin: int, seq: int, pending: _Pending | None, total: dict) -> _Pending:
+        """Pull (awaiting `pending`, the previous task's pushes, with it), compute, send the pushes of
+        push (origin, seq) to every server the task's updates go to; what to await of them."""
         import ray
 
         t0 = time.perf_counter()
@@ -308,7 +332,13 @@ class WorkerActor:
         # algorithms whose steps must not see part of an update (EigenPro) read whole pushes: a push
         # that some servers applied and others not yet is waited for (docs/architecture.md)
         whole = getattr(self.algo, "snapshot_reads", False) and len(self.servers) > 1
-        pulled = ray.get([s.pull.remote(w, c, whole) for s, w, c in zip(self.servers, wanted, since, strict=True)])
+        refs = [s.pull.remote(w, c, whole) for s, w, c in zip(self.servers, wanted, since, strict=True)]
+        if pending is None:
+            pulled = ray.get(refs)
+        else:  # (the previous task's pushes, sent before these pulls: each server answers them first)
+            got = ray.get(refs + pending.refs)
+            pulled = got[: len(refs)]
+            self._settle(pending, got[len(refs) :], total)
         clocks, pull_bytes = [0] * len(self.servers), 0
         for b, (w, reply) in enumerate(zip(wanted, pulled, strict=True)):
             pull_bytes += self._take(b, w, reply, clocks)
@@ -334,27 +364,10 @@ class WorkerActor:
         parts, owners = self._bundle(task, clocks) if bundled else self._batches(task, clocks)
         t2 = time.perf_counter()
         targets = [b for b, p in enumerate(parts) if p]
-        replies = dict(
-            zip(
-                targets,
-                ray.get(
-                    [self.servers[b].push.remote(origin, seq, parts[b], bundled, stepped_at, targets) for b in targets]
-                ),
-                strict=True,
-            )
-        )
-        # an update's staleness: the most any of its servers counted (unknown for a retry forgotten)
-        stalenesses = []
-        for placed in owners:
-            counted = [replies[b][0][i] for b, i in placed if replies[b][0] is not None]
-            if counted:
-                stalenesses.append(max(counted))
-        if stalenesses:
-            self.staleness = max(stalenesses)
+        refs = [self.servers[b].push.remote(origin, seq, parts[b], bundled, stepped_at, targets) for b in targets]
         idle = 0.0 if self.finished is None else max(0.0, t0 - self.finished)
         self.finished = time.perf_counter()
-        return {
-            "stalenesses": stalenesses,
+        reply = {
             "updates": len(owners),
             "samples": task.n_samples,
             "compute": t2 - t1,
@@ -362,13 +375,32 @@ class WorkerActor:
             "messages": (t1 - t0) + (self.finished - t2),
             # what each server now holds of this task (updates)
             "parts": {b: len(parts[b][0][0]) if bundled else len(parts[b]) for b in targets},
-            "retried": sum(replies[b][1] for b in targets),
             "sent": len(pulled) + len(targets),
             "bytes": pull_bytes + sum(_payload_bytes(parts[b]) for b in targets),
             "pull_bytes": pull_bytes,
             "reads_repaired": repaired,  # reads that waited for a push to reach all its servers
             "reads_torn": torn,  # reads still missing part of a push after WHOLE_READ_ROUNDS re-pulls
         }
+        return _Pending(seq, refs, targets, owners, reply)
+
+    def _settle(self, pending: _Pending, replies: list, total: dict) -> None:
+        """A task's push replies: its updates' stalenesses (the most any of their servers counted;
+        unknown for a retry forgotten), the staleness the copy steps the next task at, and the
+        task's reply added to `total`."""
+        replies = dict(zip(pending.targets, replies, strict=True))
+        stalenesses = []
+        for placed in pending.owners:
+            counted = [replies[b][0][i] for b, i in placed if replies[b][0] is not None]
+            if counted:
+                stalenesses.append(max(counted))
+        if stalenesses:
+            self.staleness = max(stalenesses)
+        reply = pending.reply
+        reply["retried"] = sum(replies[b][1] for b in pending.targets)
+        total["stalenesses"] += stalenesses
+        total["acks"].append((pending.seq, reply.pop("parts")))
+        for key, value in reply.items():
+            total[key] = total.get(key, 0) + value
 
     def _take(self, b: int, w, reply, clocks: list[int]) -> int:
         """Put server b's pull reply into the copy (its deltas, rows, or the rows of `w`); its bytes."""

@@ -311,9 +311,15 @@ class RayEngine:
         }
 
     def _broadcast_rule_state(self, ray, algo) -> None:
-        state = algo.state_dict()
-        actors = [*self._server_actors, *self._workers]
-        self._call(ray, [a.set_rule_state.remote(state) for a in actors], algo)
+        """The rule's state to every actor: put in the object store once per role (not serialized once
+        per actor), each role's share of it where the algorithm says (`actor_state_dict`)."""
+        if hasattr(algo, "actor_state_dict"):
+            servers, workers = (ray.put(algo.actor_state_dict(role)) for role in ("server", "worker"))
+        else:
+            servers = workers = ray.put(algo.state_dict())
+        calls = [a.set_rule_state.remote(servers) for a in self._server_actors]
+        calls += [a.set_rule_state.remote(workers) for a in self._workers]
+        self._call(ray, calls, algo)
 
     def _shutdown(self, ray) -> None:
         for actor in [*getattr(self, "_workers", []), *getattr(self, "_server_actors", [])]:

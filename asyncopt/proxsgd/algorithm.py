@@ -817,6 +817,17 @@ class ProxSGDAlgorithm:
             state["snapshot_D"], state["snapshot_mu"] = self._snap_D.clone(), self._snap_mu.clone()
         return state
 
+    def actor_state_dict(self, role: str) -> dict:
+        """`state_dict` as the engine's actors need it (Ray, after each drained point): without the
+        coordinator's power-iteration warm start, and for a server ("server") without the per-sample
+        anchor D~, which its rule does not read (on news20 the broadcast took 32 ms an epoch)."""
+        state = self.state_dict()
+        state.pop("local_vector", None)
+        if role == "server":
+            state.pop("snapshot_D", None)
+        # numpy arrays travel as buffers (Ray's pickle 5, no copy); tensors through torch's reducer
+        return {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
     def load_state_dict(self, state: dict, params: torch.Tensor) -> None:
         self.step = float(state["step"])
         self.step_cap = float(state.get("step_cap", self.eta))  # (older checkpoints: the global bound)

@@ -416,7 +416,11 @@ def main():
 
         optima = json.loads((Path(__file__).parent / "results" / "proxsgd_optima.json").read_text())
         fstar = optima["a9a/alpha=0.0001"]["objective"]
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
+        from asyncopt.engines.ray_engine import DIRECT_CALL_BYTES
+
+        # (as asyncopt starts a local Ray itself: calls carry objects up to DIRECT_CALL_BYTES)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False,
+                 _system_config={"max_direct_call_object_size": DIRECT_CALL_BYTES})  # fmt: skip
         # the driver's evaluations on one thread: their CPU is then their wall time (CpuProbe)
         torch.set_num_threads(1)
         t0 = time.perf_counter()

@@ -31,8 +31,9 @@ WHOLE_READ_ROUNDS = 50  # re-pulls of the lagging servers before a read is taken
 
 def lagging_servers(fronts: list[dict]) -> list[int]:
     """Servers behind a push another server applied: `fronts[a]` maps each origin to the last push
-    server a applied from it and that push's servers. A worker pushes one task at a time and waits
-    for every server, so per origin only the last push can be incomplete. An origin a server has no
+    server a applied from it and that push's servers. A worker has one task's pushes in flight at
+    most (it awaits them, with its next pulls, before it pushes again), so per origin only the last
+    push can be incomplete. An origin a server has no
     entry for (restarted from its file) is not compared."""
     behind = set()
     for a, front in enumerate(fronts):

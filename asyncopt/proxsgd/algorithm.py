@@ -833,11 +833,11 @@ class ProxSGDAlgorithm:
         self.step_cap = float(state.get("step_cap", self.eta))  # (older checkpoints: the global bound)
         self.delay_unit = float(state.get("delay_unit", self._global_unit))
         if "local_vector" in state:
-            self._local_vector = torch.as_tensor(state["local_vector"]).clone()
+            self._local_vector = _tensor(state["local_vector"]).clone()
         if self.variance_reduction:
             if self._snap_D.shape[0]:  # (a server's copy has no samples, and no use for D)
-                self._snap_D.copy_(torch.as_tensor(state["snapshot_D"]))
-            self._snap_mu.copy_(torch.as_tensor(state["snapshot_mu"]))
+                self._snap_D.copy_(_tensor(state["snapshot_D"]))
+            self._snap_mu.copy_(_tensor(state["snapshot_mu"]))
         if self._lazy_state is not None:  # saved parameters are caught up: every row current at tick 0
             self._lazy_state["ticks"].zero_()
             self._lazy_state["last"].zero_()
@@ -872,6 +872,14 @@ class _NoBatches:  # (a task's fields, for warm_bundles: the engines' Task is no
     sizes: np.ndarray
     keys: np.ndarray
     round_batch: int
+
+
+def _tensor(value) -> torch.Tensor:
+    """A tensor of a saved or broadcast array, to copy from: a read-only array (Ray maps them from
+    its object store) is copied first, since torch warns that it cannot wrap one."""
+    if isinstance(value, np.ndarray) and not value.flags.writeable:
+        value = value.copy()
+    return torch.as_tensor(value)
 
 
 def _is_tensor(obj, field) -> bool:

@@ -44,6 +44,7 @@ def fit_row(data: str, backend: str, est, X, y, X_test, y_test, metric: str, hit
     reached = next((h for h in est.history_ if hit(h)), None)
     row = {
         "data": data, "batch": est.batch_size_, "task": task, "backend": backend, "kind": kind, "wall": wall,
+        "push": getattr(est, "push_", ""),
         "throughput": last["samples"] / last["seconds"], "metric": last[metric], "test": est.score(X_test, y_test),
         "train_throughput": last["samples"] / training_seconds(last, est.telemetry_),
         "wait": wait_share(est.telemetry_), "staleness": est.telemetry_["staleness"]["mean"],
@@ -118,7 +119,7 @@ def eigenpro_rows(batches, workers, target=0.97):
 
 def table(rows) -> str:
     lines = [
-        "| data | batch | Ray task (samples) | backend | Ray push | fit wall (s) | samples/s, training | ray / processes, "
+        "| data | batch | Ray task (samples) | backend | push, Ray bundle | fit wall (s) | samples/s, training | ray / processes, "
         "training | time to target (s) | final objective or train MSE | test accuracy | messages per task (ms) "
         "| mean staleness |",
         "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -134,7 +135,7 @@ def table(rows) -> str:
         to_target = "not reached" if r["to_target"] is None else f"{r['to_target']:.1f}"
         ms = f"{r['message_ms']:.2f}" if ray else ""
         lines.append(
-            f"| {r['data']} | {r['batch']} | {task} | {r['backend']} | {r.get('kind') or ''} | {r['wall']:.1f} | {r['train_throughput']:,.0f} "
+            f"| {r['data']} | {r['batch']} | {task} | {r['backend']} | {', '.join(x for x in (r.get('push'), r.get('kind')) if x)} | {r['wall']:.1f} | {r['train_throughput']:,.0f} "
             f"| {ratio} | {to_target} | {r['metric']:.5f} | {r['test']:.4f} | {ms} "
             f"| {r['staleness']:.2f} |"
         )

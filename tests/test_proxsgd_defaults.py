@@ -124,11 +124,9 @@ def test_the_local_step_moves_the_delay_bound_to_the_curvature_at_the_iterate_an
     assert fresh.delay_unit == algo.delay_unit and fresh.step_at(15) == algo.step_at(15)
 
 
-def test_the_default_push_is_full_with_eager_updates_in_shared_memory_and_the_block_push_elsewhere():
-    shared = ("serial", "threads", "processes")
-    assert [resolve_push("auto", b, False) for b in (*shared, "ray")] == ["full"] * 3 + ["block"]
-    assert [resolve_push("auto", b, True) for b in shared] == ["block"] * 3  # lazy updates: the block push
-    assert resolve_push("block", "processes", False) == "block" and resolve_push("full", "ray", True) == "full"
+def test_the_default_push_is_full_with_eager_updates_and_the_block_push_on_wide_data():
+    assert resolve_push("auto", False) == "full" and resolve_push("auto", True) == "block"
+    assert resolve_push("block", False) == "block" and resolve_push("full", True) == "full"
     X, y = make_classification(300, 10, random_state=0)
     clf = ProxSGDClassifier(max_epochs=1, tol=None, backend="threads", n_workers=2, random_state=0)
     with warnings.catch_warnings():
@@ -144,3 +142,20 @@ def test_the_default_push_is_full_with_eager_updates_in_shared_memory_and_the_bl
         lazy = ProxSGDClassifier(penalty="l1", max_epochs=1, tol=None, batch_size=8, backend="threads", n_workers=2)
         lazy.fit(wide, yw)
     assert lazy.push_ == "block"
+
+
+def test_ray_takes_the_block_push_on_wide_data_and_the_full_push_elsewhere(ray_session):
+    """Ray has no lazy updates, but the same criterion picks its push: a block's eager sweep against
+    a batch's entries (its servers sweep their blocks on every update they apply)."""
+    X, y = make_classification(300, 10, random_state=0)
+    wide = sp.random(2000, 200_000, density=2e-4, random_state=0, format="csr")
+    yw = np.arange(2000) % 2
+    pushes = []
+    for data, target, batch in ((X, y, 32), (wide, yw, 8)):
+        clf = ProxSGDClassifier(penalty="l1", max_epochs=1, tol=None, batch_size=batch, backend="ray", n_workers=2,
+                                threads_per_worker=1, random_state=0)  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(data, target)
+        pushes.append(clf.push_)
+    assert pushes == ["full", "block"]

@@ -36,13 +36,14 @@ def _names(ray, kind: str) -> list[str]:
     return sorted(n for n in list_named_actors() if n.startswith("asyncopt-") and kind in n)
 
 
-@pytest.mark.parametrize("restart", ["drained point", "file"])
+@pytest.mark.parametrize("restart, push", [("drained point", "auto"), ("file", "block")])
 def test_killed_workers_and_a_killed_server_are_replaced_and_the_run_reaches_its_objective(
-    ray_session, restart, tmp_path
+    ray_session, restart, push, tmp_path
 ):
     """A killed server restarts from the coordinator's copy of the last drained point, or, with
     checkpoint_dir, from the file it saved last (at the last drained point, or after a push 10 s
-    after its last save)."""
+    after its last save). Both pushes: the default (the full push here: every update has a part at
+    both block servers) and AsyB's block push (one block server an update)."""
     rng = np.random.default_rng(0)
     X = sp.random(2000, 60, density=0.1, random_state=0, format="csr")
     w = rng.normal(size=60) * (rng.random(60) < 0.3)
@@ -56,7 +57,7 @@ def test_killed_workers_and_a_killed_server_are_replaced_and_the_run_reaches_its
     try:
         est = ProxSGDClassifier(
             backend="ray", n_workers=2, threads_per_worker=1, evals_per_epoch=2,
-            checkpoint_dir=tmp_path if restart == "file" else None, checkpoint_every=None, **common,
+            checkpoint_dir=tmp_path if restart == "file" else None, checkpoint_every=None, push=push, **common,
         ).fit(X, y)  # fmt: skip
     finally:
         stop.set()
@@ -69,6 +70,10 @@ def test_killed_workers_and_a_killed_server_are_replaced_and_the_run_reaches_its
     assert not (tmp_path / "ray-servers").exists()  # the servers' files go with the run
     # the ledger: each update's block part and intercept part were applied once, or counted lost
     steps = est.history_[-1]["steps"]
-    assert sum(t["server_updates"][:2]) + sum(t["lost_updates"][:2]) == steps
-    assert t["server_updates"][2] + t["lost_updates"][2] == steps
+    held = [t["server_updates"][b] + t["lost_updates"][b] for b in range(3)]
+    if est.push_ == "block":  # each update's block part went to one of the two block servers
+        assert held[0] + held[1] == steps
+    else:
+        assert est.push_ == "full" and held[0] == held[1] == steps
+    assert held[2] == steps
     assert abs(est.history_[-1]["objective"] - serial.history_[-1]["objective"]) < 0.02

@@ -31,18 +31,26 @@ from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd, tolerance_me
 AUTO_BATCH_MIN, AUTO_BATCH_MAX = 32, 4096
 
 
-def resolve_push(push: str, backend: str, lazy: bool) -> str:
-    """push="auto". Ray: the block push (AsyB-ProxSGD), a push sends a server only its block. In shared
-    memory, the full push with eager updates (`lazy`: whether the block push's updates would be lazy):
-    there each update takes the step of its measured staleness and moves every block (news20, 2
-    workers: 1.46x one worker to 1e-2, AsyB 0.93x). The block push with lazy updates (wide sparse
-    data): an update costs its entries, half of them for a block push with 2 blocks, and lazy updates
-    take the step of the delay bound, which costs a full push more (0.5 against 0.71 of the step at 2
-    workers) (2*10^6 x 10^6 synthetic: AsyB 1.78x one worker to 1e-2, the full push 1.14x;
-    benchmarks/results/proxsgd_large.md)."""
+def resolve_push(push: str, blockwise: bool) -> str:
+    """push="auto": the block push (AsyB-ProxSGD) where a block's eager sweep costs far more than a
+    batch's entries (`blockwise`: wide sparse data, where shared memory's updates are lazy), else the
+    full push (Asyn-ProxSGD), whose updates each move every block.
+    - Shared memory: each update takes the step of its measured staleness and moves every block
+      (news20, 2 workers: 1.46x one worker to 1e-2, AsyB 0.93x). On wide data an update costs its
+      entries with lazy updates, half of them for a block push with 2 blocks, and lazy updates take
+      the step of the delay bound, which costs a full push more (0.5 against 0.71 of the step at 2
+      workers) (2*10^6 x 10^6 synthetic: AsyB 1.78x one worker to 1e-2, the full push 1.14x;
+      benchmarks/results/proxsgd_large.md).
+    - Ray: the servers sweep their blocks eagerly, so a full push costs every server a sweep per
+      update, which on wide data is the block push's rule again; elsewhere a full push's samples
+      travel to each block server (sample bundles: bytes a sample) and each update moves every
+      block. Measured with 2 workers (session 10): news20 at batch 4,096 the same samples/s
+      (102k against 107k) and relative suboptimality 0.72 against 0.83 after 20 epochs; at batch
+      256, 22k against 31k samples/s and 0.30 against 0.44 after 10 epochs; a9a to 1e-2 in 8.3
+      against 8.2 s, start-up included."""
     if push != "auto":
         return push
-    return "block" if backend == "ray" or lazy else "full"
+    return "block" if blockwise else "full"
 
 
 def auto_batch_size(smoothness) -> int:
@@ -290,7 +298,10 @@ class _ProxSGDBase(AsyncEstimator):
 
         push = self.push
         if push == "auto":  # the block push where its updates are lazy (wide sparse data), else the full push
-            push = resolve_push(push, self.backend, make_algorithm(False, "block").lazy_active)
+            probe = make_algorithm(False, "block")
+            # (Ray has no lazy updates; its servers sweep eagerly: the criterion lazy updates use)
+            blockwise = probe.sweep_dominates if self.backend == "ray" else probe.lazy_active
+            push = resolve_push(push, blockwise)
         algo = make_algorithm(adaptive, push)
         if self.delay_adaptive == "auto" and adaptive and not algo.lazy_active:
             # lazy updates need one constant step; where they pay (wide sparse data, small batches) they
@@ -438,10 +449,10 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         Parameter-server blocks M; "auto" is one per worker (1 block, 1 worker = plain ProxSGD).
     push : {"auto", "block", "full"}
         "block": AsyB-ProxSGD (one block's gradient per update); "full": Asyn-ProxSGD (all blocks).
-        "auto" (default): "block" with backend="ray" (a push carries one block) and on wide sparse
-        data where updates are lazy (an update costs its entries; 2*10^6 x 10^6 synthetic, 2 workers:
-        1.78x one worker against 1.14x for the full push), else "full" (news20, 2 workers: 1.46x
-        one worker against 0.93x for the block push). ``push_`` is the one used.
+        "auto" (default): "block" on wide sparse data, where a block's eager sweep costs far more
+        than a batch's entries (updates are lazy there in shared memory; 2*10^6 x 10^6 synthetic, 2
+        workers: 1.78x one worker against 1.14x for the full push), else "full" (news20, 2 workers:
+        1.46x one worker against 0.93x for the block push), on every backend. ``push_`` is the one used.
     backend : {"serial", "threads", "processes", "ray"}
         The engine (serial is deterministic and can simulate delays; "ray": parameter servers and
         workers as Ray actors, on one machine or a cluster, docs/cluster.md).

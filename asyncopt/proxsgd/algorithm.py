@@ -112,6 +112,12 @@ class ProxSGDAlgorithm:
             and (self.lazy == "on" or self._lazy_pays())
         )
 
+    @property
+    def sweep_dominates(self) -> bool:
+        """A block's eager sweep costs far more than a batch's entries (sparse data; `_lazy_pays`):
+        where lazy updates pay, and where a full push's sweeps of every block cost most."""
+        return self.problem.data.sparse and self._lazy_pays()
+
     def _lazy_pays(self) -> bool:
         """A lazy update reads and writes ~4 arrays at random per minibatch entry (~100-200 ns each,
         cache misses); an eager one sweeps its blocks (~0.5 ns a coordinate). Measured with the

@@ -98,6 +98,17 @@ class SampleBundle:
                             self.intercepts[updates], self.round_batch)  # fmt: skip
 
 
+@njit(nogil=True, inline="always")
+def _apply_to_copy(server, update, staleness):
+    """`update` applied to the worker's copy (the servers' arguments over it) as every server it
+    goes to will apply it, with the step of `staleness`."""
+    first, stop, extra, eta = task_route(server, update, staleness)
+    for b in range(first, stop):
+        task_server_apply(server, b, update, eta)
+    if extra >= 0:
+        task_server_apply(server, extra, update, eta)
+
+
 def _compute(worker, server, rows, sizes, keys, staleness):
     """(status, blocks, offsets, index, values, intercepts) of the task's batches (see the module)."""
     n = sizes.shape[0]
@@ -114,11 +125,7 @@ def _compute(worker, server, rows, sizes, keys, staleness):
             return status, blocks[:0], offsets[:1], np.zeros(0, np.int64), np.zeros((0, k), worker[4].dtype), intercepts
         j, index, grad, intercept = update
         if t + 1 < n:  # the task's later batches read this update (the last one only its servers do)
-            first, stop, extra, eta = task_route(server, update, staleness)
-            for b in range(first, stop):
-                task_server_apply(server, b, update, eta)
-            if extra >= 0:
-                task_server_apply(server, extra, update, eta)
+            _apply_to_copy(server, update, staleness)
         blocks[t] = j
         offsets[t + 1] = offsets[t] + index.shape[0]
         if intercept.shape[0] == k:
@@ -162,12 +169,7 @@ def _compute_samples(worker, server, rows, sizes, keys, staleness):
         coefs[start : start + sizes[t]] = Z
         if t + 1 < n:  # the task's later batches read this update (the last one only its servers do)
             index, grad = _csr_block_gradient(indptr, indices, values, batch, Z, lo, hi)
-            update = (j, index, grad, intercept)
-            first, stop, extra, eta = task_route(server, update, staleness)
-            for b in range(first, stop):
-                task_server_apply(server, b, update, eta)
-            if extra >= 0:
-                task_server_apply(server, extra, update, eta)
+            _apply_to_copy(server, (j, index, grad, intercept), staleness)
         blocks[t] = j
         intercepts[t] = intercept
         start += sizes[t]

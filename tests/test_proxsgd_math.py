@@ -264,12 +264,14 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
 @pytest.mark.parametrize("blocks", [1, 3])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
-def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(push, vr, blocks, adaptive, kind):
+@pytest.mark.parametrize("penalty", ["l1", "positive l1", "none"])
+def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(penalty, push, vr, blocks, adaptive, kind):
     """Ray's bundles (proxsgd/bundles.py): the task computed in one compiled call on a worker's copy
     (each update applied to it before the next batch), split by server, and each server's bundle
     applied in one call, against the same steps one by one with compute / apply / server_parts. Both
     copies and the servers' parameters agree; every server gets the updates it owns. Both kinds of
-    bundle: gradient pairs, and samples with coefficients (the servers form the pairs)."""
+    bundle: gradient pairs, and samples with coefficients (the servers sum the gradient from their
+    columns). Each penalty's branch of the server's step: the prox, the positive prox, none."""
     import scipy.sparse as sp
 
     from asyncopt.engines.base import Task
@@ -280,7 +282,8 @@ def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(push, vr,
     X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4))
     problem = LinearProblem(
         LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k))), LOSSES["logistic"],
-        make_penalty("l1", 0.02), NonconvexRegularizer(0.0), True, block_bounds(d, blocks),
+        make_penalty(penalty.split()[-1], 0.02, positive=penalty.startswith("positive")), NonconvexRegularizer(0.0),
+        True, block_bounds(d, blocks),
     )  # fmt: skip
     algo = ProxSGDAlgorithm(
         problem, 5, 0.4, push, delay=2.0, delay_adaptive=adaptive, variance_reduction=vr, bundle_pushes=kind

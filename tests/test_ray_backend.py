@@ -142,32 +142,38 @@ def test_a_diverging_ray_worker_raises_training_diverged_itself(ray_session):
 
 
 def test_a_retried_push_is_applied_once(ray_session):
-    """A server applies a worker's push once: the same (worker, sequence number) again is a no-op."""
+    """A server applies a worker's push once: the same (worker, sequence number) again is a no-op.
+    Two servers in one actor (a host): each has its own clock and ledger."""
     import torch
 
     from asyncopt.eigenpro.step import RowsDelta
-    from asyncopt.engines.ray_actors import ServerActor
+    from asyncopt.engines.ray_actors import ServerActor, ShardSpec
 
     class Additive:
         def init_params(self):
-            return torch.zeros(4, 1)
+            return torch.zeros(6, 1)
 
         def apply(self, params, part, staleness):
             params.index_add_(0, part.rows, part.delta)
 
-    server = ray_session.remote(ServerActor).remote(Additive(), 0, 0, 4, np.zeros((4, 1), np.float32), 0, None)
-    part = RowsDelta(torch.tensor([1]), torch.ones(1, 1))
-    first = ray_session.get(server.push.remote(7, 1, [(part, 0)]))
-    retry = ray_session.get(server.push.remote(7, 1, [(part, 0)]))  # the same push again: answered, not applied
-    later = ray_session.get(server.push.remote(7, 3, [(part, 0), (part, 0)]))  # out of order: applied
-    again = ray_session.get(server.push.remote(7, 3, [(part, 0), (part, 0)]))
-    clock, rows, _ = ray_session.get(server.pull.remote())
-    assert first == ([0], False) and retry == ([0], True)
+    specs = [ShardSpec(0, 0, 4, np.zeros((4, 1), np.float32)), ShardSpec(1, 4, 6, np.zeros((2, 1), np.float32))]
+    host = ray_session.remote(ServerActor).remote(specs, Additive(), Additive())
+    part, other = RowsDelta(torch.tensor([1]), torch.ones(1, 1)), RowsDelta(torch.tensor([5]), torch.ones(1, 1))
+    push = lambda seq, n: host.push.remote([(0, 7, seq, [(part, 0)] * n), (1, 7, seq, [(other, 0)])])  # noqa: E731
+    first = ray_session.get(push(1, 1))
+    retry = ray_session.get(push(1, 1))  # the same push again: answered, not applied
+    later = ray_session.get(push(3, 2))  # out of order: applied
+    again = ray_session.get(push(3, 2))
+    only = ray_session.get(host.push.remote([(1, 7, 4, [(other, 1)])]))  # to one of the two
+    (clock, rows, _), (clock1, rows1, _) = ray_session.get(host.pull.remote([(0, None, None, False), (1, None, None, False)]))
+    assert first == [([0], False), ([0], False)] and retry == [([0], True), ([0], True)]
     # (a push's parts are one task's: each read the earlier ones, so each is 1 update stale, not 1 and 2)
-    assert later == ([1, 1], False) and again == ([1, 1], True)
-    assert clock == 3 and rows[1, 0] == 3.0
-    assert ray_session.get(server.state.remote())["refused"] == 2
-    ray_session.kill(server)
+    assert later == [([1, 1], False), ([1], False)] and again == [([1, 1], True), ([1], True)]
+    assert only == [([1], False)]
+    assert clock == 3 and rows[1, 0] == 3.0 and clock1 == 3 and rows1[1, 0] == 3.0
+    states = ray_session.get(host.state.remote())
+    assert states[0]["refused"] == 2 and states[1]["refused"] == 2
+    ray_session.kill(host)
 
 
 def test_a_push_is_stepped_at_no_more_than_the_workers_copy_was():
@@ -178,7 +184,7 @@ def test_a_push_is_stepped_at_no_more_than_the_workers_copy_was():
     import torch
 
     from asyncopt.eigenpro.step import RowsDelta
-    from asyncopt.engines.ray_actors import ServerActor
+    from asyncopt.engines.ray_actors import ServerShard
 
     class Recording:
         steps_at: list = []
@@ -189,7 +195,7 @@ def test_a_push_is_stepped_at_no_more_than_the_workers_copy_was():
         def apply(self, params, part, staleness):
             self.steps_at.append(staleness)
 
-    server = ServerActor(Recording(), 0, 0, 4, np.zeros((4, 1), np.float32), 0, None)
+    server = ServerShard(Recording(), 0, 0, 4, np.zeros((4, 1), np.float32), 0, None)
     part = RowsDelta(torch.tensor([1]), torch.ones(1, 1))
     assert server.push(1, 1, [(part, 0), (part, 0)]) == ([0, 0], False)
     assert server.push(2, 1, [(part, 0)], stepped_at=5) == ([2], False)  # 2 updates since its read
@@ -198,13 +204,13 @@ def test_a_push_is_stepped_at_no_more_than_the_workers_copy_was():
 
 
 def test_a_server_saves_its_state_and_a_new_one_starts_from_the_file(tmp_path):
-    """ServerActor.save writes rows, clock and ledger (safetensors, atomically); after a push once
+    """ServerShard.save writes rows, clock and ledger (safetensors, atomically); after a push once
     save_every seconds have passed it saves by itself; a server started without rows reads them, and
     refuses a file that is another server's. (The actor class, called here without Ray.)"""
     import torch
 
     from asyncopt.eigenpro.step import RowsDelta
-    from asyncopt.engines.ray_actors import ServerActor
+    from asyncopt.engines.ray_actors import ServerShard
     from asyncopt.persistence import FileFormatError
 
     class Additive:
@@ -218,22 +224,22 @@ def test_a_server_saves_its_state_and_a_new_one_starts_from_the_file(tmp_path):
 
     file = str(tmp_path / "servers" / "server-1.safetensors")
     write_server_file(file, 1, 2, 5, np.zeros((3, 1), np.float32), 0, None)  # (the coordinator's first)
-    server = ServerActor(Additive(), 1, 2, 5, None, 0, None, file, 0.2)
+    server = ServerShard(Additive(), 1, 2, 5, None, 0, None, file, 0.2)
     part = RowsDelta(torch.tensor([3]), torch.ones(1, 1))
     server.push(7, 1, [(part, 0)])  # (no save yet: 0.2 s have not passed)
     assert server.save() == 1
     server.push(7, 2, [(part, 1)])
-    restarted = ServerActor(Additive(), 1, 2, 5, None, 0, None, file)
+    restarted = ServerShard(Additive(), 1, 2, 5, None, 0, None, file)
     assert restarted.clock == 1 and restarted.params[3, 0] == 1.0  # as saved, before the second push
     assert restarted.ledger.seen(7, 1) and not restarted.ledger.seen(7, 2)
     import time
 
     time.sleep(0.25)
     server.push(7, 3, [(part, 2)])  # 0.2 s after the last save: saved after this push
-    restarted = ServerActor(Additive(), 1, 2, 5, None, 0, None, file)
+    restarted = ServerShard(Additive(), 1, 2, 5, None, 0, None, file)
     assert restarted.clock == 3 and restarted.params[3, 0] == 3.0 and restarted.ledger.seen(7, 3)
     with pytest.raises(FileFormatError, match="the file of server 1, not of server 0"):
-        ServerActor(Additive(), 0, 0, 2, None, 0, None, file)
+        ServerShard(Additive(), 0, 0, 2, None, 0, None, file)
 
 
 def test_a_replica_pulls_the_parts_since_its_clock_and_holds_the_servers_rows():
@@ -244,7 +250,7 @@ def test_a_replica_pulls_the_parts_since_its_clock_and_holds_the_servers_rows():
     import torch
 
     from asyncopt.eigenpro.step import RowsDelta
-    from asyncopt.engines.ray_actors import ServerActor
+    from asyncopt.engines.ray_actors import ServerShard
 
     class Additive:
         additive = True
@@ -256,7 +262,7 @@ def test_a_replica_pulls_the_parts_since_its_clock_and_holds_the_servers_rows():
             params.index_add_(0, part.rows, part.delta)
 
     rng = np.random.default_rng(0)
-    server = ServerActor(Additive(), 0, 0, 8, np.zeros((8, 2), np.float32), 0, None)
+    server = ServerShard(Additive(), 0, 0, 8, np.zeros((8, 2), np.float32), 0, None)
     replica, clock = torch.zeros(8, 2), 0
     for seq in range(1, 6):
         part = RowsDelta(torch.tensor([1, 3, 3]), torch.tensor(rng.normal(size=(3, 2)), dtype=torch.float32))
@@ -296,7 +302,7 @@ def test_a_worker_sends_the_next_pulls_before_its_pushes_are_answered(monkeypatc
     import torch
 
     from asyncopt.engines.base import Task
-    from asyncopt.engines.ray_actors import ServerActor, WorkerActor
+    from asyncopt.engines.ray_actors import ServerActor, ServerShard, ShardSpec, WorkerActor
     from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
     from asyncopt.proxsgd.data import LinearData
     from asyncopt.proxsgd.losses import LOSSES, NonconvexRegularizer
@@ -332,8 +338,11 @@ def test_a_worker_sends_the_next_pulls_before_its_pushes_are_answered(monkeypatc
     algo = ProxSGDAlgorithm(problem, 8, 0.5, "block")
     rows = [algo.server_rows(b) for b in range(algo.n_locks)]
     start = algo.init_params().numpy()
-    servers = [ServerActor(algo.for_server(b), b, lo, hi, start[lo:hi], 0, None) for b, (lo, hi) in enumerate(rows)]
-    worker = WorkerActor(algo, [Handle(s) for s in servers], rows, 1)
+    placement = algo.server_placement()  # (the intercept server with block 0)
+    assert placement == [[0, 2], [1]]
+    hosts = [ServerActor([ShardSpec(b, *rows[b], start[slice(*rows[b])]) for b in servers],
+                         *(algo.for_server(b) for b in servers)) for servers in placement]  # fmt: skip
+    worker = WorkerActor(algo, [Handle(h) for h in hosts], placement, rows, 1)
     tasks = [Task(rng.choice(n, 8, replace=False), np.array([8]), np.array([t]), 8) for t in range(4)]
     reply = worker.run_tasks(tasks, 0, [1, 2, 3, 4])
     assert waits[0] == ["pull"] and all(w == ["pull", "push"] for w in waits[1:4]) and waits[4] == ["push"]
@@ -344,6 +353,7 @@ def test_a_worker_sends_the_next_pulls_before_its_pushes_are_answered(monkeypatc
         update = algo.compute(ref, torch.as_tensor(task.rows), 1.0, t)
         for _, part in algo.server_parts(update):
             algo.apply(ref, part, 0)
-    held = np.concatenate([s.params.numpy()[lo:hi] for s, (lo, hi) in zip(servers, rows, strict=True)])
+    shards = {b: shard for host in hosts for b, shard in host.shards.items()}
+    held = np.concatenate([shards[b].params.numpy()[lo:hi] for b, (lo, hi) in enumerate(rows)])
     np.testing.assert_allclose(held, ref.numpy(), rtol=1e-12, atol=1e-14)
     assert reply["stalenesses"] == [0, 0, 0, 0]

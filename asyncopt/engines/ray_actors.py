@@ -1,16 +1,20 @@
 """The Ray actors of `backend="ray"`: parameter servers and workers (the coordinator: ray_engine.py).
 
-- `ServerActor` owns rows [lo, hi) of the parameter store (`algo.server_rows(b)`). It applies the
-  algorithm's rule (`algo.apply`) to the parts pushed to it, one push at a time (an actor runs one
-  call at a time: its pushes are serialized as a server's inbox would serialize them), and counts
-  them (its clock). Its `Ledger` records which pushes it applied, so a push sent again (a task
-  reissued after a failure, or retried by Ray) is answered, not applied a second time.
-- `WorkerActor` runs a task: pull every server's rows (one message each, in parallel), compute each
-  batch's update from what it pulled (`algo.compute`), split it by server (`algo.server_parts`),
-  push one message per server with that server's parts and the clock each was read at.
-  A task of several batches reads its own updates: the worker applies each to its copy with the
-  servers' rule (`algo.apply`), so the j-th batch reads the pull plus the task's first j - 1
-  updates, and its staleness is only the other workers' updates the server applied since the pull.
+- `ServerShard` owns rows [lo, hi) of the parameter store (`algo.server_rows(b)`). It applies the
+  algorithm's rule (`algo.apply`) to the parts pushed to it, one push at a time, and counts them
+  (its clock). Its `Ledger` records which pushes it applied, so a push sent again (a task reissued
+  after a failure, or retried by Ray) is answered, not applied a second time.
+- `ServerActor` hosts one or more shards (`algo.server_placement()`: AsyB-ProxSGD's intercept server
+  with block 0, whose pushes it shares) in one process, one call at a time: its pushes are
+  serialized as a server's inbox would serialize them. A worker sends a host one pull and one push a
+  task, carrying the requests of all its shards.
+- `WorkerActor` runs a task: pull every server's rows (one message per host, in parallel), compute
+  each batch's update from what it pulled (`algo.compute`), split it by server
+  (`algo.server_parts`), push one message per host with its servers' parts and the clock each was
+  read at. A task of several batches reads its own updates: the worker applies each to its copy
+  with the servers' rule (`algo.apply`), so the j-th batch reads the pull plus the task's first
+  j - 1 updates, and its staleness is only the other workers' updates the server applied since the
+  pull.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 RECENT_REPLIES = 8  # a server keeps its replies to each origin's last pushes, to answer their retries
 
 
+WHOLE_PULL_TASKS = 8  # tasks that pull whole blocks unasked after one whose reads covered most of every block
 WHOLE_READ_ROUNDS = 50  # re-pulls of the lagging servers before a read is taken as torn (~1 ms each)
 
 
@@ -122,7 +127,7 @@ class Ledger:
         }
 
 
-class ServerActor:
+class ServerShard:
     """Rows [lo, hi) of the parameter store, the rule that updates them, their clock and ledger."""
 
     def __init__(
@@ -136,11 +141,12 @@ class ServerActor:
         ledger: dict | None,
         file: str | None = None,
         save_every: float | None = None,
+        params: torch.Tensor | None = None,
     ):
         """The rows, clock and ledger given, or (`rows` None) those of its file, `file`: where it saves
         them (a folder every node reaches; the coordinator writes the first), at the coordinator's
-        request (`save`), and after a push once `save_every` seconds have passed since the last save."""
-        torch.set_num_threads(1)
+        request (`save`), and after a push once `save_every` seconds have passed since the last save.
+        `params`: the store to keep the rows in (the host's, shared by its shards: disjoint rows)."""
         if hasattr(algo, "prepare"):  # load compiled kernels now, not in the first push (~0.2 s)
             algo.prepare()
         if getattr(algo, "bundles", False):
@@ -149,7 +155,8 @@ class ServerActor:
         self.file, self.save_every = file, save_every
         if rows is None:  # restarted from its file
             rows, clock, ledger = read_server_file(file, index, lo, hi)
-        self.params = algo.init_params()  # (rows outside lo..hi stay untouched zero pages)
+        # (rows outside lo..hi are other shards' or stay untouched zero pages)
+        self.params = algo.init_params() if params is None else params
         write_rows(self.params, lo, hi, rows)
         self.clock = int(clock)
         self.ledger = Ledger(ledger)
@@ -173,9 +180,6 @@ class ServerActor:
         write_server_file(self.file, self.index, self.lo, self.hi, rows, self.clock, self.ledger.state_dict())
         self.saved_at = time.perf_counter()
         return self.clock
-
-    def ping(self) -> int:
-        return self.index
 
     def pull(self, rows: np.ndarray | None = None, since: int | None = None, pushes: bool = False) -> tuple:
         """(clock, rows, None): the server's rows (all, or those of `rows`, global row numbers); or
@@ -254,11 +258,66 @@ class ServerActor:
 
 
 @dataclasses.dataclass
+class ShardSpec:
+    """How a host starts one shard (ServerShard's arguments but the rule, which travels apart: Ray
+    resolves object references only as a call's own arguments)."""
+
+    index: int
+    lo: int
+    hi: int
+    rows: np.ndarray | None  # None: from its file
+    clock: int = 0
+    ledger: dict | None = None
+    file: str | None = None
+    save_every: float | None = None
+
+
+class ServerActor:
+    """Server shards in one process (`algo.server_placement()`), one call at a time. Each keeps its
+    own rows, clock, ledger and file; they share one parameter store (their rows are disjoint). A
+    call carries requests for several of them (a worker's pull or push of one task): one message a
+    host instead of one a server."""
+
+    def __init__(self, specs: list[ShardSpec], *algos):
+        torch.set_num_threads(1)
+        params = algos[0].init_params()
+        self.shards = {
+            spec.index: ServerShard(
+                algo, spec.index, spec.lo, spec.hi, spec.rows, spec.clock, spec.ledger, spec.file,
+                spec.save_every, params,
+            )  # fmt: skip
+            for spec, algo in zip(specs, algos, strict=True)
+        }
+
+    def ping(self) -> list[int]:
+        return list(self.shards)
+
+    def pull(self, requests: list[tuple]) -> list[tuple]:
+        """Each (server, rows, since, pushes): that shard's `pull(rows, since, pushes)` reply."""
+        return [self.shards[b].pull(*request) for b, *request in requests]
+
+    def push(self, requests: list[tuple]) -> list[tuple]:
+        """Each (server, origin, seq, parts, bundled, stepped_at, targets): that shard's push reply."""
+        return [self.shards[b].push(*request) for b, *request in requests]
+
+    def save(self) -> list[int]:
+        return [shard.save() for shard in self.shards.values()]
+
+    def set_rule_state(self, state: dict) -> None:
+        for shard in self.shards.values():
+            shard.set_rule_state(state)
+
+    def state(self) -> dict[int, dict]:
+        return {b: shard.state() for b, shard in self.shards.items()}
+
+
+@dataclasses.dataclass
 class _Pending:
     """A task whose pushes were sent and not yet answered (WorkerActor.run_tasks)."""
 
     seq: int
-    refs: list  # the push calls, one per target server
+    refs: list  # the push calls, one per host of a target server
+    groups: list[list[int]]  # the target servers of each call
     targets: list[int]
     owners: list[list]  # each update's (server, place in that server's parts)
     reply: dict  # the task's reply so far (all but the push replies' figures)
@@ -267,10 +326,14 @@ class _Pending:
 class WorkerActor:
     """A worker: pull, compute a task's batches from what it pulled, push each server's parts."""
 
-    def __init__(self, algo, servers: list, rows: list, threads: int):
+    def __init__(self, algo, hosts: list, placement: list[list[int]], rows: list, threads: int):
+        """`hosts`: the server actors, `placement[h]`: the servers host h holds, `rows[b]`: server b's."""
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        self.algo, self.servers, self.rows = algo, list(servers), rows
+        self.algo, self.hosts, self.rows = algo, list(hosts), rows
+        self.placement = [list(servers) for servers in placement]
+        self.host_of = {b: h for h, servers in enumerate(self.placement) for b in servers}
+        self.n_servers = len(rows)
         if hasattr(algo, "prepare"):  # load compiled kernels before the first task's clock
             algo.prepare()
         if getattr(algo, "bundles", False):
@@ -278,9 +341,10 @@ class WorkerActor:
         self.params = algo.init_params()
         self.finished = None  # when the last task ended (the idle time before the next one is waiting)
         self.staleness = 0  # the servers' staleness for this worker's last task: the step its copy takes
+        self.whole_pulls = 0  # tasks left that pull whole blocks without asking which rows they read
         # additive rules: the clock each server's rows in self.params are at (None: not a replica of
         # them, e.g. after the task's own updates were applied to the copy)
-        self.replica: list[int | None] = [None] * len(self.servers)
+        self.replica: list[int | None] = [None] * self.n_servers
 
     def ready(self) -> int:
         return os.getpid()
@@ -288,10 +352,24 @@ class WorkerActor:
     def set_rule_state(self, state: dict) -> None:
         self.algo.load_state_dict(state, self.params)
 
-    def set_server(self, index: int, server) -> None:
-        """A restarted server's handle (the coordinator replaced a dead one; its clock may be behind)."""
-        self.servers[index] = server
-        self.replica[index] = None
+    def set_host(self, index: int, host) -> None:
+        """A restarted host's handle (the coordinator replaced a dead one; its clocks may be behind)."""
+        self.hosts[index] = host
+        for b in self.placement[index]:
+            self.replica[b] = None
+
+    def _send(self, method: str, requests: dict[int, tuple]) -> tuple[list, list[list[int]]]:
+        """One call of `method` per host, with the requests (server -> its arguments) of its servers:
+        (the calls, the servers of each)."""
+        groups: dict[int, list[int]] = {}
+        for b in requests:
+            groups.setdefault(self.host_of[b], []).append(b)
+        refs = [getattr(self.hosts[h], method).remote([(b, *requests[b]) for b in bs]) for h, bs in groups.items()]
+        return refs, list(groups.values())
+
+    @staticmethod
+    def _by_server(replies: list[list], groups: list[list[int]]) -> dict[int, tuple]:
+        return {b: reply for bs, got in zip(groups, replies, strict=True) for b, reply in zip(bs, got, strict=True)}
 
     def run_tasks(self, tasks: list, origin: int, seqs: list[int]) -> dict:
         """Tasks one after the other, each with its own pull and push, in one call from the
@@ -324,35 +402,31 @@ class WorkerActor:
 
         t0 = time.perf_counter()
         task.rows = np.array(task.rows)  # (writable: Ray maps arrays read-only from the object store)
-        needed = self.algo.rows_read(task.rows)  # only the rows the task's steps read (None: all)
-        wanted = [None if needed is None else needed[(needed >= lo) & (needed < hi)] for lo, hi in self.rows]
-        # (a pull of most of a block costs more as rows than whole: the indices travel too)
-        blocks = zip(wanted, self.rows, strict=True)
-        wanted = [None if w is None or 2 * len(w) > hi - lo else w for w, (lo, hi) in blocks]
+        wanted = self._wanted(task.rows)
         since = [r if w is None else None for r, w in zip(self.replica, wanted, strict=True)]
         # algorithms whose steps must not see part of an update (EigenPro) read whole pushes: a push
         # that some servers applied and others not yet is waited for (docs/architecture.md)
-        whole = getattr(self.algo, "snapshot_reads", False) and len(self.servers) > 1
-        refs = [s.pull.remote(w, c, whole) for s, w, c in zip(self.servers, wanted, since, strict=True)]
+        whole = getattr(self.algo, "snapshot_reads", False) and len(self.hosts) > 1
+        refs, groups = self._send("pull", {b: (wanted[b], since[b], whole) for b in range(self.n_servers)})
         if pending is None:
-            pulled = ray.get(refs)
-        else:  # (the previous task's pushes, sent before these pulls: each server answers them first)
+            got = ray.get(refs)
+        else:  # (the previous task's pushes, sent before these pulls: each host answers them first)
             got = ray.get(refs + pending.refs)
-            pulled = got[: len(refs)]
             self._settle(pending, got[len(refs) :], total)
-        clocks, pull_bytes = [0] * len(self.servers), 0
-        for b, (w, reply) in enumerate(zip(wanted, pulled, strict=True)):
-            pull_bytes += self._take(b, w, reply, clocks)
+        pulled, pull_calls = self._by_server(got[: len(refs)], groups), len(refs)
+        clocks, pull_bytes = [0] * self.n_servers, 0
+        for b in range(self.n_servers):
+            pull_bytes += self._take(b, wanted[b], pulled[b], clocks)
         repaired = torn = 0
         if whole:
-            fronts = [reply[3] for reply in pulled]
+            fronts = [pulled[b][3] for b in range(self.n_servers)]
             for _ in range(WHOLE_READ_ROUNDS):
                 lagging = lagging_servers(fronts)
                 if not lagging:
                     break
                 repaired = 1
-                again = ray.get([self.servers[b].pull.remote(None, self.replica[b], True) for b in lagging])
-                for b, reply in zip(lagging, again, strict=True):
+                again, groups = self._send("pull", {b: (None, self.replica[b], True) for b in lagging})
+                for b, reply in self._by_server(ray.get(again), groups).items():
                     pull_bytes += self._take(b, None, reply, clocks)
                     fronts[b] = reply[3]
             else:
@@ -361,11 +435,11 @@ class WorkerActor:
         bundled = getattr(self.algo, "bundles", False)
         stepped_at = self.staleness if len(task.sizes) > 1 else 0  # (the step of the copy's updates)
         if len(task.sizes) > 1:  # the copy takes the task's own updates: no longer a replica
-            self.replica = [None] * len(self.servers)
+            self.replica = [None] * self.n_servers
         parts, owners = self._bundle(task, clocks) if bundled else self._batches(task, clocks)
         t2 = time.perf_counter()
         targets = [b for b, p in enumerate(parts) if p]
-        refs = [self.servers[b].push.remote(origin, seq, parts[b], bundled, stepped_at, targets) for b in targets]
+        refs, groups = self._send("push", {b: (origin, seq, parts[b], bundled, stepped_at, targets) for b in targets})
         idle = 0.0 if self.finished is None else max(0.0, t0 - self.finished)
         self.finished = time.perf_counter()
         reply = {
@@ -376,19 +450,36 @@ class WorkerActor:
             "messages": (t1 - t0) + (self.finished - t2),
             # what each server now holds of this task (updates)
             "parts": {b: len(parts[b][0][0]) if bundled else len(parts[b]) for b in targets},
-            "sent": len(pulled) + len(targets),
+            "sent": pull_calls + len(refs),  # (messages: one a host)
             "bytes": pull_bytes + sum(_payload_bytes(parts[b]) for b in targets),
             "pull_bytes": pull_bytes,
             "reads_repaired": repaired,  # reads that waited for a push to reach all its servers
             "reads_torn": torn,  # reads still missing part of a push after WHOLE_READ_ROUNDS re-pulls
         }
-        return _Pending(seq, refs, targets, owners, reply)
+        return _Pending(seq, refs, groups, targets, owners, reply)
+
+    def _wanted(self, rows: np.ndarray) -> list:
+        """Per server, the rows of it the task's steps read (`algo.rows_read`), or None: all of them,
+        when that is more than half of its rows (the indices would travel too). A task whose reads
+        covered most of every server's rows is followed by WHOLE_PULL_TASKS that pull whole blocks
+        without asking (rows_read costs ~3 ms a news20 batch of 4,096, a quarter of the worker's
+        compute); the steps read the same rows either way."""
+        if self.whole_pulls:
+            self.whole_pulls -= 1
+            return [None] * self.n_servers
+        needed = self.algo.rows_read(rows)  # (None: all)
+        wanted = [None if needed is None else needed[(needed >= lo) & (needed < hi)] for lo, hi in self.rows]
+        blocks = zip(wanted, self.rows, strict=True)
+        wanted = [None if w is None or 2 * len(w) > hi - lo else w for w, (lo, hi) in blocks]
+        if needed is not None and all(w is None for w in wanted):
+            self.whole_pulls = WHOLE_PULL_TASKS
+        return wanted
 
     def _settle(self, pending: _Pending, replies: list, total: dict) -> None:
         """A task's push replies: its updates' stalenesses (the most any of their servers counted;
         unknown for a retry forgotten), the staleness the copy steps the next task at, and the
         task's reply added to `total`."""
-        replies = dict(zip(pending.targets, replies, strict=True))
+        replies = self._by_server(replies, pending.groups)
         stalenesses = []
         for placed in pending.owners:
             counted = [replies[b][0][i] for b, i in placed if replies[b][0] is not None]
@@ -422,7 +513,7 @@ class WorkerActor:
 
     def _batches(self, task, clocks: list[int]) -> tuple[list[list], list[list]]:
         """The task batch by batch: (each server's parts, each update's (server, place in its parts))."""
-        parts: list[list] = [[] for _ in self.servers]
+        parts: list[list] = [[] for _ in range(self.n_servers)]
         owners = []
         n_batches = len(task.sizes)
         for i, (batch, scale, key) in enumerate(task.batches()):
@@ -440,7 +531,7 @@ class WorkerActor:
     def _bundle(self, task, clocks: list[int]) -> tuple[list[list], list[list]]:
         """The task in one compiled call (algo.compute_bundle), one bundle for each server."""
         bundle = self.algo.compute_bundle(self.params, task, self.staleness)
-        parts: list[list] = [[] for _ in self.servers]
+        parts: list[list] = [[] for _ in range(self.n_servers)]
         owners: list[list] = [[] for _ in range(len(bundle))]
         for server, part, updates in self.algo.bundle_parts(bundle):
             parts[server] = [(part, clocks[server])]

@@ -1,8 +1,9 @@
 """Ray: parameter servers and workers as Ray Core actors (ray_actors.py), the coordinator here, in
 the caller's process.
 
-- One server actor per server the algorithm declares (`algo.n_locks`, `algo.server_rows(b)`):
-  AsyB-ProxSGD's block servers and its intercept server, AsyncEigenPro's `n_servers` row shards.
+- A server for each one the algorithm declares (`algo.n_locks`, `algo.server_rows(b)`):
+  AsyB-ProxSGD's block servers and its intercept server, AsyncEigenPro's `n_servers` row shards;
+  one actor each, or as `algo.server_placement()` groups them (ProxSGD's intercept with block 0).
 - Worker actors (`resources_per_worker`) run tasks: pull, compute, push (ray_actors.WorkerActor).
   A task is one batch by default (`task_samples` makes larger ones): a Ray call costs about a
   millisecond, so a batch must carry milliseconds of compute. A call carries several tasks when
@@ -46,7 +47,7 @@ from asyncopt.engines.base import (
     WorkerFailed,
     begin_run,
 )
-from asyncopt.engines.ray_actors import Ledger, ServerActor, WorkerActor, write_rows, write_server_file
+from asyncopt.engines.ray_actors import Ledger, ServerActor, ShardSpec, WorkerActor, write_rows, write_server_file
 from asyncopt.engines.telemetry import Telemetry
 
 TASKS_PER_WORKER = 2  # tasks per worker between two evaluation points, at least (with task_samples)
@@ -132,8 +133,13 @@ class RayEngine:
             shared = ray.put(algo.for_servers()) if hasattr(algo, "for_servers") else self._algo_ref
             self._server_refs = [shared] * n
         self._rows = [algo.server_rows(b) for b in range(n)]
+        # the servers each actor hosts: ProxSGD's intercept server with block 0 (it is in every push)
+        placement = algo.server_placement() if hasattr(algo, "server_placement") else [[b] for b in range(n)]
+        self._placement = [list(servers) for servers in placement]
+        if sorted(b for servers in self._placement for b in servers) != list(range(n)):
+            raise ValueError(f"server_placement {placement} must hold each of the {n} servers once")
         state = servers_state or {}
-        self._generation = [0] * n
+        self._generation = [0] * len(self._placement)
         clocks, ledgers = state.get("clocks") or [0] * n, state.get("ledgers") or [None] * n
         self._files = None
         if self.server_folder is not None:  # each server saves its rows, clock and ledger there
@@ -141,7 +147,7 @@ class RayEngine:
             self._files = [str(folder / f"server-{b}.safetensors") for b in range(n)]
             for b, (lo, hi) in enumerate(self._rows):  # (a server that dies starting restarts from these)
                 write_server_file(self._files[b], b, lo, hi, params[lo:hi], clocks[b], ledgers[b])
-        self._server_actors = [self._new_server(ray, b, params, clocks[b], ledgers[b]) for b in range(n)]
+        self._hosts = [self._new_host(ray, h, params, clocks, ledgers) for h in range(len(self._placement))]
         # what a server that dies restarts from without files, until the first drained point
         self._snapshot = {"params": params.detach().clone(), "servers": {"clocks": clocks, "ledgers": ledgers}}
         self._acked = [[] for _ in range(n)]  # per server: (origin, seq, updates) acknowledged since a drained point
@@ -153,19 +159,24 @@ class RayEngine:
         self._seq = {}
         self._workers = [self._new_worker(slot) for slot in range(self.n_workers)]
 
-    def _new_server(self, ray, b: int, params: torch.Tensor | None, clock: int = 0, ledger: dict | None = None):
-        """Server b's actor, from `params` (rows lo..hi), `clock` and `ledger`, or from its file (None)."""
-        lo, hi = self._rows[b]
-        name = f"asyncopt-{self._run}-server-{b}-{self._generation[b]}"
+    def _new_host(self, ray, h: int, params: torch.Tensor | None, clocks: list | None = None, ledgers: list | None = None):
+        """Host h's actor: each of its servers b from `params` (rows lo..hi), `clocks[b]` and
+        `ledgers[b]`, or from its file (`params` None)."""
+        specs = []
+        for b in self._placement[h]:
+            lo, hi = self._rows[b]
+            rows = None if params is None else params[lo:hi].cpu().numpy()
+            file = None if self._files is None else self._files[b]
+            clock, ledger = (0, None) if params is None else (clocks[b], ledgers[b])
+            specs.append(ShardSpec(b, lo, hi, rows, clock, ledger, file, self.server_save_seconds))
+        name = f"asyncopt-{self._run}-server-{h}-{self._generation[h]}"
         cls = ray.remote(num_cpus=0)(ServerActor).options(name=name)
-        rows = None if params is None else params[lo:hi].cpu().numpy()
-        file = None if self._files is None else self._files[b]
-        return cls.remote(self._server_refs[b], b, lo, hi, rows, clock, ledger, file, self.server_save_seconds)
+        return cls.remote(specs, *(self._server_refs[b] for b in self._placement[h]))
 
     def _new_worker(self, slot: int):
         name = f"asyncopt-{self._run}-worker-{slot}-{self._origin[slot]}"
         return self._worker_cls.options(name=name, **self._worker_resources).remote(
-            self._algo_ref, self._server_actors, self._rows, self.threads_per_worker
+            self._algo_ref, self._hosts, self._placement, self._rows, self.threads_per_worker
         )
 
     def _check_resources(self, ray, resources: dict) -> None:
@@ -222,35 +233,40 @@ class RayEngine:
             self._submit(sent, in_flight)
 
     def _restart_dead_servers(self, ray, algo, telemetry, applied: int) -> None:
-        """Servers that do not answer are restarted from the snapshot; what they acknowledged since is lost."""
-        for b, server in enumerate(self._server_actors):
+        """Hosts that do not answer are restarted, each of their servers from its file or the snapshot;
+        what a server acknowledged since is lost."""
+        for h, host in enumerate(self._hosts):
             try:
-                ray.get(server.ping.remote(), timeout=self.timeout)
+                ray.get(host.ping.remote(), timeout=self.timeout)
                 continue
             except ray.exceptions.RayActorError:
                 pass
-            self._generation[b] += 1
-            if self._files is not None:  # from the file it saved last
-                self._server_actors[b] = self._new_server(ray, b, None)
+            self._generation[h] += 1
+            if self._files is not None:  # from the files its servers saved last
+                self._hosts[h] = self._new_host(ray, h, None)
             else:  # from the coordinator's copy of the last drained point
                 state = self._snapshot["servers"]
-                self._server_actors[b] = self._new_server(
-                    ray, b, self._snapshot["params"], state["clocks"][b], state["ledgers"][b]
-                )
-            self._call(ray, self._server_actors[b].set_rule_state.remote(algo.state_dict()), algo)
-            # lost: the updates it acknowledged that its restored ledger does not hold (those of tasks
-            # in flight were not acknowledged: they are sent again, and applied then)
-            restored = Ledger(self._call(ray, self._server_actors[b].state.remote(), algo)["ledger"])
-            lost = [(o, q, c) for o, q, c in self._acked[b] if not restored.seen(o, q)]
-            self._acked[b] = [e for e in self._acked[b] if restored.seen(e[0], e[1])]
-            count = sum(c for _, _, c in lost)
-            self._lost[b] += count
+                self._hosts[h] = self._new_host(ray, h, self._snapshot["params"], state["clocks"], state["ledgers"])
+            self._call(ray, self._hosts[h].set_rule_state.remote(algo.state_dict()), algo)
+            # lost: the updates a server acknowledged that its restored ledger does not hold (those of
+            # tasks in flight were not acknowledged: they are sent again, and applied then)
+            states = self._call(ray, self._hosts[h].state.remote(), algo)
+            counts = {}
+            for b in self._placement[h]:
+                restored = Ledger(states[b]["ledger"])
+                lost = [(o, q, c) for o, q, c in self._acked[b] if not restored.seen(o, q)]
+                self._acked[b] = [e for e in self._acked[b] if restored.seen(e[0], e[1])]
+                counts[b] = sum(c for _, _, c in lost)
+                self._lost[b] += counts[b]
             source = "file" if self._files is not None else "drained point"
-            record = {"actor": "server", "index": b, "samples": applied, "lost_updates": count, "restored_from": source}
+            record = {
+                "actor": "server", "index": h, "servers": list(self._placement[h]), "samples": applied,
+                "lost_updates": sum(counts.values()), "restored_from": source,
+            }  # fmt: skip
             self._failed(telemetry, record)
-            for worker in self._workers:  # (a dead worker is replaced later, with the new servers)
+            for worker in self._workers:  # (a dead worker is replaced later, with the new hosts)
                 try:
-                    self._call(ray, worker.set_server.remote(b, self._server_actors[b]), algo)
+                    self._call(ray, worker.set_host.remote(h, self._hosts[h]), algo)
                 except ray.exceptions.RayActorError:
                     pass
 
@@ -275,8 +291,8 @@ class RayEngine:
         """At a drained point: the parameters (just pulled) and the servers' clocks and ledgers."""
         self._snapshot = {"params": params.detach().clone(), "servers": self._servers_state(ray, algo)}
         if self._files is not None:
-            self._call(ray, [s.save.remote() for s in self._server_actors], algo)
-        self._acked = [[] for _ in self._server_actors]  # (all held by the snapshot, and by the files)
+            self._call(ray, [host.save.remote() for host in self._hosts], algo)
+        self._acked = [[] for _ in self._rows]  # (all held by the snapshot, and by the files)
 
     # -- messages ------------------------------------------------------------------------
     def _submit(self, sent: _Sent, in_flight: dict) -> None:
@@ -296,12 +312,17 @@ class RayEngine:
 
     def _pull(self, ray, algo, params: torch.Tensor) -> None:
         """The servers' rows into `params` (the coordinator's copy: for the monitor and checkpoints)."""
-        pulled = self._call(ray, [s.pull.remote() for s in self._server_actors], algo)
-        for (lo, hi), (_, rows, _) in zip(self._rows, pulled, strict=True):
-            write_rows(params, lo, hi, rows)
+        asks = [[(b, None, None, False) for b in servers] for servers in self._placement]
+        pulled = self._call(ray, [host.pull.remote(ask) for host, ask in zip(self._hosts, asks, strict=True)], algo)
+        for servers, replies in zip(self._placement, pulled, strict=True):
+            for b, (_, rows, _) in zip(servers, replies, strict=True):
+                write_rows(params, *self._rows[b], rows)
 
     def _servers_state(self, ray, algo) -> dict:
-        states = self._call(ray, [s.state.remote() for s in self._server_actors], algo)
+        by_server = {}
+        for states in self._call(ray, [host.state.remote() for host in self._hosts], algo):
+            by_server.update(states)
+        states = [by_server[b] for b in range(len(self._rows))]
         return {
             "clocks": [s["clock"] for s in states],
             "ledgers": [s["ledger"] for s in states],
@@ -317,17 +338,17 @@ class RayEngine:
             servers, workers = (ray.put(algo.actor_state_dict(role)) for role in ("server", "worker"))
         else:
             servers = workers = ray.put(algo.state_dict())
-        calls = [a.set_rule_state.remote(servers) for a in self._server_actors]
+        calls = [a.set_rule_state.remote(servers) for a in self._hosts]
         calls += [a.set_rule_state.remote(workers) for a in self._workers]
         self._call(ray, calls, algo)
 
     def _shutdown(self, ray) -> None:
-        for actor in [*getattr(self, "_workers", []), *getattr(self, "_server_actors", [])]:
+        for actor in [*getattr(self, "_workers", []), *getattr(self, "_hosts", [])]:
             try:
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - an actor already gone
                 pass
-        self._workers, self._server_actors = [], []
+        self._workers, self._hosts = [], []
         if getattr(self, "_files", None):  # the servers' files serve restarts within this run only
             run_folder = Path(self._files[0]).parent
             shutil.rmtree(run_folder, ignore_errors=True)

@@ -166,11 +166,11 @@ def fit_eigenpro(workers: int, backend: str = "ray") -> dict:
 
 
 def summarize(algo: str, workers: int, est, wall: float, hit: dict | None, batch: int, probe: CpuProbe) -> dict:
-    """The fit's figures per task (a task is one batch here: one pull from every server, one push to
-    each server the update goes to)."""
+    """The fit's figures per task (a task is one batch here: one pull from every server actor, one push
+    to each server actor the update goes to)."""
     t = est.telemetry_
     ws = t["workers"]
-    n_servers = len(t["server_updates"])
+    n_servers = len(t.get("server_actors") or t["server_updates"])  # (a message goes to an actor)
     tasks = t["updates"]
     pulls = tasks * n_servers
     pushes = sum(w["messages"] for w in ws) - pulls

@@ -22,6 +22,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on loopback only
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -48,7 +50,7 @@ def fit_row(data: str, backend: str, est, X, y, X_test, y_test, metric: str, hit
         "throughput": last["samples"] / last["seconds"], "metric": last[metric], "test": est.score(X_test, y_test),
         "train_throughput": last["samples"] / training_seconds(last, est.telemetry_),
         "wait": wait_share(est.telemetry_), "staleness": est.telemetry_["staleness"]["mean"],
-        "message_ms": message_ms(est.telemetry_), "to_target": None if reached is None else reached["seconds"],
+        "message_ms": message_ms(est.telemetry_, task or est.batch_size_), "to_target": None if reached is None else reached["seconds"],
     }  # fmt: skip
     print(row, flush=True)
     return row
@@ -59,21 +61,23 @@ def training_seconds(last: dict, telemetry: dict) -> float:
     return last["seconds"] - telemetry["setup_seconds"] - telemetry["startup_seconds"]
 
 
-def message_ms(telemetry) -> float:
-    """Milliseconds of pulls and pushes per task (Ray): a task sends one pull and one push to each server."""
+def message_ms(telemetry, task_samples: int) -> float:
+    """Milliseconds of pulls and pushes per task (Ray; `task_samples`: a task's samples, the last one of
+    a segment may be smaller)."""
     workers = telemetry["workers"]
-    tasks = sum(w["messages"] for w in workers) / max(1, 2 * len(telemetry["server_updates"]))
+    tasks = sum(w["samples"] for w in workers) / task_samples
     return 1e3 * sum(w["message_seconds"] for w in workers) / max(1, tasks)
 
 
-def proxsgd_rows(name, loader, configs, epochs, workers, target):
+def proxsgd_rows(name, loader, configs, epochs, workers, target, repeats=1):
     from asyncopt import ProxSGDClassifier
 
     X, y, X_test, y_test = loader()
     optima = json.loads((Path(__file__).parent / "results" / "proxsgd_optima.json").read_text())
     fstar = optima[f"{name}/alpha=0.0001"]["objective"]
     rows = []
-    for batch, backend, task, kind in configs:
+    # (repeats alternate the backends: the machine's speed drifts by +-25% between runs)
+    for repeat, (batch, backend, task, kind) in ((r, c) for r in range(repeats) for c in configs):
         # what a Ray push carries (ProxSGDAlgorithm.bundle_pushes, read when the estimator builds it)
         os.environ["ASYNCOPT_BUNDLES"] = kind or "auto"
         est = ProxSGDClassifier(
@@ -82,7 +86,7 @@ def proxsgd_rows(name, loader, configs, epochs, workers, target):
             task_samples=task if backend == "ray" else None,
         )  # fmt: skip
         hit = lambda h: (h["objective"] - fstar) / fstar <= target  # noqa: E731
-        rows.append(fit_row(name, backend, est, X, y, X_test, y_test, "objective", hit, task, kind=kind))
+        rows.append(fit_row(name, backend, est, X, y, X_test, y_test, "objective", hit, task, kind=kind) | {"repeat": repeat})
     os.environ.pop("ASYNCOPT_BUNDLES", None)
     return rows
 
@@ -118,26 +122,37 @@ def eigenpro_rows(batches, workers, target=0.97):
 
 
 def table(rows) -> str:
+    """One line per configuration: medians over its repeats; the ratio to processes is taken per
+    repeat (the processes row of the same repeat and batch), median (min-max) with several."""
     lines = [
         "| data | batch | Ray task (samples) | backend | push, Ray bundle | fit wall (s) | samples/s, training | ray / processes, "
         "training | time to target (s) | final objective or train MSE | test accuracy | messages per task (ms) "
         "| mean staleness |",
         "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    base = {}
+    base = {(r["data"], r["batch"], r.get("repeat", 0)): r["train_throughput"] for r in rows if r["backend"] == "processes"}
+    groups: dict = {}
     for r in rows:
-        key = (r["data"], r["batch"])
-        if r["backend"] == "processes":
-            base[key] = r["train_throughput"]
-        ray = r["backend"] == "ray"
-        ratio = f"{r['train_throughput'] / base[key]:.2f}" if ray and key in base else ""
-        task = ("one batch" if r["task"] is None else f"{r['task']:,}") if ray else ""
-        to_target = "not reached" if r["to_target"] is None else f"{r['to_target']:.1f}"
-        ms = f"{r['message_ms']:.2f}" if ray else ""
+        groups.setdefault((r["data"], r["batch"], r["task"], r["backend"], r.get("kind", "")), []).append(r)
+    median = lambda values: float(np.median(values))  # noqa: E731
+    for (data, batch, task_samples, backend, _), group in groups.items():
+        r = group[0]
+        ray = backend == "ray"
+        ratios = [g["train_throughput"] / base[(data, batch, g.get("repeat", 0))] for g in group
+                  if (data, batch, g.get("repeat", 0)) in base]  # fmt: skip
+        ratio = ""
+        if ray and ratios:
+            ratio = f"{median(ratios):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
+        task = ("one batch" if task_samples is None else f"{task_samples:,}") if ray else ""
+        hits = [g["to_target"] for g in group if g["to_target"] is not None]
+        to_target = "not reached" if len(hits) < len(group) else f"{median(hits):.1f}"
+        ms = f"{median([g['message_ms'] for g in group]):.2f}" if ray else ""
+        push = ", ".join(x for x in (r.get("push"), r.get("kind")) if x)
         lines.append(
-            f"| {r['data']} | {r['batch']} | {task} | {r['backend']} | {', '.join(x for x in (r.get('push'), r.get('kind')) if x)} | {r['wall']:.1f} | {r['train_throughput']:,.0f} "
-            f"| {ratio} | {to_target} | {r['metric']:.5f} | {r['test']:.4f} | {ms} "
-            f"| {r['staleness']:.2f} |"
+            f"| {data} | {batch} | {task} | {backend} | {push} | {median([g['wall'] for g in group]):.1f} "
+            f"| {median([g['train_throughput'] for g in group]):,.0f} | {ratio} | {to_target} "
+            f"| {median([g['metric'] for g in group]):.5f} | {median([g['test'] for g in group]):.4f} | {ms} "
+            f"| {median([g['staleness'] for g in group]):.2f} |"
         )
     return "\n".join(lines)
 
@@ -150,6 +165,7 @@ def main():
     parser.add_argument("--news20-batches", default="256,1024,4096")
     parser.add_argument("--kinds", default="pairs,samples", help="what Ray pushes carry (bundle_pushes)")
     parser.add_argument("--task-samples", default="8192", help="multi-batch Ray tasks (samples) at each batch")
+    parser.add_argument("--repeats", type=int, default=1, help="ProxSGD runs of each configuration, alternating")
     args = parser.parse_args()
     import ray
 
@@ -173,15 +189,16 @@ def main():
         return out
 
     if "a9a" in parts:
-        rows += proxsgd_rows("a9a", load_a9a, configs([256], tasks), 5, args.workers, 5e-2)
+        rows += proxsgd_rows("a9a", load_a9a, configs([256], tasks), 5, args.workers, 5e-2, args.repeats)
     if "news20" in parts:
         batches = [int(b) for b in args.news20_batches.split(",")]
-        rows += proxsgd_rows("news20", load_news20, configs(batches, tasks), 10, args.workers, 1.0)
+        rows += proxsgd_rows("news20", load_news20, configs(batches, tasks), 10, args.workers, 1.0, args.repeats)
     if "mnist" in parts:
         rows += eigenpro_rows([250, 1000], args.workers)
     text = (
         f"Command: `python benchmarks/ray_vs_processes.py --workers {args.workers} --parts {args.parts} "
-        f"--news20-batches {args.news20_batches} --kinds {args.kinds} --task-samples {args.task_samples}`\n\n"
+        f"--news20-batches {args.news20_batches} --kinds {args.kinds} --task-samples {args.task_samples} "
+        f"--repeats {args.repeats}`\n\n"
         f"{args.workers} workers x 1 thread on {os.cpu_count()} cores; ProxSGD: L1 logistic, alpha 1e-4, 5 epochs "
         "(a9a) or 10 (news20), one evaluation an epoch; EigenPro: full MNIST, 1 epoch, 4 evaluations. Targets: "
         "(F - F*)/F* <= 5e-2 (a9a), <= 1 (news20); accuracy on the first 2,000 test images 0.97 (MNIST).\n\n"

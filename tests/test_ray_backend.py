@@ -357,3 +357,29 @@ def test_a_worker_sends_the_next_pulls_before_its_pushes_are_answered(monkeypatc
     held = np.concatenate([shards[b].params.numpy()[lo:hi] for b, (lo, hi) in enumerate(rows)])
     np.testing.assert_allclose(held, ref.numpy(), rtol=1e-12, atol=1e-14)
     assert reply["stalenesses"] == [0, 0, 0, 0]
+
+
+def test_a_worker_pulls_whole_blocks_when_its_samples_have_as_many_entries_as_a_block_has_rows():
+    """WorkerActor._wanted: the rows a task reads of each server (rows_read), unless finding them costs
+    more than shipping the rest: whole blocks when the task's samples have at least as many entries
+    as a block has rows, even where they read few of its rows. (The actor class, without Ray.)"""
+    from asyncopt.engines.ray_actors import WorkerActor
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+    from asyncopt.proxsgd.data import LinearData
+    from asyncopt.proxsgd.losses import LOSSES, NonconvexRegularizer
+    from asyncopt.proxsgd.problem import LinearProblem, block_bounds
+    from asyncopt.proxsgd.prox import make_penalty
+
+    n, d = 300, 400
+    cols = np.tile([0, 1, 2, 200, 201], n)  # every sample: 3 columns of block 0, 2 of block 1
+    X = sp.csr_matrix((np.ones(5 * n), cols, np.arange(0, 5 * n + 1, 5)), shape=(n, d))
+    problem = LinearProblem(
+        LinearData.from_array(X, np.ones((n, 1))), LOSSES["logistic"], make_penalty("l1", 0.01),
+        NonconvexRegularizer(0.0), True, block_bounds(d, 2),
+    )  # fmt: skip
+    algo = ProxSGDAlgorithm(problem, 8, 0.5, "full")
+    rows = [algo.server_rows(b) for b in range(algo.n_locks)]
+    worker = WorkerActor(algo, [], algo.server_placement(), rows, 1)
+    few = worker._wanted(np.arange(8))  # 40 entries, blocks of 200 rows: the rows read
+    assert [list(w) for w in few[:2]] == [[0, 1, 2], [200, 201]] and few[2] is None  # (the intercept's one row)
+    assert worker._wanted(np.arange(40)) == [None, None, None]  # 200 entries: whole blocks

@@ -157,6 +157,7 @@ class RayEngine:
         self._origin = list(range(self.n_workers))  # each slot's current actor's id
         self._next_origin = self.n_workers
         self._seq = {}
+        self._worker_rule = {}  # slot -> the rule's state its next call carries (_broadcast_rule_state)
         self._workers = [self._new_worker(slot) for slot in range(self.n_workers)]
 
     def _new_host(self, ray, h: int, params: torch.Tensor | None, clocks: list | None = None, ledgers: list | None = None):
@@ -288,15 +289,23 @@ class RayEngine:
                 self._replace_dead_workers(ray, algo, telemetry, applied)
 
     def _take_snapshot(self, ray, algo, params: torch.Tensor) -> None:
-        """At a drained point: the parameters (just pulled) and the servers' clocks and ledgers."""
-        self._snapshot = {"params": params.detach().clone(), "servers": self._servers_state(ray, algo)}
-        if self._files is not None:
-            self._call(ray, [host.save.remote() for host in self._hosts], algo)
+        """At a drained point: the servers' rows into `params` (for the monitor and checkpoints), and
+        their clocks and ledgers, in one call per host (each server saves its file first, with files)."""
+        save = self._files is not None
+        replies = self._call(ray, [host.snapshot.remote(save) for host in self._hosts], algo)
+        by_server = {b: reply for states in replies for b, reply in states.items()}
+        for b, (lo, hi) in enumerate(self._rows):
+            write_rows(params, lo, hi, by_server[b][0])
+        states = {b: state for b, (_, state) in by_server.items()}
+        self._snapshot = {"params": params.detach().clone(), "servers": self._states(states)}
         self._acked = [[] for _ in self._rows]  # (all held by the snapshot, and by the files)
 
     # -- messages ------------------------------------------------------------------------
     def _submit(self, sent: _Sent, in_flight: dict) -> None:
-        in_flight[self._workers[sent.slot].run_tasks.remote(sent.tasks, sent.origin, sent.seqs)] = sent
+        # (the rule's state since the last evaluation point rides on the slot's first call after it)
+        rule = self._worker_rule.pop(sent.slot, None)
+        extra = () if rule is None else (rule,)
+        in_flight[self._workers[sent.slot].run_tasks.remote(sent.tasks, sent.origin, sent.seqs, *extra)] = sent
 
     def _send_next(self, slot: int, stream: BatchStream, until: int, batch_size: int, in_flight: dict) -> None:
         """The stream's next tasks (`_call_tasks` of them, not crossing the evaluation point `until`)
@@ -322,6 +331,10 @@ class RayEngine:
         by_server = {}
         for states in self._call(ray, [host.state.remote() for host in self._hosts], algo):
             by_server.update(states)
+        return self._states(by_server)
+
+    def _states(self, by_server: dict) -> dict:
+        """The servers' states (ServerShard.state, by server) as the coordinator keeps them."""
         states = [by_server[b] for b in range(len(self._rows))]
         return {
             "clocks": [s["clock"] for s in states],
@@ -333,14 +346,15 @@ class RayEngine:
 
     def _broadcast_rule_state(self, ray, algo) -> None:
         """The rule's state to every actor: put in the object store once per role (not serialized once
-        per actor), each role's share of it where the algorithm says (`actor_state_dict`)."""
+        per actor), each role's share of it where the algorithm says (`actor_state_dict`). The servers
+        take it now (a worker's push must not reach a server before it); a worker with its next call
+        (`_submit`: an actor runs one caller's calls in order), one message less each."""
         if hasattr(algo, "actor_state_dict"):
             servers, workers = (ray.put(algo.actor_state_dict(role)) for role in ("server", "worker"))
         else:
             servers = workers = ray.put(algo.state_dict())
-        calls = [a.set_rule_state.remote(servers) for a in self._hosts]
-        calls += [a.set_rule_state.remote(workers) for a in self._workers]
-        self._call(ray, calls, algo)
+        self._call(ray, [a.set_rule_state.remote(servers) for a in self._hosts], algo)
+        self._worker_rule = dict.fromkeys(range(self.n_workers), workers)
 
     def _shutdown(self, ray) -> None:
         for actor in [*getattr(self, "_workers", []), *getattr(self, "_hosts", [])]:
@@ -395,12 +409,8 @@ class RayEngine:
                 if not in_flight:
                     at_eval = stream.issued == eval_at[next_eval]
 
-                    def pull_and_snapshot():
-                        self._pull(ray, algo, params)
-                        self._take_snapshot(ray, algo, params)
-
                     if stopping or at_eval or (checkpointer is not None and draining):
-                        self._drained(ray, algo, telemetry, applied, pull_and_snapshot)
+                        self._drained(ray, algo, telemetry, applied, lambda: self._take_snapshot(ray, algo, params))
                     if stopping or at_eval:
                         if at_eval:
                             next_eval += 1
@@ -470,6 +480,7 @@ class RayEngine:
             telemetry.server_updates = final["clocks"]
             telemetry.server_busy_seconds = final["busy"]
             telemetry.lost_updates = final["lost"]
+            telemetry.server_actors = [list(servers) for servers in self._placement]
         finally:
             self._shutdown(ray)
         return params, telemetry

@@ -38,6 +38,7 @@ class Telemetry:
     failures: list[dict] = dataclasses.field(default_factory=list)  # Ray: actors that died, and what was lost
     lost_updates: list[int] = dataclasses.field(default_factory=list)  # Ray: per server, updates lost to restarts
     server_busy_seconds: list[float] = dataclasses.field(default_factory=list)  # Ray: per server, in pulls and pushes
+    server_actors: list[list[int]] = dataclasses.field(default_factory=list)  # Ray: the servers each actor hosts
     # snapshot reads (engines/snapshots.py): reads a write overlapped, rows re-copied, reads under the lock
     reads_repaired: int = 0
     rows_recopied: int = 0
@@ -140,6 +141,7 @@ class Telemetry:
         t.failures = [dict(f) for f in saved.get("failures", [])]
         t.lost_updates = [int(c) for c in saved.get("lost_updates", [])]
         t.server_busy_seconds = [float(c) for c in saved.get("server_busy_seconds", [])]
+        t.server_actors = [[int(b) for b in servers] for servers in saved.get("server_actors", [])]
         reads = ("reads_repaired", "rows_recopied", "reads_locked", "reads_torn")
         t.record_reads(*(int(saved.get(k, 0)) for k in reads))
         return t
@@ -157,6 +159,7 @@ class Telemetry:
             "failures": [dict(f) for f in self.failures],
             "lost_updates": list(self.lost_updates),
             "server_busy_seconds": list(self.server_busy_seconds),
+            "server_actors": [list(servers) for servers in self.server_actors],
             "reads_repaired": self.reads_repaired,
             "rows_recopied": self.rows_recopied,
             "reads_locked": self.reads_locked,

@@ -651,6 +651,16 @@ class ProxSGDAlgorithm:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         return fast.csr_columns_read(v["indptr"], v["indices"], rows, mark, d, bool(problem.fit_intercept))
 
+    def read_entries(self, rows: np.ndarray) -> int | None:
+        """The entries of the samples `rows` (sparse data on the CPU: what finding `rows_read` costs a
+        pass over); None otherwise."""
+        problem = self.problem
+        if not problem.data.sparse or problem.data.device.type != "cpu":
+            return None
+        indptr = self._numpy_views()["indptr"]
+        rows = np.asarray(rows, dtype=np.int64)
+        return int((indptr[rows + 1] - indptr[rows]).sum())
+
     def _eager_scratch(self, rows: int) -> np.ndarray:
         """The eager kernel's scratch for `rows` rows (fast.eager_l1_apply: the pairs summed aside,
         zero between updates), one per thread: the worker that applies a server's update uses its

@@ -344,6 +344,7 @@ class WorkerActor:
         if getattr(algo, "bundles", False):
             algo.warm_bundles("worker")
         self.params = algo.init_params()
+        self.loading: list = []  # the hosts' rule-state calls to await before the next push
         self.finished = None  # when the last task ended (the idle time before the next one is waiting)
         self.staleness = 0  # the servers' staleness for this worker's last task: the step its copy takes
         # additive rules: the clock each server's rows in self.params are at (None: not a replica of
@@ -375,11 +376,14 @@ class WorkerActor:
     def _by_server(replies: list[list], groups: list[list[int]]) -> dict[int, tuple]:
         return {b: reply for bs, got in zip(groups, replies, strict=True) for b, reply in zip(bs, got, strict=True)}
 
-    def run_tasks(self, tasks: list, origin: int, seqs: list[int], rule_state: dict | None = None) -> dict:
+    def run_tasks(
+        self, tasks: list, origin: int, seqs: list[int], rule_state: dict | None = None, loaded: list | None = None
+    ) -> dict:
         """Tasks one after the other, each with its own pull and push, in one call from the
         coordinator: the coordinator's cost is then per call, not per batch. One reply for all, with
         each task's acknowledgements (`acks`: (seq, updates each server now holds)). `rule_state`: the
-        rule's state to take first (the coordinator's after an evaluation point).
+        rule's state to take first (the coordinator's after an evaluation point); `loaded`: the calls
+        that give the hosts theirs, awaited before the first push.
 
         Pushes are pipelined: a task's pushes are not waited for before the next task's pulls are
         sent; both are awaited together, before the next task computes. An actor runs one caller's
@@ -391,6 +395,7 @@ class WorkerActor:
 
         if rule_state is not None:  # (the rule's state since the last evaluation point)
             self.set_rule_state(rule_state)
+        self.loading = list(loaded or [])
         total: dict = {"stalenesses": [], "acks": []}
         pending = None
         for task, seq in zip(tasks, seqs, strict=True):
@@ -446,6 +451,9 @@ class WorkerActor:
         parts, owners = self._bundle(task, clocks) if bundled else self._batches(task, clocks)
         t2 = time.perf_counter()
         targets = [b for b, p in enumerate(parts) if p]
+        if self.loading:  # (the hosts hold the rule these pushes are applied with)
+            ray.get(self.loading)
+            self.loading = []
         refs, groups = self._send("push", {b: (origin, seq, parts[b], bundled, stepped_at, targets) for b in targets})
         idle = 0.0 if self.finished is None else max(0.0, t0 - self.finished)
         self.finished = time.perf_counter()

@@ -304,7 +304,7 @@ class RayEngine:
     def _submit(self, sent: _Sent, in_flight: dict) -> None:
         # (the rule's state since the last evaluation point rides on the slot's first call after it)
         rule = self._worker_rule.pop(sent.slot, None)
-        extra = () if rule is None else (rule,)
+        extra = () if rule is None else (rule[0], rule[1])  # (a list of refs: Ray does not wait for them)
         in_flight[self._workers[sent.slot].run_tasks.remote(sent.tasks, sent.origin, sent.seqs, *extra)] = sent
 
     def _send_next(self, slot: int, stream: BatchStream, until: int, batch_size: int, in_flight: dict) -> None:
@@ -346,15 +346,18 @@ class RayEngine:
 
     def _broadcast_rule_state(self, ray, algo) -> None:
         """The rule's state to every actor: put in the object store once per role (not serialized once
-        per actor), each role's share of it where the algorithm says (`actor_state_dict`). The servers
-        take it now (a worker's push must not reach a server before it); a worker with its next call
-        (`_submit`: an actor runs one caller's calls in order), one message less each."""
+        per actor), each role's share of it where the algorithm says (`actor_state_dict`). Not waited
+        for here: a worker's share rides on its next call (`_submit`: an actor runs one caller's calls
+        in order), with the hosts' calls, which the worker awaits before its first push (a push must
+        not reach a server before the rule it is applied with), so the hosts load it while the
+        workers pull and compute. A host that died meanwhile fails that wait: the run restarts it
+        (with the rule's state) and sends the call again."""
         if hasattr(algo, "actor_state_dict"):
             servers, workers = (ray.put(algo.actor_state_dict(role)) for role in ("server", "worker"))
         else:
             servers = workers = ray.put(algo.state_dict())
-        self._call(ray, [a.set_rule_state.remote(servers) for a in self._hosts], algo)
-        self._worker_rule = dict.fromkeys(range(self.n_workers), workers)
+        loaded = [a.set_rule_state.remote(servers) for a in self._hosts]
+        self._worker_rule = dict.fromkeys(range(self.n_workers), (workers, loaded))
 
     def _shutdown(self, ray) -> None:
         for actor in [*getattr(self, "_workers", []), *getattr(self, "_hosts", [])]:

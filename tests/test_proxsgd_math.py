@@ -119,6 +119,50 @@ def test_full_gradient_passes_check_grad(loss_name, sparse):
     assert scipy.optimize.check_grad(f, g, rng.normal(size=(d + 1) * k)) < 1e-6
 
 
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("loss_name", ["logistic", "smoothed_hinge"])
+def test_a_full_pass_with_a_probe_is_the_gradient_and_one_curvature_product(loss_name, sparse, fit_intercept):
+    """The shared pass an evaluation point takes (SVRG anchor, F's gradient, the local step's first
+    power-iteration product riding as a second column) against dense numpy; the measures it saves
+    equal the ones computed from scratch."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(4)
+    n, d = 50, 9
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5)
+    loss = LOSSES[loss_name]
+    y = rng.choice([-1.0, 1.0], size=(n, 1)) if loss.labels == "binary" else rng.normal(size=(n, 1))
+    data = LinearData.from_array(sp.csr_matrix(X) if sparse else X, y)
+    problem = LinearProblem(
+        data, loss, make_penalty("l1", 0.01), NonconvexRegularizer(0.0), fit_intercept, block_bounds(d, 3)
+    )
+    params = torch.tensor(rng.normal(size=(d + 1, 1)) * 0.3)
+    if not fit_intercept:
+        params[d] = 0.0
+    probe = torch.tensor(rng.normal(size=(d + 1, 1)))
+    if not fit_intercept:
+        probe[d] = 0.0  # (as the power iteration keeps it)
+    probe /= probe.norm()
+    taken = problem.full_pass(params, probe)
+
+    A = np.hstack([X, np.ones((n, 1))]) if fit_intercept else np.hstack([X, np.zeros((n, 1))])
+    z = A @ params.numpy()
+    np.testing.assert_allclose(taken.margins.numpy(), z, rtol=1e-12, atol=1e-12)
+    value, grad = problem.smooth_value_and_gradient(params)
+    assert taken.loss_value == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(taken.loss_gradient.numpy(), grad.numpy(), rtol=1e-10, atol=1e-14)
+    c = loss.second_derivative(torch.tensor(z), torch.tensor(y)).abs().numpy().reshape(-1)
+    expected = A.T @ (c * (A @ probe.numpy()).ravel()) / n
+    np.testing.assert_allclose(taken.probe_product.numpy().ravel(), expected, rtol=1e-10, atol=1e-14)
+
+    saved, fresh = problem.measures(params, 0.5, taken), problem.measures(params, 0.5)
+    assert saved["objective"] == pytest.approx(fresh["objective"], rel=1e-12)
+    assert saved["grad_mapping_sq"] == pytest.approx(fresh["grad_mapping_sq"], rel=1e-10)
+    assert saved["nnz"] == fresh["nnz"]
+    assert not taken.at(params + 1e-3)  # a pass at other parameters is not reused
+
+
 def test_block_bounds_never_cut_a_group():
     groups = np.repeat(np.arange(6), [5, 1, 1, 8, 2, 3])
     bounds = block_bounds(len(groups), 4, groups)

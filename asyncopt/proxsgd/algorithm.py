@@ -80,6 +80,7 @@ class ProxSGDAlgorithm:
         self._eta = torch.tensor([float(self.eta), float(self.eta), max(unit, float(self.eta))], dtype=torch.float64)
         self._global_unit = float(self._eta[2])
         self._local_vector = None  # adapt_step's warm start
+        self._local_first = stepsize.LOCAL_COLD_ITERATIONS  # power iterations of the first local estimate
         # SVRG anchor x~ (shared like the step): per-sample loss derivatives D~ (n x k) and the mean
         # gradient mu = grad f(x~). A worker pushes grad_j f_I(x^) - grad_j f_I(x~) (sparse: the
         # minibatch's columns, with D - D~ as coefficients); the server adds mu_j, which is dense but
@@ -166,11 +167,22 @@ class ProxSGDAlgorithm:
             )
 
     def refresh_snapshot(self, params: torch.Tensor) -> None:
-        """Move the SVRG anchor to params (call with no update in flight)."""
-        D, mu, self._snap_margins = self.problem.snapshot(params)
-        self._snap_params = params.clone()  # (adapt_step reuses the margins only at these parameters)
-        self._snap_D.copy_(D)
-        self._snap_mu.copy_(mu)
+        """Move the SVRG anchor to params (call with no update in flight). The same pass over the data
+        carries the local step's power-iteration product (`adapt_step`) and the evaluation's loss and
+        gradient (`measures`), which reuse it at these parameters."""
+        probe = None
+        if self.local_steps and self._local_vector is not None:
+            v = self._local_vector
+            probe = v / v.norm().clamp(min=torch.finfo(v.dtype).tiny)
+        self._pass = self.problem.full_pass(params, probe)
+        self._pass_probe = probe
+        self._snap_D.copy_(self._pass.derivative)
+        self._snap_mu.copy_(self._pass.loss_gradient)
+
+    def measures(self, params: torch.Tensor, eta: float) -> dict:
+        """The evaluation point's measures (LinearProblem.measures), from the anchor's pass when it was
+        taken at these parameters."""
+        return self.problem.measures(params, eta, getattr(self, "_pass", None))
 
     def _anchor_derivative(self, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return self._snap_D[rows.to(self._snap_D.device)].to(like.device)
@@ -248,6 +260,13 @@ class ProxSGDAlgorithm:
     def delay_unit(self, value: float) -> None:
         self._eta[2] = value
 
+    def warm_start(self, vector: torch.Tensor | None) -> None:
+        """Start the local step's power iteration from `vector` (Smoothness.vector, the global
+        estimate's), LOCAL_WARM_ITERATIONS for the first estimate instead of LOCAL_COLD_ITERATIONS."""
+        if vector is not None and self.local_steps:
+            self._local_vector = vector.reshape(-1, 1).clone()
+            self._local_first = stepsize.LOCAL_WARM_ITERATIONS
+
     def adapt_step(self, params: torch.Tensor) -> None:
         """Set the step bound from the loss's curvature at `params` (call with no update in flight, after
         `flush`): 1 / L_N of the local minibatch smoothness (stepsize.local_smoothness), between eta_0
@@ -256,14 +275,17 @@ class ProxSGDAlgorithm:
             return
         problem, data = self.problem, self.problem.data
         d = data.d
-        z, self._snap_margins = getattr(self, "_snap_margins", None), None  # (the anchor's, when at params)
-        if z is None or not torch.equal(params, getattr(self, "_snap_params", None)):
+        taken = getattr(self, "_pass", None)  # the anchor's pass, when at params: its margins and product
+        first = v = c = None
+        if taken is not None and taken.at(params):
+            z, c = taken.margins, taken.curvature
+            first, v = taken.probe_product, self._pass_probe
+        else:
             z = data.margins(params[:d]) + params[d]
-        c = problem.loss.second_derivative(z, data.Y)
+        c = problem.curvature(z) if c is None else c
         if c is None or data.n == 0:
             return
-        c = c.abs().amax(1) if c.dim() == 2 else c.abs()  # (columns share the step: the largest)
-        iterations = stepsize.LOCAL_ITERATIONS
+        iterations, self._local_first = max(self._local_first, stepsize.LOCAL_ITERATIONS), stepsize.LOCAL_ITERATIONS
         if self._local_vector is None:
             iterations = stepsize.LOCAL_COLD_ITERATIONS
             gen = torch.Generator(device="cpu").manual_seed(0)
@@ -273,8 +295,9 @@ class ProxSGDAlgorithm:
         if getattr(self, "_row_sq_norms", None) is None:
             self._row_sq_norms = data.row_sq_norms()  # (kept: a pass over the data, as slow as a product)
         local, self._local_vector = stepsize.local_smoothness(
-            data, c, problem.fit_intercept, self._local_vector, iterations, self._row_sq_norms
-        )
+            data, c, problem.fit_intercept, self._local_vector if first is None else v, iterations,
+            self._row_sq_norms, first,
+        )  # fmt: skip
         L = local.minibatch(1.0, self.batch_size, problem.regularizer.smoothness)
         cap = self.eta * min(
             max((1.0 / L) / self.eta if L > 0 else stepsize.LOCAL_GAIN_MAX, 1.0), stepsize.LOCAL_GAIN_MAX
@@ -306,7 +329,7 @@ class ProxSGDAlgorithm:
         state = self.__dict__.copy()
         state.pop("_views", None)  # numpy views of the (shared) tensors: rebuilt where unpickled
         state.pop("_read_marks", None)  # (rows_read's scratch)
-        for scratch in ("_snap_margins", "_snap_params", "_row_sq_norms"):  # (the coordinator's)
+        for scratch in ("_pass", "_pass_probe", "_row_sq_norms"):  # (the coordinator's)
             state.pop(scratch, None)
         return state
 
@@ -838,6 +861,7 @@ class ProxSGDAlgorithm:
         state = {"step": self.step, "step_cap": self.step_cap, "delay_unit": self.delay_unit}
         if self._local_vector is not None:
             state["local_vector"] = self._local_vector.clone()
+            state["local_first"] = self._local_first
         if self.variance_reduction:
             state["snapshot_D"], state["snapshot_mu"] = self._snap_D.clone(), self._snap_mu.clone()
         return state
@@ -848,6 +872,7 @@ class ProxSGDAlgorithm:
         anchor D~, which its rule does not read (on news20 the broadcast took 32 ms an epoch)."""
         state = self.state_dict()
         state.pop("local_vector", None)
+        state.pop("local_first", None)
         if role == "server":
             state.pop("snapshot_D", None)
         # numpy arrays travel as buffers (Ray's pickle 5, no copy); tensors through torch's reducer
@@ -859,6 +884,7 @@ class ProxSGDAlgorithm:
         self.delay_unit = float(state.get("delay_unit", self._global_unit))
         if "local_vector" in state:
             self._local_vector = _tensor(state["local_vector"]).clone()
+            self._local_first = int(state.get("local_first", stepsize.LOCAL_ITERATIONS))
         if self.variance_reduction:
             if self._snap_D.shape[0]:  # (a server's copy has no samples, and no use for D)
                 self._snap_D.copy_(_tensor(state["snapshot_D"]))

@@ -31,6 +31,22 @@ def block_bounds(d: int, n_blocks: int, group_of_row: np.ndarray | None = None) 
 
 
 @dataclasses.dataclass
+class FullPass:
+    """What `LinearProblem.full_pass` measured at `params`."""
+
+    params: torch.Tensor  # a copy of the parameters it was taken at
+    margins: torch.Tensor  # z = X w + b (n x k)
+    derivative: torch.Tensor  # d loss / d margin per sample (n x k)
+    loss_value: float  # the loss term's mean (no regularizer, no penalty)
+    loss_gradient: torch.Tensor  # the loss term's mean gradient (d + 1 x k)
+    curvature: torch.Tensor | None  # with a probe: each sample's d^2 loss / dz^2 (n,)
+    probe_product: torch.Tensor | None  # with a probe v: A^T diag(curvature) A v / n (d + 1 x 1)
+
+    def at(self, params: torch.Tensor) -> bool:
+        return self.params.shape == params.shape and torch.equal(self.params, params)
+
+
+@dataclasses.dataclass
 class LinearProblem:
     data: LinearData
     loss: Loss
@@ -59,18 +75,41 @@ class LinearProblem:
         return self.loss.derivative(z, y), float(z.sum())
 
     # -- full-data measures (evaluation points) --------------------------------------------
-    def snapshot(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """SVRG's anchor at params: every sample's d loss / d margin (n x k), the loss term's mean
-        gradient (d + 1 x k; the nonconvex regularizer is left out: workers evaluate it exactly), and
-        the margins (n x k), which the local step reuses."""
-        d, n = self.data.d, self.data.n
-        z = self.data.margins(params[:d]) + params[d]
+    def curvature(self, z: torch.Tensor) -> torch.Tensor | None:
+        """Each sample's d^2 loss / dz^2 at margins z (n,), the largest over the columns (they share a
+        step); None where the loss only knows its bound."""
+        c = self.loss.second_derivative(z, self.data.Y)
+        if c is None:
+            return None
+        return c.abs().amax(1) if c.dim() == 2 else c.abs()
+
+    def full_pass(self, params: torch.Tensor, probe: torch.Tensor | None = None) -> FullPass:
+        """One product with X and one with X^T at params: the SVRG anchor (per-sample D~ and the mean
+        gradient), F's loss term and its gradient for an evaluation point, and, with a `probe` v
+        (d + 1 x 1, unit norm), one power-iteration product A^T diag(c) A v / n at the curvature c
+        there. The probe rides as a second column of the same two sparse products, which cost what
+        one column costs (they are bound by reading X's indices): on news20, 2 passes an evaluation
+        point instead of 6."""
+        d, n, k = self.data.d, self.data.n, self.k
+        columns = params[:d] if probe is None else torch.cat([params[:d], probe[:d]], 1)
+        products = self.data.margins(columns)
+        z = products[:, :k] + params[d]
         D = self.loss.derivative(z, self.data.Y)
+        value = float(self.loss.value(z, self.data.Y).sum()) / n if n else 0.0
+        c = self.curvature(z) if probe is not None else None
+        columns = D if c is None else torch.cat([D, (products[:, k:] + probe[d]) * c.unsqueeze(1)], 1)
+        back = self.data.transpose_product(columns) / max(n, 1)
         grad = torch.zeros_like(params)
-        grad[:d] = self.data.transpose_product(D) / n
+        grad[:d] = back[:, :k]
         if self.fit_intercept:
-            grad[d] = D.sum(0) / n
-        return D, grad, z
+            grad[d] = D.sum(0) / max(n, 1)
+        product = None
+        if c is not None:
+            product = torch.zeros_like(probe)
+            product[:d] = back[:, k:]
+            if self.fit_intercept:
+                product[d] = columns[:, k:].sum(0) / max(n, 1)
+        return FullPass(params.clone(), z, D, value, grad, c, product)
 
     def smooth_value_and_gradient(self, params: torch.Tensor) -> tuple[float, torch.Tensor]:
         d, n = self.data.d, self.data.n
@@ -96,10 +135,17 @@ class LinearProblem:
         for lo, hi in zip(self.bounds[:-1], self.bounds[1:], strict=True):
             self.penalty.prox(v[lo:hi], eta, int(lo), int(hi))
 
-    def measures(self, params: torch.Tensor, eta: float) -> dict:
-        """F(x), ||G(x)||^2 with G the gradient mapping (x - prox_{eta h}(x - eta grad f(x))) / eta, non-zeros."""
-        value, grad = self.smooth_value_and_gradient(params)
+    def measures(self, params: torch.Tensor, eta: float, taken: FullPass | None = None) -> dict:
+        """F(x), ||G(x)||^2 with G the gradient mapping (x - prox_{eta h}(x - eta grad f(x))) / eta, non-zeros.
+        A full pass `taken` at these parameters (the anchor's) saves the two products."""
         d = self.data.d
+        if taken is not None and taken.at(params):
+            value, grad = taken.loss_value, taken.loss_gradient.clone()
+            if self.regularizer.strength:
+                value += self.regularizer.value(params[:d])
+                grad[:d] += self.regularizer.gradient(params[:d])
+        else:
+            value, grad = self.smooth_value_and_gradient(params)
         stepped = params - eta * grad
         self.prox_all(stepped, eta)
         if not self.fit_intercept:

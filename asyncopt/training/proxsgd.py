@@ -94,7 +94,7 @@ def run_proxsgd(
 
     def evaluate(params, samples, steps, seconds):
         summary = monitor.telemetry.staleness_summary() if hasattr(monitor, "telemetry") else {}
-        measures = algo.problem.measures(params, eta_measure)
+        measures = algo.measures(params, eta_measure)
         entry = ProxHistoryEntry(
             epoch=samples / n,
             samples=samples,

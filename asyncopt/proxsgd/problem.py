@@ -97,18 +97,18 @@ class LinearProblem:
         D = self.loss.derivative(z, self.data.Y)
         value = float(self.loss.value(z, self.data.Y).sum()) / n if n else 0.0
         c = self.curvature(z) if probe is not None else None
+        # the 1 / n applied to the n rows going in, not to the d rows coming out (d >> n on news20)
         columns = D if c is None else torch.cat([D, (products[:, k:] + probe[d]) * c.unsqueeze(1)], 1)
-        back = self.data.transpose_product(columns) / max(n, 1)
-        grad = torch.zeros_like(params)
+        columns = columns / max(n, 1)
+        back = self.data.transpose_product(columns)
+        grad = torch.empty_like(params)
         grad[:d] = back[:, :k]
-        if self.fit_intercept:
-            grad[d] = D.sum(0) / max(n, 1)
+        grad[d] = columns[:, :k].sum(0) if self.fit_intercept else 0.0
         product = None
         if c is not None:
-            product = torch.zeros_like(probe)
+            product = torch.empty_like(probe)
             product[:d] = back[:, k:]
-            if self.fit_intercept:
-                product[d] = columns[:, k:].sum(0) / max(n, 1)
+            product[d] = columns[:, k:].sum(0) if self.fit_intercept else 0.0
         return FullPass(params.clone(), z, D, value, grad, c, product)
 
     def smooth_value_and_gradient(self, params: torch.Tensor) -> tuple[float, torch.Tensor]:

@@ -81,6 +81,12 @@ class WorkerEngine:
         if self.servers_in_workers and (self.synchronous or self.devices is not None):
             raise ValueError("servers_in_workers needs asynchronous workers on one shared parameter store")
 
+    @property
+    def coordinator_threads(self) -> int:
+        """torch threads the coordinator may use while no worker computes (the setup before they
+        start, drained points): the cores the run's workers use."""
+        return min(os.cpu_count() or 1, self.n_workers * self.threads_per_worker)
+
     # -- workers ---------------------------------------------------------------------------
     def _start(self, algo, params, servers_state=None, batch_size=None):
         """The transport, the servers (in the workers, or the coordinator publishing), the workers."""
@@ -147,7 +153,7 @@ class WorkerEngine:
         shuts the workers down and raises TrainingInterrupted)."""
         params, stream, steps, telemetry = begin_run(algo, schedule, rng, monitor, self.n_workers, params, resume)
         # drained, the workers' cores are the coordinator's (the SVRG anchor, the local step, F)
-        monitor.drained_threads = min(os.cpu_count() or 1, self.n_workers * self.threads_per_worker)
+        monitor.drained_threads = self.coordinator_threads
         eval_at = schedule.evaluation_points()
         round_batch = schedule.batch_size * (self.n_workers if self.synchronous else 1)
         # compiled tasks: a round of batches goes to every worker at once and splits itself (atomics.py)

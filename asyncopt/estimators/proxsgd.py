@@ -17,6 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from asyncopt.engines import make_engine
+from asyncopt.engines.base import torch_threads
 from asyncopt.estimators.base import AsyncEstimator, data_fingerprint
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 from asyncopt.proxsgd.data import LinearData
@@ -260,7 +261,23 @@ class _ProxSGDBase(AsyncEstimator):
         )
         regularizer = NonconvexRegularizer(float(self.nonconvex_strength))
         problem = LinearProblem(data, loss, penalty, regularizer, self.fit_intercept, bounds)
-        smoothness = estimate_smoothness(data, self.fit_intercept)
+        engine = make_engine(
+            self.backend,
+            self.n_workers,
+            self.threads_per_worker,
+            self.max_delay,
+            self.delay,
+            self.inconsistent_reads,
+            self.synchronous,
+            servers_in_workers=parallel and not self.synchronous,
+            ray_address=self.ray_address,
+            resources_per_worker=self.resources_per_worker,
+            server_folder=self._server_folder() if self.backend == "ray" else None,
+            task_samples=self.task_samples,
+        )
+        # the power iteration runs before the workers start: on the cores they will use
+        with torch_threads(getattr(engine, "coordinator_threads", None)):
+            smoothness = estimate_smoothness(data, self.fit_intercept)
         N = int(min(auto_batch_size(smoothness) if self.batch_size == "auto" else self.batch_size, n))
         eta = base_step(smoothness, loss.curvature, N, regularizer.smoothness)
         if self.step_size != "auto":
@@ -326,20 +343,6 @@ class _ProxSGDBase(AsyncEstimator):
         derived = {"batch_size": N, "step_size": eta, "n_blocks": self.n_blocks_}
         self._check_derived(state, derived)
         checkpointing = self._checkpointing(seed, fingerprint, derived)
-        engine = make_engine(
-            self.backend,
-            self.n_workers,
-            self.threads_per_worker,
-            self.max_delay,
-            self.delay,
-            self.inconsistent_reads,
-            self.synchronous,
-            servers_in_workers=parallel and not self.synchronous,
-            ray_address=self.ray_address,
-            resources_per_worker=self.resources_per_worker,
-            server_folder=self._server_folder() if self.backend == "ray" else None,
-            task_samples=self.task_samples,
-        )
         validate = None if validation is None else self._validation_scorer(*validation, d, order)
         progress = self._progress(int(math.ceil(self.max_epochs * n)), state.samples if state is not None else 0)
         try:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from asyncopt.engines.base import Monitor, Schedule
+from asyncopt.engines.base import Monitor, Schedule, torch_threads
 from asyncopt.engines.telemetry import Telemetry
 from asyncopt.errors import TrainingDiverged
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
@@ -141,7 +141,8 @@ def run_proxsgd(
     monitor = Monitor(evaluate, stop, started, refresh)
     continue_monitor(monitor, resume, ProxHistoryEntry)
     if resume is None and algo.variance_reduction:
-        algo.refresh_snapshot(algo.init_params())  # the anchor at the starting point
+        with torch_threads(getattr(engine, "coordinator_threads", None)):  # (no worker started yet)
+            algo.refresh_snapshot(algo.init_params())  # the anchor at the starting point
     schedule = Schedule(n, algo.batch_size, settings.epochs, settings.evals_per_epoch)
     params, telemetry = launch(
         algo, schedule, rng, monitor, engine=engine, time_limit=settings.time_limit, progress=progress,

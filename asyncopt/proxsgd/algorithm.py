@@ -134,10 +134,14 @@ class ProxSGDAlgorithm:
     def _make_lazy_state(self) -> dict:
         problem, data = self.problem, self.problem.data
         block_of = np.searchsorted(problem.bounds, np.arange(data.d), side="right") - 1
+        # every minibatch entry reads `last` and `block_of` at a random row: narrow types keep more of
+        # them in cache (10^6 columns in 2 blocks: 1 and 2 worker throughput +17-31% and +4-20%, measured
+        # on a 4*10^5 x 10^6 synthetic set); ticks restart at each flush (every evaluation point)
         return {
             "ticks": torch.zeros(problem.n_blocks, dtype=torch.int64),  # updates applied to each block
-            "last": torch.zeros(data.d, dtype=torch.int64),  # the block's tick each row is up to date with
-            "block_of": torch.from_numpy(block_of.astype(np.int64)),
+            # the block's tick each row is up to date with (an epoch is at most n updates)
+            "last": torch.zeros(data.d, dtype=torch.int32 if data.n < 2**31 else torch.int64),
+            "block_of": torch.from_numpy(block_of.astype(np.int16 if problem.n_blocks < 2**15 else np.int32)),
             "slot": self._slot,
             "mu": self._snap_mu if self._snap_mu is not None else torch.zeros(data.d + 1, problem.k, dtype=data.dtype),
         }

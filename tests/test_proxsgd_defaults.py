@@ -159,3 +159,31 @@ def test_ray_takes_the_block_push_on_wide_data_and_the_full_push_elsewhere(ray_s
             clf.fit(data, target)
         pushes.append(clf.push_)
     assert pushes == ["full", "block"]
+
+
+def test_at_zero_coefficients_the_local_step_is_the_global_estimate_times_the_one_curvature():
+    """The first anchor (x = 0): every logistic margin is 0, so every curvature is 1/4 and the local
+    estimate is 1/4 of the global one, taken without a power iteration; it equals a converged one."""
+    X, y = make_classification(2000, 30, random_state=0)
+    y = np.where(y == 1, 1.0, -1.0)
+    algo, sm, loss, eta0 = _algorithm(X, y, local_steps=True, variance_reduction=True,
+                                      delay_smoothness=0.25 * sm_top(X))  # fmt: skip
+    algo.warm_start(sm)
+    params = algo.init_params()
+    algo.refresh_snapshot(params)
+    assert algo._pass.probe_product is None  # (no probe column at zero coefficients)
+    products = []
+    original = algo.problem.data.margins
+    algo.problem.data.margins = lambda W: products.append(W) or original(W)
+    algo.adapt_step(params)
+    assert products == []  # no product: the global estimate, scaled
+    algo.problem.data.margins = original
+    shortcut = (algo.step_cap, algo.delay_unit)
+    cold, _, _, _ = _algorithm(X, y, local_steps=True, variance_reduction=True, delay_smoothness=0.25 * sm_top(X))
+    cold._local_first = 100  # (no warm start: 100 power iterations from a random vector)
+    cold.refresh_snapshot(params)
+    cold.adapt_step(params)
+    assert shortcut == pytest.approx((cold.step_cap, cold.delay_unit), rel=1e-3)
+    params[0] = 0.5  # coefficients off zero: the curvatures differ, the power iteration runs again
+    algo.refresh_snapshot(params)
+    assert algo._pass.probe_product is not None

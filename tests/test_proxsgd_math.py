@@ -536,6 +536,35 @@ def test_smoothness_estimate_is_the_top_eigenvalue_of_the_gram_matrix_with_a_mar
     assert est.max_row_sq_norm == pytest.approx((A * A).sum(1).max())
 
 
+def test_a_workers_copy_of_the_algorithm_holds_no_transposed_data():
+    """X^T and the products' row pointers serve the coordinator's full passes: a pickled algorithm (what a
+    processes or Ray worker receives) and the shared tensors leave them out, and still take the same step."""
+    import pickle
+
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    X = sp.random(300, 200, density=0.05, random_state=0, format="csr")
+    y = np.where(np.random.default_rng(0).random((300, 1)) < 0.5, -1.0, 1.0)
+    problem = LinearProblem(LinearData.from_array(X, y), LOSSES["logistic"], make_penalty("l1", 0.01),
+                            NonconvexRegularizer(0.0), False, block_bounds(200, 2))  # fmt: skip
+    algo = ProxSGDAlgorithm(problem, 4, 0.5, variance_reduction=True)
+    algo.refresh_snapshot(algo.init_params())
+    copy = pickle.loads(pickle.dumps(algo))
+    data = copy.problem.data
+    assert data.t_indptr is None and data.t_values is None and data.product_indptr is None
+    assert data.indices.dtype == torch.int32  # (the column indices narrow: 4 bytes an entry)
+    assert problem.data.t_indptr is not None  # the coordinator's own copy keeps them
+    shared = {t.data_ptr() for t in problem.data.worker_tensors()}
+    assert problem.data.t_values.data_ptr() not in shared
+    rows = torch.arange(8)
+    params = algo.init_params()
+    params[:5] = 0.1
+    mine, theirs = algo.compute(params, rows, 1.0), copy.compute(params, rows, 1.0)
+    assert torch.equal(mine.values, theirs.values)
+
+
 def test_the_step_read_after_moving_to_shared_memory_is_the_shared_one():
     """share_memory_ moves storages and frees the old ones: views cached before (prepare) must not
     be read after, or the plateau schedule and lazy flushes in the coordinator see freed memory."""

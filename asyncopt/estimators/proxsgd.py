@@ -325,7 +325,7 @@ class _ProxSGDBase(AsyncEstimator):
             # beat eager sweeps at adaptive steps: the step of the bound (tau = workers - 1) then
             bound = make_algorithm(False, push)
             algo = bound if bound.lazy_active else algo
-        algo.warm_start(smoothness.vector)  # (the local step's first power iterations)
+        algo.warm_start(smoothness)  # (the local step's first estimate)
         if self.backend != "processes" or algo.lazy_active:  # (process workers load the kernels themselves,
             algo.prepare()  # before the clock starts; only lazy updates need them here too, to flush)
         self.n_blocks_, self.push_ = len(bounds) - 1, push

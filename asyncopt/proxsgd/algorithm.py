@@ -175,13 +175,19 @@ class ProxSGDAlgorithm:
         carries the local step's power-iteration product (`adapt_step`) and the evaluation's loss and
         gradient (`measures`), which reuse it at these parameters."""
         probe = None
-        if self.local_steps and self._local_vector is not None:
+        d = self.problem.data.d
+        # (zero coefficients: one margin for every sample, so one curvature: adapt_step needs no product)
+        if self.local_steps and self._local_vector is not None and bool(params[:d].any()):
             v = self._local_vector
             probe = v / v.norm().clamp(min=torch.finfo(v.dtype).tiny)
         self._pass = self.problem.full_pass(params, probe)
         self._pass_probe = probe
         self._snap_D.copy_(self._pass.derivative)
         self._snap_mu.copy_(self._pass.loss_gradient)
+
+    def objective(self, params: torch.Tensor) -> float:
+        """F(params) (LinearProblem.objective), from the anchor's pass when it was taken at these parameters."""
+        return self.problem.objective(params, getattr(self, "_pass", None))
 
     def measures(self, params: torch.Tensor, eta: float) -> dict:
         """The evaluation point's measures (LinearProblem.measures), from the anchor's pass when it was
@@ -264,12 +270,16 @@ class ProxSGDAlgorithm:
     def delay_unit(self, value: float) -> None:
         self._eta[2] = value
 
-    def warm_start(self, vector: torch.Tensor | None) -> None:
-        """Start the local step's power iteration from `vector` (Smoothness.vector, the global
-        estimate's), LOCAL_WARM_ITERATIONS for the first estimate instead of LOCAL_COLD_ITERATIONS."""
-        if vector is not None and self.local_steps:
-            self._local_vector = vector.reshape(-1, 1).clone()
+    def warm_start(self, smoothness: stepsize.Smoothness) -> None:
+        """Start the local step from the global estimate (estimate_smoothness): its power iteration
+        from the global vector, LOCAL_WARM_ITERATIONS for the first estimate instead of
+        LOCAL_COLD_ITERATIONS, and the global figures where the curvature is the same for every sample."""
+        if smoothness.vector is not None and self.local_steps:
+            self._local_vector = smoothness.vector.reshape(-1, 1).clone()
             self._local_first = stepsize.LOCAL_WARM_ITERATIONS
+            self._global_smoothness = smoothness
+            if smoothness.row_sq_norms is not None:
+                self._row_sq_norms = smoothness.row_sq_norms
 
     def adapt_step(self, params: torch.Tensor) -> None:
         """Set the step bound from the loss's curvature at `params` (call with no update in flight, after
@@ -289,6 +299,11 @@ class ProxSGDAlgorithm:
         c = problem.curvature(z) if c is None else c
         if c is None or data.n == 0:
             return
+        local = self._uniform_curvature_smoothness(c)
+        if local is not None:
+            self._local_first = stepsize.LOCAL_ITERATIONS
+            self._set_local_step(local)
+            return
         iterations, self._local_first = max(self._local_first, stepsize.LOCAL_ITERATIONS), stepsize.LOCAL_ITERATIONS
         if self._local_vector is None:
             iterations = stepsize.LOCAL_COLD_ITERATIONS
@@ -302,6 +317,19 @@ class ProxSGDAlgorithm:
             data, c, problem.fit_intercept, self._local_vector if first is None else v, iterations,
             self._row_sq_norms, first,
         )  # fmt: skip
+        self._set_local_step(local)
+
+    def _uniform_curvature_smoothness(self, c: torch.Tensor) -> stepsize.Smoothness | None:
+        """With one curvature c0 for every sample (the logistic loss at zero coefficients: 1/4),
+        A^T diag(c) A = c0 A^T A: the local estimate is the global one times c0, no power iteration."""
+        smoothness = getattr(self, "_global_smoothness", None)
+        if smoothness is None or not bool((c == c[0]).all()):
+            return None
+        c0 = float(c[0])
+        return stepsize.Smoothness(c0 * smoothness.top_eigenvalue, c0 * smoothness.max_row_sq_norm)
+
+    def _set_local_step(self, local: stepsize.Smoothness) -> None:
+        problem = self.problem
         L = local.minibatch(1.0, self.batch_size, problem.regularizer.smoothness)
         cap = self.eta * min(
             max((1.0 / L) / self.eta if L > 0 else stepsize.LOCAL_GAIN_MAX, 1.0), stepsize.LOCAL_GAIN_MAX
@@ -333,8 +361,11 @@ class ProxSGDAlgorithm:
         state = self.__dict__.copy()
         state.pop("_views", None)  # numpy views of the (shared) tensors: rebuilt where unpickled
         state.pop("_read_marks", None)  # (rows_read's scratch)
-        for scratch in ("_pass", "_pass_probe", "_row_sq_norms"):  # (the coordinator's)
+        for scratch in ("_pass", "_pass_probe", "_row_sq_norms", "_global_smoothness"):  # (the coordinator's)
             state.pop(scratch, None)
+        # (and so is X^T: a worker reads minibatch rows only; a pickled copy or a shared one would cost
+        # memory and seconds of copying on large data)
+        state["problem"] = dataclasses.replace(self.problem, data=self.problem.data.for_workers())
         return state
 
     def _block_range(self, key: int) -> tuple[int, int, int]:
@@ -911,7 +942,7 @@ class ProxSGDAlgorithm:
         return saved
 
     def share_memory(self) -> None:
-        for t in self.problem.data.tensors():
+        for t in self.problem.data.worker_tensors():
             t.share_memory_()
         for t in (self._eta, self._snap_D, self._snap_mu, self._slot, *(self._lazy_state or {}).values()):
             if t is not None:

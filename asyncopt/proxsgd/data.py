@@ -47,11 +47,10 @@ class LinearData:
     t_indptr: torch.Tensor | None = None  # CSR arrays of X^T (d x n), int32 indices where they fit
     t_indices: torch.Tensor | None = None
     t_values: torch.Tensor | None = None
-    # X's CSR indices again, as int32 where they fit, for the full-data products: the sparse product
-    # takes int32 indices and converts int64 ones on every call (2.2 of 8.7 ms a pass pair on news20);
-    # X^T, used by those products only, holds int32 alone, so the copy costs no memory in all
+    # X's row pointers in the dtype of `indices` (int32 where they fit), for the full-data products: torch's
+    # sparse product wants both in one dtype, and converts int64 ones on every call (2.2 of 8.7 ms a pass
+    # pair on news20). The workers' kernels read `indptr` (int64: offsets into the entries) and `indices`.
     product_indptr: torch.Tensor | None = None
-    product_indices: torch.Tensor | None = None
 
     @classmethod
     def from_array(cls, X, Y: np.ndarray, dtype=torch.float64, device="cpu") -> LinearData:
@@ -61,19 +60,18 @@ class LinearData:
             return cls(n, d, Yt, torch.as_tensor(_writable(X), dtype=dtype, device=device))
         X = sp.csr_matrix(X)  # CSC arrives as CSR: a format change, still sparse
         X.sum_duplicates()
-        XT = X.T.tocsr()
         narrow = np.int32 if max(X.nnz, n, d) <= np.iinfo(np.int32).max else np.int64
 
-        def arrays(M, index=np.int64):
+        def arrays(M, indptr=narrow):  # (the column indices narrow where they fit: 4 bytes an entry less)
             return (
-                torch.as_tensor(M.indptr.astype(index), device=device),
-                torch.as_tensor(M.indices.astype(index), device=device),
+                torch.as_tensor(M.indptr.astype(indptr, copy=False), device=device),
+                torch.as_tensor(M.indices.astype(narrow, copy=False), device=device),
                 torch.as_tensor(_writable(M.data), dtype=dtype, device=device),
             )
 
-        rows = arrays(X)
-        product = rows[:2] if narrow is np.int64 else arrays(X, narrow)[:2]
-        return cls(n, d, Yt, None, *rows, *arrays(XT, narrow), *product)
+        rows = arrays(X, np.int64)
+        product = None if narrow is np.int64 else torch.as_tensor(X.indptr.astype(narrow), device=device)
+        return cls(n, d, Yt, None, *rows, *arrays(X.T.tocsr()), product)
 
     @staticmethod
     def _csr(indptr, indices, values, shape):
@@ -109,9 +107,16 @@ class LinearData:
             self.t_indices,
             self.t_values,
             self.product_indptr,
-            self.product_indices,
         )
         return [t for t in fields if t is not None]
+
+    def for_workers(self) -> LinearData:
+        """What a worker reads (the minibatches' rows): X^T and the products' row pointers serve the
+        coordinator's full passes only, so they are neither shared nor sent to worker processes."""
+        return dataclasses.replace(self, t_indptr=None, t_indices=None, t_values=None, product_indptr=None)
+
+    def worker_tensors(self) -> list[torch.Tensor]:
+        return self.for_workers().tensors()
 
     def minibatch(self, rows: torch.Tensor) -> MiniBatch:
         rows = rows.to(self.device)
@@ -136,9 +141,9 @@ class LinearData:
         return out.index_add_(0, batch.local_row, batch.vals.unsqueeze(1) * pulled)
 
     def _product_index(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.product_indptr is None:  # (data built without the int32 copy)
+        if self.product_indptr is None:  # (indices as wide as the row pointers)
             return self.indptr, self.indices
-        return self.product_indptr, self.product_indices
+        return self.product_indptr, self.indices
 
     def margins(self, weights: torch.Tensor) -> torch.Tensor:
         """X @ weights on all samples."""

@@ -126,8 +126,12 @@ class LinearProblem:
             grad[:d] += self.regularizer.gradient(params[:d])
         return value, grad
 
-    def objective(self, params: torch.Tensor) -> float:
-        value, _ = self.smooth_value_and_gradient(params)
+    def objective(self, params: torch.Tensor, taken: FullPass | None = None) -> float:
+        """F(params), from a full pass `taken` at these parameters when there is one (no product then)."""
+        if taken is not None and taken.at(params):
+            value = taken.loss_value + (self.regularizer.value(params[: self.data.d]) if self.regularizer.strength else 0.0)
+        else:
+            value, _ = self.smooth_value_and_gradient(params)
         return value + self.penalty.value(params[: self.data.d])
 
     def prox_all(self, v: torch.Tensor, eta: float) -> None:

@@ -36,6 +36,8 @@ class Smoothness:
     # the power iteration's last vector (d + 1, 1), a warm start for the local estimates: at x = 0 the
     # logistic curvature is 1/4 for every sample, so there it is the local top eigenvector too
     vector: torch.Tensor | None = dataclasses.field(default=None, compare=False, repr=False)
+    # ||a_i||^2 per sample (data.row_sq_norms(), a pass over the data): kept for the local estimates
+    row_sq_norms: torch.Tensor | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def minibatch(self, curvature: float, batch_size: int, regularizer_smoothness: float = 0.0) -> float:
         N = max(1, batch_size)
@@ -66,9 +68,10 @@ def estimate_smoothness(
         v = w
         if it >= 2 and abs(lam - previous) <= rtol * abs(lam):
             break
-    beta = float(data.row_sq_norms().max()) + (1.0 if fit_intercept else 0.0) if data.n else 0.0
+    rows = data.row_sq_norms()
+    beta = float(rows.max()) + (1.0 if fit_intercept else 0.0) if data.n else 0.0
     # the Rayleigh quotient approaches lambda_1 from below: a 5% margin keeps the step safe
-    return Smoothness(1.05 * max(lam, 0.0), beta, v)
+    return Smoothness(1.05 * max(lam, 0.0), beta, v, rows)
 
 
 # power iterations per local estimate: the curvature moves slowly between anchors, so one warm

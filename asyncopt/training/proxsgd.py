@@ -135,14 +135,14 @@ def run_proxsgd(
             algo.adapt_step(params)  # and the step bound to the curvature there (local_steps)
             run.anchored_at = samples
 
-    if run.start_objective is None:  # F(x0), what divergence is measured against (x0 = 0, as init_params)
-        start = algo.problem.objective(algo.init_params())
-        run.start_objective = start if math.isfinite(start) else math.inf
-    monitor = Monitor(evaluate, stop, started, refresh)
-    continue_monitor(monitor, resume, ProxHistoryEntry)
     if resume is None and algo.variance_reduction:
         with torch_threads(getattr(engine, "coordinator_threads", None)):  # (no worker started yet)
             algo.refresh_snapshot(algo.init_params())  # the anchor at the starting point
+    if run.start_objective is None:  # F(x0), what divergence is measured against (x0 = 0, as init_params)
+        start = algo.objective(algo.init_params())  # (from the anchor's pass, when there is one)
+        run.start_objective = start if math.isfinite(start) else math.inf
+    monitor = Monitor(evaluate, stop, started, refresh)
+    continue_monitor(monitor, resume, ProxHistoryEntry)
     schedule = Schedule(n, algo.batch_size, settings.epochs, settings.evals_per_epoch)
     params, telemetry = launch(
         algo, schedule, rng, monitor, engine=engine, time_limit=settings.time_limit, progress=progress,

@@ -163,6 +163,35 @@ def test_a_full_pass_with_a_probe_is_the_gradient_and_one_curvature_product(loss
     assert not taken.at(params + 1e-3)  # a pass at other parameters is not reused
 
 
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_the_setups_serial_products_and_the_first_anchor_need_no_transposed_copy(fit_intercept):
+    """The products the setup runs while X^T is built on a thread (serial, from X's rows) equal the ones
+    with X^T, and the anchor at zero coefficients (no X product, a serial X^T one) is the gradient there."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    n, d = 60, 11
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4)
+    y = rng.choice([-1.0, 1.0], size=(n, 1))
+    data = LinearData.from_array(sp.csr_matrix(X), y)
+    for k in (1, 2):
+        W, D = torch.tensor(rng.normal(size=(d, k))), torch.tensor(rng.normal(size=(n, k)))
+        np.testing.assert_allclose(data.margins(W, serial=True).numpy(), X @ W.numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(data.transpose_product(D, serial=True).numpy(), X.T @ D.numpy(), rtol=1e-12,
+                                   atol=1e-14)  # fmt: skip
+        np.testing.assert_allclose(data.transpose_product(D).numpy(), X.T @ D.numpy(), rtol=1e-12, atol=1e-14)
+    problem = LinearProblem(data, LOSSES["logistic"], make_penalty("l1", 0.01), NonconvexRegularizer(0.0),
+                            fit_intercept, block_bounds(d, 3))  # fmt: skip
+    params = problem.init_params()
+    if fit_intercept:
+        params[d] = 0.3
+    taken = problem.full_pass(params)
+    value, grad = problem.smooth_value_and_gradient(params)
+    assert taken.loss_value == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(taken.loss_gradient.numpy(), grad.numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(taken.margins.numpy(), np.full((n, 1), float(params[d])))
+
+
 def test_block_bounds_never_cut_a_group():
     groups = np.repeat(np.arange(6), [5, 1, 1, 8, 2, 3])
     bounds = block_bounds(len(groups), 4, groups)
@@ -555,7 +584,8 @@ def test_a_workers_copy_of_the_algorithm_holds_no_transposed_data():
     data = copy.problem.data
     assert data.t_indptr is None and data.t_values is None and data.product_indptr is None
     assert data.indices.dtype == torch.int32  # (the column indices narrow: 4 bytes an entry)
-    assert problem.data.t_indptr is not None  # the coordinator's own copy keeps them
+    everything = problem.data.tensors()  # the coordinator's own copy keeps them (built on a thread)
+    assert problem.data.t_indptr is not None and any(t is problem.data.t_values for t in everything)
     shared = {t.data_ptr() for t in problem.data.worker_tensors()}
     assert problem.data.t_values.data_ptr() not in shared
     rows = torch.arange(8)

@@ -17,7 +17,6 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from asyncopt.engines import make_engine
-from asyncopt.engines.base import torch_threads
 from asyncopt.estimators.base import AsyncEstimator, data_fingerprint
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 from asyncopt.proxsgd.data import LinearData
@@ -275,9 +274,8 @@ class _ProxSGDBase(AsyncEstimator):
             server_folder=self._server_folder() if self.backend == "ray" else None,
             task_samples=self.task_samples,
         )
-        # the power iteration runs before the workers start: on the cores they will use
-        with torch_threads(getattr(engine, "coordinator_threads", None)):
-            smoothness = estimate_smoothness(data, self.fit_intercept)
+        # (serial products, on one core, while another thread builds X^T: LinearData.from_array)
+        smoothness = estimate_smoothness(data, self.fit_intercept)
         N = int(min(auto_batch_size(smoothness) if self.batch_size == "auto" else self.batch_size, n))
         eta = base_step(smoothness, loss.curvature, N, regularizer.smoothness)
         if self.step_size != "auto":

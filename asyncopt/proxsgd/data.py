@@ -7,12 +7,36 @@ the margins of the minibatch then read only the parameters at the columns it tou
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
+import functools
 import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one thread inside the block: around the setup's serial products, so that no OpenMP thread
+    of torch's, spinning after a parallel operation, competes with them and with the transposing thread."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@functools.cache
+def _transposer() -> concurrent.futures.ThreadPoolExecutor:
+    """The thread that builds X^T beside the setup (one: transpositions are memory-bound)."""
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asyncopt-transpose")
 
 
 def _writable(a) -> np.ndarray:
@@ -51,6 +75,10 @@ class LinearData:
     # sparse product wants both in one dtype, and converts int64 ones on every call (2.2 of 8.7 ms a pass
     # pair on news20). The workers' kernels read `indptr` (int64: offsets into the entries) and `indices`.
     product_indptr: torch.Tensor | None = None
+    # X^T is built on a thread beside the rest of the setup (scipy's transposition releases the GIL; 31 ms
+    # on news20, seconds on 10^8 entries): the products that need it wait for it (`_transposed`), the
+    # setup's own products do without it (`serial=True`)
+    transposing: concurrent.futures.Future | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_array(cls, X, Y: np.ndarray, dtype=torch.float64, device="cpu") -> LinearData:
@@ -71,7 +99,27 @@ class LinearData:
 
         rows = arrays(X, np.int64)
         product = None if narrow is np.int64 else torch.as_tensor(X.indptr.astype(narrow), device=device)
-        return cls(n, d, Yt, None, *rows, *arrays(X.T.tocsr()), product)
+        if torch.device(device).type != "cpu":
+            return cls(n, d, Yt, None, *rows, *arrays(X.T.tocsr()), product)
+        transposing = _transposer().submit(lambda: arrays(X.T.tocsr()))
+        return cls(n, d, Yt, None, *rows, None, None, None, product, transposing)
+
+    def _transposed(self) -> LinearData:
+        """Self, with X^T in place (waits for the thread building it)."""
+        if self.transposing is not None:
+            self.t_indptr, self.t_indices, self.t_values = self.transposing.result()
+            self.transposing = None
+        return self
+
+    def _scipy(self) -> sp.csr_matrix:
+        """X as a scipy CSR matrix over the same arrays (no copy): the serial products'."""
+        indptr, indices = self._product_index()
+        return sp.csr_matrix((self.values.numpy(), indices.numpy(), indptr.numpy()), shape=(self.n, self.d), copy=False)
+
+    def _serial(self, M: sp.spmatrix, B: torch.Tensor) -> torch.Tensor:
+        """M @ B with scipy (one thread, no torch parallel region)."""
+        out = M @ (B.numpy()[:, 0] if B.shape[1] == 1 else B.numpy())
+        return torch.from_numpy(np.ascontiguousarray(out).reshape(M.shape[0], B.shape[1]))
 
     @staticmethod
     def _csr(indptr, indices, values, shape):
@@ -97,6 +145,7 @@ class LinearData:
         return self.Y.device
 
     def tensors(self) -> list[torch.Tensor]:
+        self._transposed()
         fields = (
             self.Y,
             self.dense,
@@ -113,7 +162,9 @@ class LinearData:
     def for_workers(self) -> LinearData:
         """What a worker reads (the minibatches' rows): X^T and the products' row pointers serve the
         coordinator's full passes only, so they are neither shared nor sent to worker processes."""
-        return dataclasses.replace(self, t_indptr=None, t_indices=None, t_values=None, product_indptr=None)
+        return dataclasses.replace(
+            self, t_indptr=None, t_indices=None, t_values=None, product_indptr=None, transposing=None
+        )
 
     def worker_tensors(self) -> list[torch.Tensor]:
         return self.for_workers().tensors()
@@ -145,16 +196,21 @@ class LinearData:
             return self.indptr, self.indices
         return self.product_indptr, self.indices
 
-    def margins(self, weights: torch.Tensor) -> torch.Tensor:
-        """X @ weights on all samples."""
+    def margins(self, weights: torch.Tensor, serial: bool = False) -> torch.Tensor:
+        """X @ weights on all samples; `serial`: on one thread (the setup's, beside X^T's transposition)."""
         if not self.sparse:
             return self.dense @ weights
+        if serial and self.device.type == "cpu":
+            return self._serial(self._scipy(), weights)
         return self._csr(*self._product_index(), self.values, (self.n, self.d)) @ weights
 
-    def transpose_product(self, D: torch.Tensor) -> torch.Tensor:
-        """X^T @ D (d x k) on all samples."""
+    def transpose_product(self, D: torch.Tensor, serial: bool = False) -> torch.Tensor:
+        """X^T @ D (d x k) on all samples; `serial`: on one thread from X's rows, without waiting for X^T."""
         if not self.sparse:
             return self.dense.T @ D
+        if serial and self.device.type == "cpu":
+            return self._serial(self._scipy().T, D)
+        self._transposed()
         return self._csr(self.t_indptr, self.t_indices, self.t_values, (self.d, self.n)) @ D
 
     def column_sums(self) -> torch.Tensor:

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from asyncopt.proxsgd.data import LinearData, MiniBatch
+from asyncopt.proxsgd.data import LinearData, MiniBatch, one_torch_thread
 from asyncopt.proxsgd.losses import Loss, NonconvexRegularizer
 from asyncopt.proxsgd.prox import Penalty
 
@@ -91,8 +91,18 @@ class LinearProblem:
         one column costs (they are bound by reading X's indices): on news20, 2 passes an evaluation
         point instead of 6."""
         d, n, k = self.data.d, self.data.n, self.k
+        # (zero coefficients, the first anchor: no X product, and X^T's serial product, without waiting
+        # for the transposition: workers start meanwhile)
+        start = probe is None and not bool(params[:d].any())
+        if start:
+            with one_torch_thread():
+                return self._full_pass(params, probe, start)
+        return self._full_pass(params, probe, start)
+
+    def _full_pass(self, params: torch.Tensor, probe: torch.Tensor | None, start: bool) -> FullPass:
+        d, n, k = self.data.d, self.data.n, self.k
         columns = params[:d] if probe is None else torch.cat([params[:d], probe[:d]], 1)
-        products = self.data.margins(columns)
+        products = torch.zeros(n, k, dtype=params.dtype, device=params.device) if start else self.data.margins(columns)
         z = products[:, :k] + params[d]
         D = self.loss.derivative(z, self.data.Y)
         value = float(self.loss.value(z, self.data.Y).sum()) / n if n else 0.0
@@ -100,7 +110,7 @@ class LinearProblem:
         # the 1 / n applied to the n rows going in, not to the d rows coming out (d >> n on news20)
         columns = D if c is None else torch.cat([D, (products[:, k:] + probe[d]) * c.unsqueeze(1)], 1)
         columns = columns / max(n, 1)
-        back = self.data.transpose_product(columns)
+        back = self.data.transpose_product(columns, serial=start)
         grad = torch.empty_like(params)
         grad[:d] = back[:, :k]
         grad[d] = columns[:, :k].sum(0) if self.fit_intercept else 0.0

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from asyncopt.proxsgd.data import LinearData
+from asyncopt.proxsgd.data import LinearData, one_torch_thread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,15 @@ def estimate_smoothness(
     It starts from A^T 1, the column sums (plus 1% of a random vector, in case they vanish): data with
     one sign per column (counts, tf-idf, one-hot, pixels) has a top eigenvector close to them. From there
     a9a, news20, MNIST and California housing stop after 3 iterations within 1e-6 of the 200-iteration
-    value, against 4-5 from a random vector (an iteration on the large benchmark problem: ~1 s)."""
+    value, against 4-5 from a random vector (an iteration on the large benchmark problem: ~1 s).
+    Its products are serial, from X's rows: they run while another thread builds X^T (LinearData)."""
+    with one_torch_thread():
+        return _estimate_smoothness(data, fit_intercept, iterations, seed, rtol)
+
+
+def _estimate_smoothness(
+    data: LinearData, fit_intercept: bool, iterations: int = 30, seed: int = 0, rtol: float = 1e-4
+) -> Smoothness:
     gen = torch.Generator(device="cpu").manual_seed(seed)
     d = data.d
     noise = torch.randn(d + 1, 1, generator=gen, dtype=data.dtype).to(data.device)
@@ -68,9 +76,9 @@ def estimate_smoothness(
     lam = 0.0
     for it in range(iterations):
         v /= v.norm().clamp(min=torch.finfo(v.dtype).tiny)
-        u = data.margins(v[:d]) + v[d]
+        u = data.margins(v[:d], serial=True) + v[d]
         w = torch.zeros_like(v)
-        w[:d] = data.transpose_product(u)
+        w[:d] = data.transpose_product(u, serial=True)
         if fit_intercept:
             w[d] = u.sum(0)
         w /= data.n

@@ -116,10 +116,14 @@ def test_eigenpro_weights_sharded_over_ray_servers_are_read_whole(ray_session, m
     clf = EigenProClassifier(bandwidth=10.0, epochs=4, random_state=0, n_servers=2, **RAY).fit(X, y)
     t = clf.telemetry_
     # the subsample spans both halves of the rows, so every update reaches both servers
-    seen = {k: t[k] for k in ("server_updates", "updates", "reads_torn", "reads_repaired", "failures")}
+    keys = ("server_updates", "updates", "reads_torn", "reads_repaired", "failures", "staleness", "startup_seconds")
+    seen = {k: t.get(k) for k in keys}
     assert t["server_updates"] == [t["updates"], t["updates"]], seen
     assert t["reads_torn"] == 0, seen
-    assert clf.history_[-1]["train_mse"] < 0.005 and clf.score(X, y) >= 0.999, (clf.history_[-1], seen)
+    # (on failure, the whole record: a fresh CI machine once ended at 0.0054, trailing the usual run by
+    # an epoch from the first one on; not reproduced since, so what it prints is what to read next)
+    mse = [round(h["train_mse"], 5) for h in clf.history_]
+    assert clf.history_[-1]["train_mse"] < 0.005 and clf.score(X, y) >= 0.999, f"train MSE per epoch {mse}, {seen}"
 
 
 def test_lagging_servers_finds_a_push_not_yet_everywhere():

@@ -565,6 +565,28 @@ def test_smoothness_estimate_is_the_top_eigenvalue_of_the_gram_matrix_with_a_mar
     assert est.max_row_sq_norm == pytest.approx((A * A).sum(1).max())
 
 
+@pytest.mark.parametrize("float32", [False, True])
+def test_the_setups_compiled_passes_equal_scipys_products(float32):
+    """column_sums (X^T 1) and gram_product (X^T (X v + s), sum(X v + s)): one compiled pass over X's
+    rows each, against scipy's products, with empty rows and columns (the power iteration's products)."""
+    import scipy.sparse as sp
+
+    X = sp.random(120, 70, density=0.08, random_state=3, format="csr")
+    X = sp.vstack([X, sp.csr_matrix((3, 70))]).tocsr()  # empty rows at the end
+    dtype = torch.float32 if float32 else torch.float64
+    data = LinearData.from_array(X, np.ones((123, 1)), dtype=dtype)
+    A = X.toarray().astype(np.float32 if float32 else np.float64)
+    rtol = 1e-5 if float32 else 1e-12
+    np.testing.assert_allclose(data.column_sums().numpy(), A.sum(0), rtol=rtol, atol=rtol)
+    v = torch.as_tensor(np.random.default_rng(1).normal(size=(70, 1)), dtype=dtype)
+    for shift in (0.0, -0.7):
+        u = A @ v.numpy()[:, 0] + shift
+        product, total = data.gram_product(v, shift)
+        assert product.shape == (70, 1) and product.dtype == dtype
+        np.testing.assert_allclose(product.numpy()[:, 0], A.T @ u, rtol=rtol * 10, atol=rtol * 10)
+        assert total == pytest.approx(u.sum(), rel=rtol * 10, abs=rtol * 10)
+
+
 def test_a_workers_copy_of_the_algorithm_holds_no_transposed_data():
     """X^T and the products' row pointers serve the coordinator's full passes: a pickled algorithm (what a
     processes or Ray worker receives) and the shared tensors leave them out, and still take the same step."""

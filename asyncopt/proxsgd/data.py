@@ -33,6 +33,12 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
+def _unsigned(index: np.ndarray) -> np.ndarray:
+    """A view of non-negative int32 / int64 indices as unsigned: numba then indexes without the
+    negative-index check (the compiled passes over X: 2x faster on news20)."""
+    return index.view(np.uint32 if index.dtype == np.int32 else np.uint64)
+
+
 @functools.cache
 def _transposer() -> concurrent.futures.ThreadPoolExecutor:
     """The thread that builds X^T beside the setup (one: transpositions are memory-bound)."""
@@ -217,10 +223,29 @@ class LinearData:
         """X^T 1 (d,)."""
         if not self.sparse:
             return self.dense.sum(0)
-        if self.device.type == "cpu":  # (a count weighted by the values: no product)
-            sums = np.bincount(self.indices.numpy(), weights=self.values.numpy(), minlength=self.d)
-            return torch.from_numpy(sums).to(self.dtype)
+        if self.device.type == "cpu":  # (one compiled pass over the entries: no product)
+            from asyncopt.proxsgd import fast
+
+            sums = np.zeros(self.d, dtype=self.values.numpy().dtype)
+            fast.csr_column_sums(_unsigned(self.indices.numpy()), self.values.numpy(), sums)
+            return torch.from_numpy(sums)
         return self.transpose_product(torch.ones(self.n, 1, dtype=self.dtype, device=self.device)).squeeze(1)
+
+    def gram_product(self, v: torch.Tensor, shift: float = 0.0) -> tuple[torch.Tensor, float]:
+        """(X^T u, sum(u)) for u = X v + shift (v: d x 1): a power iteration's two products. On the CPU
+        one serial compiled pass over X's rows, without X^T (the setup's, beside X^T's transposition)."""
+        if self.sparse and self.device.type == "cpu":
+            from asyncopt.proxsgd import fast
+
+            out = np.zeros(self.d, dtype=self.values.numpy().dtype)
+            vec = np.ascontiguousarray(v.numpy()[:, 0], dtype=out.dtype)
+            indptr, indices = self._product_index()
+            total = fast.csr_gram_product(
+                _unsigned(indptr.numpy()), _unsigned(indices.numpy()), self.values.numpy(), vec, shift, out
+            )
+            return torch.from_numpy(out).reshape(-1, 1), float(total)
+        u = self.margins(v, serial=True) + shift
+        return self.transpose_product(u, serial=True), float(u.sum())
 
     def row_sq_norms(self) -> torch.Tensor:
         if not self.sparse:

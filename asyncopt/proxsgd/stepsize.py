@@ -76,11 +76,10 @@ def _estimate_smoothness(
     lam = 0.0
     for it in range(iterations):
         v /= v.norm().clamp(min=torch.finfo(v.dtype).tiny)
-        u = data.margins(v[:d], serial=True) + v[d]
         w = torch.zeros_like(v)
-        w[:d] = data.transpose_product(u, serial=True)
+        w[:d], total = data.gram_product(v[:d], float(v[d]))
         if fit_intercept:
-            w[d] = u.sum(0)
+            w[d] = total
         w /= data.n
         lam, previous = float((v * w).sum()), lam
         v = w

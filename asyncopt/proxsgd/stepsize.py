@@ -45,7 +45,7 @@ class Smoothness:
 
 
 def estimate_smoothness(
-    data: LinearData, fit_intercept: bool, iterations: int = 30, seed: int = 0, rtol: float = 1e-4
+    data: LinearData, fit_intercept: bool, iterations: int = 30, seed: int = 0, rtol: float = 1e-3
 ) -> Smoothness:
     """Power iteration on A^T A / n (A with the intercept column when fitted): at most `iterations`
     pairs of sparse products, fewer once the Rayleigh quotient moves by less than `rtol` (relative;
@@ -54,14 +54,18 @@ def estimate_smoothness(
     It starts from A^T 1, the column sums (plus 1% of a random vector, in case they vanish): data with
     one sign per column (counts, tf-idf, one-hot, pixels) has a top eigenvector close to them. From there
     a9a, news20, MNIST and California housing stop after 3 iterations within 1e-6 of the 200-iteration
-    value, against 4-5 from a random vector (an iteration on the large benchmark problem: ~1 s).
+    value, against 4-5 from a random vector (an iteration on the large benchmark problem: ~1 s). rtol
+    1e-3 rather than 1e-4: the quotient converges geometrically (the error after the stop is far
+    below the change that stopped it, and far below the 5% margin): on the large benchmark problem's
+    first 5*10^5 rows it stops after 4 iterations, 3e-5 below the 12-iteration value, instead of 5
+    (3e-6); the shipped sets stop after 3 either way.
     Its products are serial, from X's rows: they run while another thread builds X^T (LinearData)."""
     with one_torch_thread():
         return _estimate_smoothness(data, fit_intercept, iterations, seed, rtol)
 
 
 def _estimate_smoothness(
-    data: LinearData, fit_intercept: bool, iterations: int = 30, seed: int = 0, rtol: float = 1e-4
+    data: LinearData, fit_intercept: bool, iterations: int = 30, seed: int = 0, rtol: float = 1e-3
 ) -> Smoothness:
     gen = torch.Generator(device="cpu").manual_seed(seed)
     d = data.d

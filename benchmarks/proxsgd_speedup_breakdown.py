@@ -169,7 +169,7 @@ def main():
                 cells = " | ".join(f"{1e3 * m[k]:.0f}" for k in PARTS)
                 lines.append(f"| {p} | {1e3 * m['seconds']:.0f} | {m['epochs']:.1f} | {cells} |")
 
-            def bound(free):
+            def bound(free, med=med):
                 kept = [k for k in PARTS if k not in free]
                 return sum(med[1][k] for k in kept) / sum(med[2][k] for k in kept)
 

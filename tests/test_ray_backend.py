@@ -170,7 +170,8 @@ def test_a_retried_push_is_applied_once(ray_session):
     later = ray_session.get(push(3, 2))  # out of order: applied
     again = ray_session.get(push(3, 2))
     only = ray_session.get(host.push.remote([(1, 7, 4, [(other, 1)])]))  # to one of the two
-    (clock, rows, _), (clock1, rows1, _) = ray_session.get(host.pull.remote([(0, None, None, False), (1, None, None, False)]))
+    both = [(0, None, None, False), (1, None, None, False)]
+    (clock, rows, _), (clock1, rows1, _) = ray_session.get(host.pull.remote(both))
     assert first == [([0], False), ([0], False)] and retry == [([0], True), ([0], True)]
     # (a push's parts are one task's: each read the earlier ones, so each is 1 update stale, not 1 and 2)
     assert later == [([1, 1], False), ([1], False)] and again == [([1, 1], True), ([1], True)]
@@ -307,7 +308,7 @@ def test_a_worker_sends_the_next_pulls_before_its_pushes_are_answered(monkeypatc
     import torch
 
     from asyncopt.engines.base import Task
-    from asyncopt.engines.ray_actors import ServerActor, ServerShard, ShardSpec, WorkerActor
+    from asyncopt.engines.ray_actors import ServerActor, ShardSpec, WorkerActor
     from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
     from asyncopt.proxsgd.data import LinearData
     from asyncopt.proxsgd.losses import LOSSES, NonconvexRegularizer

@@ -160,7 +160,9 @@ class RayEngine:
         self._worker_rule = {}  # slot -> the rule's state its next call carries (_broadcast_rule_state)
         self._workers = [self._new_worker(slot) for slot in range(self.n_workers)]
 
-    def _new_host(self, ray, h: int, params: torch.Tensor | None, clocks: list | None = None, ledgers: list | None = None):
+    def _new_host(
+        self, ray, h: int, params: torch.Tensor | None, clocks: list | None = None, ledgers: list | None = None
+    ):
         """Host h's actor: each of its servers b from `params` (rows lo..hi), `clocks[b]` and
         `ledgers[b]`, or from its file (`params` None)."""
         specs = []

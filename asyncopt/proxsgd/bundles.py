@@ -27,11 +27,11 @@ from numba.typed import List
 
 from asyncopt.proxsgd.fast import (
     STEP_NOT_FINITE,
-    soft_step,
-    soft_step_shifted,
     _batch_coefficients,
     _csr_batch_margins,
     _csr_block_gradient,
+    soft_step,
+    soft_step_shifted,
     task_route,
     task_server_apply,
     task_worker_step,

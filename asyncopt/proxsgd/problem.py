@@ -90,7 +90,7 @@ class LinearProblem:
         there. The probe rides as a second column of the same two sparse products, which cost what
         one column costs (they are bound by reading X's indices): on news20, 2 passes an evaluation
         point instead of 6."""
-        d, n, k = self.data.d, self.data.n, self.k
+        d = self.data.d
         # (zero coefficients, the first anchor: no X product, and X^T's serial product, without waiting
         # for the transposition: workers start meanwhile)
         start = probe is None and not bool(params[:d].any())
@@ -139,7 +139,8 @@ class LinearProblem:
     def objective(self, params: torch.Tensor, taken: FullPass | None = None) -> float:
         """F(params), from a full pass `taken` at these parameters when there is one (no product then)."""
         if taken is not None and taken.at(params):
-            value = taken.loss_value + (self.regularizer.value(params[: self.data.d]) if self.regularizer.strength else 0.0)
+            smooth = self.regularizer.value(params[: self.data.d]) if self.regularizer.strength else 0.0
+            value = taken.loss_value + smooth
         else:
             value, _ = self.smooth_value_and_gradient(params)
         return value + self.penalty.value(params[: self.data.d])

@@ -276,7 +276,7 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
     assert not torch.equal(results[0], start)
 
 
-@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("blocks", [1, 3, 4])
 @pytest.mark.parametrize("lazy", [False, True])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
@@ -334,7 +334,7 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
 
 @pytest.mark.parametrize("kind", ["pairs", "samples"])
 @pytest.mark.parametrize("adaptive", [False, True])
-@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("blocks", [1, 3, 4])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
 @pytest.mark.parametrize("penalty", ["l1", "positive l1", "none"])
@@ -731,3 +731,24 @@ def test_rows_read_are_the_batch_columns_and_a_step_reads_nothing_else(fit_inter
         LinearProblem(LinearData.from_array(X.toarray(), y), get_loss("logistic"), make_penalty("l1", 1e-3),
                       NonconvexRegularizer(0.0), fit_intercept, block_bounds(300, 3)), 8, 0.1
     ).rows_read(rows) is None  # fmt: skip
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 5])
+def test_a_full_pushs_pairs_grouped_by_block_are_found_by_bisection(blocks):
+    """group_by_block reorders a full push's (row, value) pairs by block, keeping each row's pairs in
+    their order (duplicates add up in the same order), and block_pairs finds block b's run of them:
+    the pairs a filter over all of them would pick, in the same order (blocks with no pair: empty)."""
+    from asyncopt.proxsgd import fast
+
+    rng = np.random.default_rng(blocks)
+    d = 40
+    bounds = np.asarray(block_bounds(d, blocks), dtype=np.int64)
+    index = rng.integers(0, d // 2, 60).astype(np.int64)  # (the upper blocks get no pair)
+    values = rng.normal(size=(60, 3))
+    grouped, grouped_values = fast.group_by_block(index, values, bounds)
+    assert sorted(grouped.tolist()) == sorted(index.tolist())
+    for b in range(blocks):
+        first, stop = fast.block_pairs(grouped, bounds[b], bounds[b + 1])
+        mine = (index >= bounds[b]) & (index < bounds[b + 1])
+        np.testing.assert_array_equal(grouped[first:stop], index[mine])
+        np.testing.assert_array_equal(grouped_values[first:stop], values[mine])

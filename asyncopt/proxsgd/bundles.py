@@ -26,10 +26,12 @@ from numba import njit
 from numba.typed import List
 
 from asyncopt.proxsgd.fast import (
+    GROUPED_BLOCKS,
     STEP_NOT_FINITE,
     _batch_coefficients,
     _csr_batch_margins,
     _csr_block_gradient,
+    _group_by_block,
     soft_step,
     soft_step_shifted,
     task_route,
@@ -171,6 +173,8 @@ def _compute_samples(worker, server, rows, sizes, keys, staleness):
         coefs[start : start + sizes[t]] = Z
         if t + 1 < n:  # the task's later batches read this update (the last one only its servers do)
             index, grad = _csr_block_gradient(indptr, indices, values, batch, Z, lo, hi)
+            if j < 0 and M >= GROUPED_BLOCKS:  # (a full push's pairs grouped by block, as task_server_apply reads them)
+                index, grad = _group_by_block(index, grad, bounds)
             _apply_to_copy(server, (j, index, grad, intercept), staleness)
         blocks[t] = j
         intercepts[t] = intercept

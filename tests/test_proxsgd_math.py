@@ -752,3 +752,29 @@ def test_a_full_pushs_pairs_grouped_by_block_are_found_by_bisection(blocks):
         mine = (index >= bounds[b]) & (index < bounds[b + 1])
         np.testing.assert_array_equal(grouped[first:stop], index[mine])
         np.testing.assert_array_equal(grouped_values[first:stop], values[mine])
+
+
+def test_a_server_lock_never_released_stops_the_task_naming_it_after_the_free_servers(monkeypatch):
+    """The compiled loop takes an update's servers in whichever order their locks come free: with
+    block 1's lock held by a worker that died, the task applies the update to blocks 0 and 2, then
+    gives up on block 1 after LOCK_SPINS tries, naming it (the engine turns it into a failed worker)."""
+    import scipy.sparse as sp
+
+    from asyncopt.engines import atomics, compiled
+    from asyncopt.engines.base import Task
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(3)
+    n, d = 30, 9
+    X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5))
+    problem = LinearProblem(LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, 1))), LOSSES["logistic"],
+                            make_penalty("l1", 0.01), NonconvexRegularizer(0.0), False, block_bounds(d, 3))  # fmt: skip
+    algo = ProxSGDAlgorithm(problem, 5, 0.4, "full", lazy="off")
+    params, sync = algo.init_params(), atomics.new_sync(algo.n_locks).numpy()
+    sync[atomics.lock_word(1)] = 1  # held, never released
+    monkeypatch.setattr(compiled, "LOCK_SPINS", 10_000)
+    task = Task(np.arange(5), np.array([5]), np.array([0]), 5)
+    with pytest.raises(RuntimeError, match="parameter server 1's lock stayed taken for 10,000 tries"):
+        compiled.run_task(algo, params, task, sync)
+    assert compiled.server_clocks(sync, algo.n_locks)[:3] == [1, 0, 1]  # the free ones took the update
+    assert sync[atomics.lock_word(0)] == 0 and sync[atomics.lock_word(2)] == 0

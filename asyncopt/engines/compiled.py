@@ -53,6 +53,7 @@ def _task_loop(sync, rows, sizes, keys, claim, stalenesses, max_spins, n_servers
     for t in range(n_batches):
         starts[t + 1] = starts[t] + sizes[t]
     seen = np.zeros(max(n_servers, 1), dtype=np.int64)
+    targets = np.empty(n_servers + 1, dtype=np.int64)  # (block servers and the intercept's: at most n_servers)
     applied, t = 0, -1
     while True:
         t = atomics.fetch_add(sync, atomics.CURSOR_WORD, 1) if claim else t + 1
@@ -74,16 +75,36 @@ def _task_loop(sync, rows, sizes, keys, claim, stalenesses, max_spins, n_servers
         else:
             staleness = atomics.load(sync, atomics.VERSION_WORD) - seen[0]
         first, stop, extra, step = route(server, update, staleness)  # noqa: F821
-        b = first
-        while b < stop or (b == stop and extra >= 0):
-            target = b if b < stop else extra
+        # the servers the update goes to, taken in whichever order their locks come free: a worker
+        # finding one server busy applies to another meanwhile (waiting for them in a fixed order,
+        # 2 workers on news20's full push spun on a lock in 28% of their updates)
+        left = 0
+        for b in range(first, stop):
+            targets[left] = b
+            left += 1
+        if extra >= 0:
+            targets[left] = extra
+            left += 1
+        spins = 0
+        while left > 0:
+            taken = -1
+            for i in range(left):
+                word = atomics.lock_word(targets[i])
+                if atomics.load(sync, word) == 0 and atomics.compare_and_swap(sync, word, 0, 1) == 0:
+                    taken = i
+                    break
+            if taken < 0:
+                spins += 1
+                if spins >= max_spins:
+                    return LOCK_TIMEOUT, applied, targets[0]
+                continue
+            target = targets[taken]
             word = atomics.lock_word(target)
-            if not atomics.acquire(sync, word, max_spins):
-                return LOCK_TIMEOUT, applied, target
             server_apply(server, target, update, step)  # noqa: F821
             sync[word + atomics.CLOCK_OFFSET] += 1  # the server's clock, under its lock
             atomics.release(sync, word)
-            b += 1
+            left -= 1
+            targets[taken] = targets[left]  # (order among the rest does not matter)
         if ticks_per_update == 0:
             atomics.fetch_add(sync, atomics.VERSION_WORD, 1)
         stalenesses[t] = staleness

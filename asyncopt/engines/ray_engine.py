@@ -154,24 +154,34 @@ class RayEngine:
         resources = dict(self.resources_per_worker or {"num_cpus": self.threads_per_worker})
         self._check_resources(ray, resources)
         self._worker_cls, self._worker_resources = ray.remote(WorkerActor), resources
-        self._origin = list(range(self.n_workers))  # each slot's current actor's id
-        self._next_origin = self.n_workers
+        # each slot's current actor's id: past every origin of a resumed run's ledgers (its workers'
+        # sequence numbers start again at 1; under an old id the ledgers would refuse them as applied)
+        first = 1 + max((int(o) for ledger in ledgers if ledger for part in ("upto", "above")
+                         for o in ledger.get(part, {})), default=-1)  # fmt: skip
+        self._origin = list(range(first, first + self.n_workers))
+        self._next_origin = first + self.n_workers
         self._seq = {}
         self._worker_rule = {}  # slot -> the rule's state its next call carries (_broadcast_rule_state)
         self._workers = [self._new_worker(slot) for slot in range(self.n_workers)]
 
     def _new_host(
-        self, ray, h: int, params: torch.Tensor | None, clocks: list | None = None, ledgers: list | None = None
+        self,
+        ray,
+        h: int,
+        params: torch.Tensor | None,
+        clocks: list | None = None,
+        ledgers: list | None = None,
+        restarted: bool = False,
     ):
         """Host h's actor: each of its servers b from `params` (rows lo..hi), `clocks[b]` and
-        `ledgers[b]`, or from its file (`params` None)."""
+        `ledgers[b]`, or from its file (`params` None); `restarted`: after a failure."""
         specs = []
         for b in self._placement[h]:
             lo, hi = self._rows[b]
             rows = None if params is None else params[lo:hi].cpu().numpy()
             file = None if self._files is None else self._files[b]
             clock, ledger = (0, None) if params is None else (clocks[b], ledgers[b])
-            specs.append(ShardSpec(b, lo, hi, rows, clock, ledger, file, self.server_save_seconds))
+            specs.append(ShardSpec(b, lo, hi, rows, clock, ledger, file, self.server_save_seconds, restarted))
         name = f"asyncopt-{self._run}-server-{h}-{self._generation[h]}"
         cls = ray.remote(num_cpus=0)(ServerActor).options(name=name)
         return cls.remote(specs, *(self._server_refs[b] for b in self._placement[h]))
@@ -246,10 +256,11 @@ class RayEngine:
                 pass
             self._generation[h] += 1
             if self._files is not None:  # from the files its servers saved last
-                self._hosts[h] = self._new_host(ray, h, None)
+                self._hosts[h] = self._new_host(ray, h, None, restarted=True)
             else:  # from the coordinator's copy of the last drained point
                 state = self._snapshot["servers"]
-                self._hosts[h] = self._new_host(ray, h, self._snapshot["params"], state["clocks"], state["ledgers"])
+                params, clocks, ledgers = self._snapshot["params"], state["clocks"], state["ledgers"]
+                self._hosts[h] = self._new_host(ray, h, params, clocks, ledgers, restarted=True)
             self._call(ray, self._hosts[h].set_rule_state.remote(algo.state_dict()), algo)
             # lost: the updates a server acknowledged that its restored ledger does not hold (those of
             # tasks in flight were not acknowledged: they are sent again, and applied then)

@@ -10,6 +10,24 @@ from asyncopt import EigenProClassifier, ProxSGDClassifier
 RAY = dict(backend="ray", n_workers=2, threads_per_worker=1)
 
 
+class _Additive:
+    """EigenPro's server rule in miniature: parts added into the rows (for the actor classes called
+    without Ray)."""
+
+    additive = True
+
+    def __init__(self, shape: tuple[int, int]):
+        self.shape = shape
+
+    def init_params(self):
+        import torch
+
+        return torch.zeros(self.shape)
+
+    def apply(self, params, part, staleness):
+        params.index_add_(0, part.rows, part.delta)
+
+
 def test_proxsgd_on_ray_agrees_with_serial_on_small_sparse_data(ray_session):
     rng = np.random.default_rng(0)
     X = sp.random(600, 50, density=0.1, random_state=0, format="csr")
@@ -158,16 +176,8 @@ def test_a_runs_first_push_applied_by_one_server_is_waited_for():
     from asyncopt.eigenpro.step import RowsDelta
     from asyncopt.engines.ray_actors import ServerShard, lagging_servers
 
-    class Additive:
-        additive = True
-
-        def init_params(self):
-            return torch.zeros(4, 1)
-
-        def apply(self, params, part, staleness):
-            params.index_add_(0, part.rows, part.delta)
-
-    servers = [ServerShard(Additive(), b, 2 * b, 2 * b + 2, np.zeros((2, 1), np.float32), 0, None) for b in (0, 1)]
+    rule, rows = _Additive((4, 1)), np.zeros((2, 1), np.float32)
+    servers = [ServerShard(rule, b, 2 * b, 2 * b + 2, rows, 0, None) for b in (0, 1)]
     part = lambda row: [(RowsDelta(torch.tensor([row]), torch.ones(1, 1)), 0)]  # noqa: E731
     for b, server in enumerate(servers):  # worker 0's first push, at both
         server.push(0, 1, part(2 * b), targets=[0, 1])
@@ -177,7 +187,7 @@ def test_a_runs_first_push_applied_by_one_server_is_waited_for():
     servers[0].push(1, 1, part(1), targets=[0, 1])
     assert lagging_servers([server.pull(pushes=True)[3] for server in servers]) == []
     # a server restored after a failure vouches only for the origins it heard from since
-    restored = ServerShard(Additive(), 0, 0, 2, np.zeros((2, 1), np.float32), 0, None, restarted=True)
+    restored = ServerShard(_Additive((4, 1)), 0, 0, 2, np.zeros((2, 1), np.float32), 0, None, restarted=True)
     assert lagging_servers([restored.pull(pushes=True)[3], servers[1].pull(pushes=True)[3]]) == []
 
 
@@ -313,17 +323,8 @@ def test_a_replica_pulls_the_parts_since_its_clock_and_holds_the_servers_rows():
     from asyncopt.eigenpro.step import RowsDelta
     from asyncopt.engines.ray_actors import ServerShard
 
-    class Additive:
-        additive = True
-
-        def init_params(self):
-            return torch.zeros(8, 2)
-
-        def apply(self, params, part, staleness):
-            params.index_add_(0, part.rows, part.delta)
-
     rng = np.random.default_rng(0)
-    server = ServerShard(Additive(), 0, 0, 8, np.zeros((8, 2), np.float32), 0, None)
+    server = ServerShard(_Additive((8, 2)), 0, 0, 8, np.zeros((8, 2), np.float32), 0, None)
     replica, clock = torch.zeros(8, 2), 0
     for seq in range(1, 6):
         part = RowsDelta(torch.tensor([1, 3, 3]), torch.tensor(rng.normal(size=(3, 2)), dtype=torch.float32))
@@ -331,7 +332,7 @@ def test_a_replica_pulls_the_parts_since_its_clock_and_holds_the_servers_rows():
         now, rows, parts = server.pull(since=clock)
         assert rows is None and len(parts) == 1
         for p in parts:
-            Additive().apply(replica, p, 0)
+            _Additive((8, 2)).apply(replica, p, 0)
         clock = now
     assert torch.equal(replica, server.params)  # (bitwise: the same additions in the same order)
     now, rows, parts = server.pull(since=0)  # 5 parts: 15 rows of (index, delta), more bytes than 8 rows

@@ -247,15 +247,23 @@ class RayEngine:
 
     def _restart_dead_servers(self, ray, algo, telemetry, applied: int) -> None:
         """Hosts that do not answer are restarted, each of their servers from its file or the snapshot;
-        what a server acknowledged since is lost."""
+        what a server acknowledged since is lost. Algorithms whose updates must land whole
+        (`snapshot_reads`: an EigenPro update's batch rows and Nystrom rows sit on different servers)
+        restart every host from the last drained point instead: a restored server without parts its
+        peers kept holds half updates for good (MNIST 10k, a server killed after 20 of 116 updates:
+        20 halves, train MSE 2,600 after the epoch and 38 after 4, against 0.0011)."""
+        dead = []
         for h, host in enumerate(self._hosts):
             try:
                 ray.get(host.ping.remote(), timeout=self.timeout)
-                continue
             except ray.exceptions.RayActorError:
-                pass
+                dead.append(h)
+        whole = bool(dead) and getattr(algo, "snapshot_reads", False) and len(self._hosts) > 1
+        for h in range(len(self._hosts)) if whole else dead:
+            if h not in dead:  # (alive: rolled back with the others, its calls in flight fail and are reissued)
+                ray.kill(self._hosts[h], no_restart=True)
             self._generation[h] += 1
-            if self._files is not None:  # from the files its servers saved last
+            if self._files is not None and not whole:  # from the files its servers saved last
                 self._hosts[h] = self._new_host(ray, h, None, restarted=True)
             else:  # from the coordinator's copy of the last drained point
                 state = self._snapshot["servers"]
@@ -272,12 +280,15 @@ class RayEngine:
                 self._acked[b] = [e for e in self._acked[b] if restored.seen(e[0], e[1])]
                 counts[b] = sum(c for _, _, c in lost)
                 self._lost[b] += counts[b]
-            source = "file" if self._files is not None else "drained point"
+            source = "file" if self._files is not None and not whole else "drained point"
             record = {
                 "actor": "server", "index": h, "servers": list(self._placement[h]), "samples": applied,
                 "lost_updates": sum(counts.values()), "restored_from": source,
             }  # fmt: skip
-            self._failed(telemetry, record)
+            if whole:  # (the hosts restored with it: not failures, their updates since counted lost)
+                record["rolled_back"] = [other for other in range(len(self._hosts)) if other not in dead]
+            if h in dead:
+                self._failed(telemetry, record)
             for worker in self._workers:  # (a dead worker is replaced later, with the new hosts)
                 try:
                     self._call(ray, worker.set_host.remote(h, self._hosts[h]), algo)

@@ -47,7 +47,7 @@ class Counting:
     def update_from_numpy(self, payload):
         return torch.as_tensor(payload)
 
-    def share_memory(self):
+    def share_memory(self, pack=None):
         pass
 
     def to(self, device):

@@ -617,11 +617,14 @@ def test_a_workers_copy_of_the_algorithm_holds_no_transposed_data():
     assert torch.equal(mine.values, theirs.values)
 
 
-def test_the_step_read_after_moving_to_shared_memory_is_the_shared_one():
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_step_read_after_moving_to_shared_memory_is_the_shared_one(packed):
     """share_memory_ moves storages and frees the old ones: views cached before (prepare) must not
-    be read after, or the plateau schedule and lazy flushes in the coordinator see freed memory."""
+    be read after, or the plateau schedule and lazy flushes in the coordinator see freed memory.
+    Packed (the pool's way, engines/handover.py): the state moves into one block, views dropped first."""
     import scipy.sparse as sp
 
+    from asyncopt.engines import handover
     from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 
     X = sp.random(30, 20, density=0.2, random_state=0, format="csr")
@@ -635,10 +638,13 @@ def test_the_step_read_after_moving_to_shared_memory_is_the_shared_one():
     )
     algo = ProxSGDAlgorithm(problem, 4, 0.5, variance_reduction=True, lazy="on")
     algo.prepare()  # caches numpy views of the step, the anchor and the data
-    algo.share_memory()
+    algo.share_memory(handover.pack_shared if packed else None)
     algo.step = 0.125
     assert algo.step == 0.125
     assert algo._numpy_views()["snap_mu"].ctypes.data == algo._snap_mu.data_ptr()
+    assert algo._snap_mu.is_shared() and algo._eta.is_shared()
+    if packed:  # (nothing else held them: one block)
+        assert algo._eta.untyped_storage().data_ptr() == algo._snap_mu.untyped_storage().data_ptr()
 
 
 def test_a_shared_task_is_split_between_two_workers_and_each_batch_is_applied_once():

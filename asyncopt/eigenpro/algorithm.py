@@ -140,12 +140,17 @@ class EigenProAlgorithm:
     def saved_params(self, params: torch.Tensor) -> torch.Tensor:
         return params.detach().clone()
 
-    def share_memory(self) -> None:
-        """Move the read-only tensors to shared memory once, so spawned workers map, not copy, them."""
+    def share_memory(self, pack=None) -> None:
+        """Move the read-only tensors to shared memory once, so spawned workers map, not copy, them
+        (`pack(tensors)`: the transport's way, one block; by default each on its own)."""
         data = self.problem.data
-        for t in (data.X, data.sqnorm, self.problem.Y, self.precond.V, self.precond.D, self.precond.indices):
-            if t is not None:
+        state = (data.X, data.sqnorm, self.problem.Y, self.precond.V, self.precond.D, self.precond.indices)
+        tensors = [t for t in state if t is not None]
+        if pack is None:
+            for t in tensors:
                 t.share_memory_()
+        else:
+            pack(tensors)
 
 
 @dataclasses.dataclass

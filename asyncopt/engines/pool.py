@@ -4,7 +4,7 @@ pay the spawn (a fresh process imports torch and the package: seconds on this ma
 A `WorkerPool` owns spawned processes and the queues, event and locks they inherited at spawn (a
 multiprocessing queue or lock cannot travel in a message later). An idle pool process waits on its
 own job queue; a fit leases k processes and gives each a job (its worker index, the algorithm, the
-parameters, its link: all shared memory by handle, nothing copied), and the process runs the
+parameters, its link: a handover.PackedJob, shared memory by handle, nothing copied), and the process runs the
 ordinary worker loop on the pool's task and result queues. At the end of a clean run the
 coordinator sends one stop sentinel per worker and waits until each reports idle; then every task
 was answered and no sentinel is left over, so the next fit starts from empty queues. A run that
@@ -74,6 +74,7 @@ def pool_main(slot: int, jobs, tasks, results, stop, locks) -> None:
     while True:
         try:
             job = jobs.get()
+            job = job if job is None else job.open()  # (a handover.PackedJob)
         except Exception:  # noqa: BLE001 - e.g. a kernel's module this process cannot import
             results.put(("error", slot, traceback.format_exc(), None))
             continue

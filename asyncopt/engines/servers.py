@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from asyncopt.engines import atomics, snapshots
+from asyncopt.engines import atomics, handover, snapshots
 
 
 class _Words:
@@ -45,10 +45,14 @@ class _Words:
         state.pop("_view", None)  # (a numpy view would pickle as a copy)
         return state
 
-    def share_memory_(self):
-        self.sync.share_memory_()
-        self.__dict__.pop("_view", None)  # share_memory_ moved the storage
+    def share_memory_(self, pack=handover.share_each):
+        """The words to shared memory (`pack`: how a list of tensors gets there, handover.py)."""
+        self.__dict__.pop("_view", None)  # (a numpy view would keep reading the moved storage)
+        pack(self._shared_tensors())
         return self
+
+    def _shared_tensors(self) -> list[torch.Tensor]:
+        return [self.sync]
 
 
 class ParameterServer(_Words):
@@ -87,13 +91,15 @@ class ServerGroup(_Words):
             self.log = snapshots.WriteLog(algo.touched_rows_cap(batch_size))
         self.read_stats = snapshots.ReadStats()
 
-    def share_memory_(self):
-        super().share_memory_()
-        if self.log is not None:
-            self.log.share_memory_()
+    def _shared_tensors(self) -> list[torch.Tensor]:
+        for server in self.servers:  # (their numpy views too)
+            server.__dict__.pop("_view", None)
+        return [self.sync, *(self.log.tensors() if self.log is not None else ())]
+
+    def share_memory_(self, pack=handover.share_each):
+        super().share_memory_(pack)
         for server in self.servers:
             server.sync = self.sync
-            server.__dict__.pop("_view", None)
         return self
 
     @property

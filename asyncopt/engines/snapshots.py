@@ -40,10 +40,8 @@ class WriteLog:
         self.rows = torch.zeros((slots, capacity), dtype=torch.int64)
         self.lengths = torch.zeros(slots, dtype=torch.int64)
 
-    def share_memory_(self):
-        self.rows.share_memory_()
-        self.lengths.share_memory_()
-        return self
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.rows, self.lengths]
 
     def record(self, write: int, rows: torch.Tensor) -> None:
         if len(rows) > self.capacity:

@@ -19,7 +19,7 @@ import threading
 
 import torch
 
-from asyncopt.engines import pool
+from asyncopt.engines import handover, pool
 from asyncopt.engines.base import (
     UNGUARDED_MAIN_EXIT,
     WORKER_NAME,
@@ -131,12 +131,14 @@ class ProcessTransport(ThreadTransport):
         return PooledLock(index, self.pool.locks[index])
 
     def share(self, algo, params, *words) -> None:
-        """Read-only data, the parameters and the servers' words to shared memory, once."""
-        algo.share_memory()
-        params.share_memory_()
+        """Read-only data, the parameters and the servers' words to shared memory, once: for pool
+        processes each group packed into one block (handover.py), which travels in one piece."""
+        pack = handover.pack_shared if self.pool is not None else handover.share_each
+        algo.share_memory(pack)
+        pack([params])
         for w in words:
             if w is not None:
-                w.share_memory_()
+                w.share_memory_(pack)
 
     def link(self, threads: int, **placement) -> WorkerLink:
         if self.pool is not None:  # (a pool process links its inherited queues itself)
@@ -147,7 +149,7 @@ class ProcessTransport(ThreadTransport):
         try:
             if self.pool is not None:
                 for i, link in enumerate(links):
-                    self.pool.jobs[i].put((i, algo, params, link))
+                    self.pool.jobs[i].put(handover.PackedJob((i, algo, params, link)))
                 return
             for i, link in enumerate(links):
                 w = self.ctx.Process(

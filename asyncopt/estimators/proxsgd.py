@@ -244,7 +244,8 @@ class _ProxSGDBase(AsyncEstimator):
             group_of_row = codes[order]
         dtype = torch.float64 if self.dtype == "float64" else torch.float32
         device = torch.device(self.device)
-        data = LinearData.from_array(X, Y, dtype=dtype, device=device)
+        # (processes: the workers' arrays copied into shared memory beside the setup)
+        data = LinearData.from_array(X, Y, dtype=dtype, device=device, shared=self.backend == "processes")
         parallel = self.backend != "serial"
         ray = self.backend == "ray"
         workers = self.n_workers if parallel else 1

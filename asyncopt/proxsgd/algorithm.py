@@ -363,6 +363,7 @@ class ProxSGDAlgorithm:
         state.pop("_read_marks", None)  # (rows_read's scratch)
         for scratch in ("_pass", "_pass_probe", "_row_sq_norms", "_global_smoothness"):  # (the coordinator's)
             state.pop(scratch, None)
+        state["_local_vector"] = None  # (adapt_step's warm start: the coordinator's too)
         # (and so is X^T: a worker reads minibatch rows only; a pickled copy or a shared one would cost
         # memory and seconds of copying on large data)
         state["problem"] = dataclasses.replace(self.problem, data=self.problem.data.for_workers())
@@ -941,14 +942,21 @@ class ProxSGDAlgorithm:
                             st["last"].numpy().copy(), st["block_of"].numpy())  # fmt: skip
         return saved
 
-    def share_memory(self) -> None:
-        for t in self.problem.data.worker_tensors():
-            t.share_memory_()
-        for t in (self._eta, self._snap_D, self._snap_mu, self._slot, *(self._lazy_state or {}).values()):
-            if t is not None:
+    def share_memory(self, pack=None) -> None:
+        """What workers read and write to shared memory: the data (the copies made beside the setup,
+        LinearData.from_array(shared=True)) and the servers' state. `pack(tensors)` moves a list of
+        tensors (the transport's: one block); by default each is shared on its own."""
+        # moving a storage frees the old one: numpy views taken before would read freed memory (e.g.
+        # the step the plateau schedule halves). Dropped before (they would pin the storages), rebuilt on use.
+        self.__dict__.pop("_views", None)
+        self.problem.data.share_memory()
+        state = (self._eta, self._snap_D, self._snap_mu, self._slot, *(self._lazy_state or {}).values())
+        tensors = [t for t in state if t is not None]
+        if pack is None:
+            for t in tensors:
                 t.share_memory_()
-        # share_memory_ moves a storage (and frees the old one): numpy views taken before would read
-        # freed memory, e.g. the step the plateau schedule halves. Rebuilt on the next use.
+        else:
+            pack(tensors)
         self.__dict__.pop("_views", None)
 
 

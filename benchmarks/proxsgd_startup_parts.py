@@ -17,6 +17,8 @@ import argparse
 import time
 import warnings
 
+import numpy as np
+
 from asyncopt import ProxSGDClassifier
 from asyncopt.datasets import load_news20
 from asyncopt.engines import transports
@@ -74,14 +76,14 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/proxsgd_startup_parts.py --rounds {args.rounds}`",
         "",
-        "Milliseconds, min-max over the rounds (1 and 2 workers alternating); ready: the waits for the",
+        "Milliseconds, median (min-max) over the rounds (1 and 2 workers alternating); ready: the waits for the",
         "workers' ready messages, summed.",
         "",
         "| workers | startup | share | start | ready |",
         "|---:|---:|---:|---:|---:|",
     ]
     for workers, got in rows.items():
-        cells = [f"{1e3 * min(c):.1f}-{1e3 * max(c):.1f}" for c in zip(*got, strict=True)]
+        cells = [f"{1e3 * np.median(c):.1f} ({1e3 * min(c):.1f}-{1e3 * max(c):.1f})" for c in zip(*got, strict=True)]
         lines.append(f"| {workers} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)

@@ -195,8 +195,8 @@ def default_pairs(X, y, alpha, f_star, args) -> str:
     ]
     parts.append(f"throughput {np.median(rates):.2f}x ({min(rates):.2f}-{max(rates):.2f})")
     parts.append(
-        f"the machine, before each pair: 2 processes of a compiled loop touching no memory did {np.median(machine):.2f}x "
-        f"the work of one ({min(machine):.2f}-{max(machine):.2f}; 2.00: two full cores)"
+        "the machine, before each pair: 2 processes of a compiled loop touching no memory did "
+        f"{np.median(machine):.2f}x the work of one ({min(machine):.2f}-{max(machine):.2f}; 2.00: two full cores)"
     )
     line = f"Default configuration, 2 workers / 1 worker over {args.pairs} alternating pairs (median, range): "
     line += "; ".join(parts) + "."

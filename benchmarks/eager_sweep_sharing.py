@@ -4,7 +4,8 @@ Two processes run the package's eager pass (`proxsgd.fast.soft_step_shifted`) ov
 130,108-entry shared array (news20's width) at once, against one alone, and the same with a variant
 that writes a 16-entry chunk only when a value in it changed (near an L1 optimum, 95-99.7% of
 news20's coordinates are zero with |mu_j| <= alpha: the sweep leaves them at 0). Each sweep follows
-a batch's 4,800 random gradient entries, as a batch of 32 news20 rows would. Scaling: 2 x T(1) / T(2).
+a batch's 4,800 random reads of x (the pull) and 4,800 random gradient entries, as a batch of 32
+news20 rows would: a read of a line the other process just wrote is a transfer between cores. Scaling: 2 x T(1) / T(2).
 
     python benchmarks/eager_sweep_sharing.py --rounds 2 --out benchmarks/results/eager_sweep_sharing.md
 """
@@ -43,6 +44,14 @@ def soft_step_shifted_if_changed(v, a, mu, eta, t, positive):
                 flat[q] = buf[q - s]
 
 
+@njit(cache=True, nogil=True)
+def _pull(x, cols):
+    s = 0.0
+    for c in cols:
+        s += x[c, 0]
+    return s
+
+
 def _sweeps(kind: str, path: str, reps: int, out) -> None:
     x = np.memmap(path, dtype=np.float64, mode="r+", shape=(D, 1))
     rng = np.random.default_rng(os.getpid())
@@ -55,6 +64,7 @@ def _sweeps(kind: str, path: str, reps: int, out) -> None:
     t0 = time.perf_counter()
     for r in range(reps):
         rows = batches[r % 16]
+        _pull(x, batches[(r + 7) % 16])  # (a worker's pull: the batch's columns of x, read at random)
         g[rows, 0] = 1e-3
         sweep(x, g, mu, ETA, ETA * ALPHA, False)
         g[rows, 0] = 0.0

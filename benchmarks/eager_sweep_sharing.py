@@ -13,15 +13,20 @@ news20 rows would: a read of a line the other process just wrote is a transfer b
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
 from asyncopt.proxsgd.fast import soft, soft_step_shifted
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from parallel_timing import report, slowest_of, table  # noqa: E402
 
 D, TOUCHED, ALPHA, ETA = 130_108, 4_800, 1e-4, 0.5
 
@@ -77,37 +82,22 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3000)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    ctx = mp.get_context("spawn")
     rows = []
     with tempfile.NamedTemporaryFile(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as f:
         np.memmap(f.name, dtype=np.float64, mode="w+", shape=(D, 1))[:] = 0.0
         for _ in range(args.rounds):
             for kind in ("every entry", "changed chunks only"):
-                took = {}
-                for p in (1, 2):
-                    out = ctx.Queue()
-                    procs = [ctx.Process(target=_sweeps, args=(kind, f.name, args.reps, out)) for _ in range(p)]
-                    for proc in procs:
-                        proc.start()
-                    took[p] = max(out.get() for _ in procs)
-                    for proc in procs:
-                        proc.join()
+                took = {p: slowest_of(_sweeps, (kind, f.name, args.reps), p) for p in (1, 2)}
                 us = [1e6 * took[p] / args.reps for p in (1, 2)]
                 rows.append(f"| {kind} | {us[0]:.0f} | {us[1]:.0f} | {2 * took[1] / took[2]:.2f}x |")
                 print(rows[-1], flush=True)
-    text = "\n".join([
-        "# The eager sweep's 2-process scaling on a shared x (news20's width)",
-        "",
-        f"Command: `python benchmarks/eager_sweep_sharing.py --rounds {args.rounds}`",
-        "",
-        "| writes | 1 process, us a sweep | 2 processes, us a sweep | scaling |",
-        "|---|---:|---:|---:|",
-        *rows,
-    ]) + "\n"  # fmt: skip
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+    text = table(
+        "The eager sweep's 2-process scaling on a shared x (news20's width)",
+        f"python benchmarks/eager_sweep_sharing.py --rounds {args.rounds}",
+        ["writes", "1 process, us a sweep", "2 processes, us a sweep", "scaling"],
+        rows,
+    )
+    report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ memory (proxsgd_speedup_breakdown.machine_parallelism). Scaling: 2 x T(1) / T(2)
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from numba import njit
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from parallel_timing import report, slowest_of, table  # noqa: E402
 from proxsgd_speedup_breakdown import machine_parallelism  # noqa: E402
 
 N, D, PER_ROW = 15_076, 130_108, 152
@@ -50,17 +50,8 @@ def _run(batches: int, out) -> None:
 
 
 def memory_parallelism(batches: int = 40_000) -> float:
-    ctx = mp.get_context("spawn")
-    took = {}
-    for p in (1, 2):
-        out = ctx.Queue()
-        procs = [ctx.Process(target=_run, args=(batches, out)) for _ in range(p)]
-        for proc in procs:
-            proc.start()
-        took[p] = max(out.get() for _ in procs)
-        for proc in procs:
-            proc.join()
-    return 2 * took[1] / took[2]
+    one, two = (slowest_of(_run, (batches,), p) for p in (1, 2))
+    return 2 * one / two
 
 
 def main() -> None:
@@ -73,19 +64,13 @@ def main() -> None:
         compute, memory = machine_parallelism(repeats=1), memory_parallelism()
         rows.append(f"| {r + 1} | {compute:.2f}x | {memory:.2f}x |")
         print(rows[-1], flush=True)
-    text = "\n".join([
-        "# What the machine gives 2 processes: pure compute against a worker's row reads",
-        "",
-        f"Command: `python benchmarks/machine_memory_scaling.py --rounds {args.rounds}`",
-        "",
-        "| round | compute loop, 2 processes / 1 | random CSR row reads (news20-sized), 2 processes / 1 |",
-        "|---:|---:|---:|",
-        *rows,
-    ]) + "\n"  # fmt: skip
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+    text = table(
+        "What the machine gives 2 processes: pure compute against a worker's row reads",
+        f"python benchmarks/machine_memory_scaling.py --rounds {args.rounds}",
+        ["round", "compute loop, 2 processes / 1", "random CSR row reads (news20-sized), 2 processes / 1"],
+        rows,
+    )
+    report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,16 @@ process, then in 2 processes at once. Throughput ratio 2/1 = what any 2-worker e
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from numba import njit
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from parallel_timing import reported_by  # noqa: E402
 
 
 @njit(cache=True)
@@ -37,15 +42,7 @@ def _run(seconds, out):
 
 
 def rate(processes: int, seconds: float = 5.0) -> float:
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_run, args=(seconds, out)) for _ in range(processes)]
-    for p in procs:
-        p.start()
-    total = sum(out.get() for _ in procs)
-    for p in procs:
-        p.join()
-    return total
+    return sum(reported_by(_run, (seconds,), processes))
 
 
 def main():

@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_proxsgd import LOADERS  # noqa: E402
+from parallel_timing import slowest_of  # noqa: E402
 
 from asyncopt import ProxSGDClassifier  # noqa: E402
 from asyncopt.engines import base  # noqa: E402
@@ -76,35 +77,24 @@ def _spin(n):
     return s
 
 
-def _timed_spin(queue, n):
+def _timed_spin(n, out):
     from numba import njit
 
     spin = njit(_spin)
     spin(10)  # (compiled before the clock)
     t0 = time.perf_counter()
     spin(n)
-    queue.put(time.perf_counter() - t0)
+    out.put(time.perf_counter() - t0)
 
 
 def machine_parallelism(n=300_000_000, repeats=3) -> float:
     """Two processes running a compiled loop that touches no memory at once, against one alone: the
     work per second the machine gives 2 processes (2.0 = two full cores). These machines are shared
     virtual ones; what the workers can gain is bounded by this."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
     ratios = []
     for _ in range(repeats):
-        times = {}
-        for p in (1, 2):
-            queue = ctx.Queue()
-            procs = [ctx.Process(target=_timed_spin, args=(queue, n)) for _ in range(p)]
-            for proc in procs:
-                proc.start()
-            times[p] = max(queue.get() for _ in procs)
-            for proc in procs:
-                proc.join()
-        ratios.append(2 * times[1] / times[2])
+        one, two = (slowest_of(_timed_spin, (n,), p) for p in (1, 2))
+        ratios.append(2 * one / two)
     return float(np.median(ratios))
 
 

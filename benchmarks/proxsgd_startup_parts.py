@@ -18,6 +18,7 @@ import time
 import warnings
 
 import numpy as np
+from parallel_timing import report
 
 from asyncopt import ProxSGDClassifier
 from asyncopt.datasets import load_news20
@@ -85,11 +86,7 @@ def main() -> None:
     for workers, got in rows.items():
         cells = [f"{1e3 * np.median(c):.1f} ({1e3 * min(c):.1f}-{1e3 * max(c):.1f})" for c in zip(*got, strict=True)]
         lines.append(f"| {workers} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+    report("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

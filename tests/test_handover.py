@@ -73,3 +73,12 @@ def test_the_datas_shared_copies_equal_the_arrays_and_take_their_place():
     dense = LinearData.from_array(X.toarray(), Y, shared=True)
     dense.share_memory()
     assert dense.dense.is_shared() and np.array_equal(dense.dense.numpy(), X.toarray())
+
+
+def test_without_torchs_use_count_every_storage_is_shared_in_place(monkeypatch):
+    """torch._C._storage_Use_Count is private: where a torch lacks it, nothing is re-pointed."""
+    monkeypatch.delattr(torch._C, "_storage_Use_Count")
+    a, b = torch.zeros(4), torch.ones(3)
+    handover.pack_shared([a, b])
+    assert a.is_shared() and b.is_shared() and torch.equal(b, torch.ones(3))
+    assert a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()

@@ -54,11 +54,12 @@ def pack_shared(tensors: list[torch.Tensor]) -> None:
         group = groups.setdefault(storage.data_ptr(), [])
         if not any(u is t for u in group):
             group.append(t)
+    use_count = getattr(torch._C, "_storage_Use_Count", None)  # (private: without it, nothing is re-pointed)
     places, total = [], 0
     for group in groups.values():
         storage = group[0].untyped_storage()
         # (+1: the wrapper `storage` itself holds a reference)
-        if torch._C._storage_Use_Count(storage._cdata) != len(group) + 1:
+        if use_count is None or use_count(storage._cdata) != len(group) + 1:
             group[0].share_memory_()  # (moves the storage under every view)
             continue
         places.append((group, storage, total))

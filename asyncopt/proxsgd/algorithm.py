@@ -95,6 +95,7 @@ class ProxSGDAlgorithm:
         # between updates; row c is only used under the lock of the server that owns it
         self._slot = torch.full((self.problem.data.d,), -1, dtype=torch.int64)
         self._lazy_state = self._make_lazy_state() if self.lazy_active else None
+        self._support = self._make_support() if self.problem.data.sparse and self._lazy_state is None else None
 
     @property
     def lazy_active(self) -> bool:
@@ -146,6 +147,23 @@ class ProxSGDAlgorithm:
             "mu": self._snap_mu if self._snap_mu is not None else torch.zeros(data.d + 1, problem.k, dtype=data.dtype),
         }
 
+    def _make_support(self) -> dict:
+        """The blocks' supports for the compiled eager updates (fast.eager_support_apply): the rows each
+        block's update visits, listed in the block's own positions, their marks, and per block a cache
+        line of [count, mode] (two servers' lines apart: different workers write them)."""
+        d = self.problem.data.d
+        return {
+            "rows": torch.zeros(d, dtype=torch.int32 if d < 2**31 else torch.int64),
+            "member": torch.zeros(d, dtype=torch.bool),
+            "state": torch.zeros(self.problem.n_blocks, 8, dtype=torch.int64),  # mode 0: rebuild at the first update
+        }
+
+    def _invalidate_support(self) -> None:
+        """The parameters or the anchor changed outside the eager kernels (with no update in flight):
+        each block lists its support again at its next update."""
+        if self._support is not None:
+            self._support["state"][:, 1] = 0  # (fast.SUPPORT_REBUILD)
+
     def _lazy_step(self) -> tuple[float, float]:
         """(eta, eta alpha): the server step of every update until the next flush."""
         eta = self.step_at(self.delay)
@@ -154,7 +172,9 @@ class ProxSGDAlgorithm:
 
     def flush(self, params: torch.Tensor) -> None:
         """Bring lazily updated rows up to date (call with no update in flight, before the step or
-        the anchor changes); a no-op without lazy updates."""
+        the anchor changes); a no-op without lazy updates. Eager updates list their blocks' supports
+        again after it (fast.eager_support_apply): the caller may have changed the parameters."""
+        self._invalidate_support()
         if self._lazy_state is not None:
             from asyncopt.proxsgd import fast
 
@@ -184,6 +204,7 @@ class ProxSGDAlgorithm:
         self._pass_probe = probe
         self._snap_D.copy_(self._pass.derivative)
         self._snap_mu.copy_(self._pass.loss_gradient)
+        self._invalidate_support()  # (rows the new mean moves off 0)
 
     def objective(self, params: torch.Tensor) -> float:
         """F(params) (LinearProblem.objective), from the anchor's pass when it was taken at these parameters."""
@@ -542,9 +563,14 @@ class ProxSGDAlgorithm:
             problem.fit_intercept, self.step, self.delay_unit, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
-            self._eager_scratch(self._largest_block),
+            self._eager_scratch(self._largest_block), _eager_marks(self._largest_block), *self._support_views(),
         )  # fmt: skip
         return worker, server
+
+    def _support_views(self) -> tuple:
+        if self._support is None:  # (lazy updates: unused)
+            return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.bool_), np.zeros((1, 8), dtype=np.int64)
+        return tuple(self._support[name].numpy() for name in ("rows", "member", "state"))
 
     # -- tasks of many batches as one message per server (backend="ray", proxsgd/bundles.py) --------
     @property
@@ -813,6 +839,7 @@ class ProxSGDAlgorithm:
         if self._lazy_state is not None:
             self._apply_lazy(params, update, eta)
             return
+        self._invalidate_support()  # (this path sweeps; the compiled task loop's updates list the support again)
         if self.fast and update.index is not None and type(problem.penalty) in (L1, Penalty):  # one kernel
             intercept = update.intercept.numpy() if update.intercept is not None else None
             self._fused_apply(params.numpy(), update.index.numpy(), update.values.numpy(), intercept, eta, lo, hi)
@@ -925,6 +952,7 @@ class ProxSGDAlgorithm:
             if self._snap_D.shape[0]:  # (a server's copy has no samples, and no use for D)
                 self._snap_D.copy_(_tensor(state["snapshot_D"]))
             self._snap_mu.copy_(_tensor(state["snapshot_mu"]))
+        self._invalidate_support()  # (params restored, the anchor moved)
         if self._lazy_state is not None:  # saved parameters are caught up: every row current at tick 0
             self._lazy_state["ticks"].zero_()
             self._lazy_state["last"].zero_()
@@ -950,7 +978,8 @@ class ProxSGDAlgorithm:
         # the step the plateau schedule halves). Dropped before (they would pin the storages), rebuilt on use.
         self.__dict__.pop("_views", None)
         self.problem.data.share_memory()
-        state = (self._eta, self._snap_D, self._snap_mu, self._slot, *(self._lazy_state or {}).values())
+        state = (self._eta, self._snap_D, self._snap_mu, self._slot, *(self._lazy_state or {}).values(),
+                 *(self._support or {}).values())  # fmt: skip
         tensors = [t for t in state if t is not None]
         if pack is None:
             for t in tensors:
@@ -958,6 +987,14 @@ class ProxSGDAlgorithm:
         else:
             pack(tensors)
         self.__dict__.pop("_views", None)
+
+
+def _eager_marks(rows: int) -> np.ndarray:
+    """The support kernel's flags beside the eager scratch (fast.eager_support_apply), one per thread."""
+    marks = getattr(_SCRATCH, "marks", None)
+    if marks is None or marks.shape[0] < rows:
+        marks = _SCRATCH.marks = np.zeros(max(rows, 1), dtype=np.bool_)
+    return marks
 
 
 @dataclasses.dataclass

@@ -60,6 +60,10 @@ ASYNCOPT = {  # label: (workers, push, n_blocks, variance_reduction)
     "asyncopt default, 2 workers": (2, "auto", "auto", "auto"),
     # Asyn-ProxSGD: every block's gradient per update (1 worker, 1 block: the same as the default)
     "asyncopt full push, 2 workers": (2, "full", "auto", "auto"),
+    # the full push with eager updates that visit each block's support (ASYNCOPT_LAZY=off; session 19):
+    # fused, at the step of each update's measured staleness
+    "asyncopt full push eager, 1 worker": (1, "full", "auto", "auto"),
+    "asyncopt full push eager, 2 workers": (2, "full", "auto", "auto"),
 }
 PEERS = ("skglm SparseLogisticRegression", "sklearn LogisticRegression liblinear", "sklearn LogisticRegression saga")
 
@@ -165,6 +169,8 @@ def run_asyncopt(X, y, alpha, f_star, label, max_epochs):
 
     torch.set_num_threads(1)
     workers, push, blocks, vr = ASYNCOPT[label]
+    if "eager" in label:
+        os.environ["ASYNCOPT_LAZY"] = "off"
 
     def stop(entry):
         return entry.objective <= f_star * (1 + TARGETS[-1])

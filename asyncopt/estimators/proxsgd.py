@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from numbers import Integral, Real
@@ -29,6 +30,10 @@ from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd, tolerance_me
 # Below the critical batch size (beta / lambda_1, about 2-3 on a9a and 20 Newsgroups) a larger
 # batch buys no progress per sample; 32 keeps the per-update Python overhead small against the work.
 AUTO_BATCH_MIN, AUTO_BATCH_MAX = 32, 4096
+
+
+def _lazy_switch() -> str:  # (the environment's A/B switch of benchmarks, like ASYNCOPT_BUNDLES)
+    return "off" if os.environ.get("ASYNCOPT_LAZY", "auto") == "off" else "auto"
 
 
 def resolve_push(push: str, blockwise: bool) -> str:
@@ -309,7 +314,8 @@ class _ProxSGDBase(AsyncEstimator):
                 # just-in-time prox on sparse data, unless reads are simulated from past parameters or
                 # synchronous rounds weight the step (the algorithm checks the rest)
                 # (Ray: servers in their own actors, whose rows the workers pull: no lazy counts to share)
-                lazy="off" if self.synchronous or self.max_delay or self.inconsistent_reads or ray else "auto",
+                # (ASYNCOPT_LAZY=off: eager updates where lazy ones would be chosen, for benchmarks' A/B runs)
+                lazy="off" if self.synchronous or self.max_delay or self.inconsistent_reads or ray else _lazy_switch(),
             )
 
         push = self.push

@@ -4,7 +4,8 @@ Also: eager updates that visit each block's support against the sweep of the who
 
 news20, L1 logistic at alpha 1e-4, the default configuration's algorithm (captured from a 3-epoch
 threads fit, batch 32, full push, SVRG anchored at that fit's model); tasks of 400 batches run by
-threads that call the engine's compiled loop (`compiled.run_task`, no Python per batch).
+threads that call the engine's compiled loop (`compiled.run_task`, no Python per batch), each run
+from the anchor's parameters.
 Microseconds of thread CPU time per update, so a thread waiting on a lock counts (it spins), and
 time the machine gives to other work does not. Configurations alternate within each round:
 
@@ -14,8 +15,9 @@ time the machine gives to other work does not. Configurations alternate within e
 - parameters shared: two threads on the same parameters, each with its own servers' state and
   spinlocks (racy, for timing only): the cache lines of the coefficients both write;
 - shared: two threads on the same parameters, servers and spinlocks (what 2 workers run);
-- sweep / listed: the shared pair with every block in the sweep mode (fast.SUPPORT_DENSE: the
-  whole block each update, as before session 19) or visiting its support (SUPPORT_SPARSE).
+- sweep / listed: every block in the sweep mode (fast.SUPPORT_DENSE: the whole block each update,
+  as before session 19) or visiting its support (the default; listed again before each run: each
+  block's first update sweeps and lists it). The configurations without "sweep" are listed.
 
     python benchmarks/proxsgd_sharing_cost.py --rounds 4 --out benchmarks/results/proxsgd_sharing_cost.md
 """
@@ -60,13 +62,17 @@ def captured_algorithms(X, y, count):
     return got, model
 
 
-def per_update(workers, rng, n, mode=None):
-    """Thread CPU microseconds per update of each (algo, params, sync) in `workers`, run at once."""
+def per_update(workers, rng, n, start, mode=fast.SUPPORT_SPARSE):
+    """Thread CPU microseconds per update of each (algo, params, sync) in `workers`, run at once from
+    the parameters `start` (the anchor: each run starts where a drained point would leave it)."""
     tasks = [Task(rng.integers(0, n, BATCHES * 32), np.full(BATCHES, 32), rng.integers(0, 2**62, BATCHES), 32)
              for _ in workers]  # fmt: skip
-    if mode is not None:
-        for algo, _, _ in workers:
+    for algo, params, _ in workers:
+        params.copy_(start)
+        if mode == fast.SUPPORT_DENSE:
             algo._support["state"][:, 1] = mode
+        else:  # listed: each block sweeps once and lists its support (a support left by sweeps is stale)
+            algo.flush(params)
     out, start = [0.0] * len(workers), threading.Barrier(len(workers))
 
     def work(i):
@@ -100,29 +106,26 @@ def main() -> None:
     p1, p2 = start.clone(), start.clone()
     s1, s2 = atomics.new_sync(a1.n_locks).numpy(), atomics.new_sync(a2.n_locks).numpy()
     configs = {
-        "alone": ([(a1, p1, s1)], None),
-        "private": ([(a1, p1, s1), (a2, p2, s2)], None),
-        "parameters shared": ([(a1, p1, s1), (a2, p1, s2)], None),
+        "alone": ([(a1, p1, s1)], fast.SUPPORT_SPARSE),
+        "private": ([(a1, p1, s1), (a2, p2, s2)], fast.SUPPORT_SPARSE),
+        "parameters shared": ([(a1, p1, s1), (a2, p1, s2)], fast.SUPPORT_SPARSE),
         "shared, listed": ([(a1, p1, s1), (a1, p1, s1)], fast.SUPPORT_SPARSE),
         "shared, sweep": ([(a1, p1, s1), (a1, p1, s1)], fast.SUPPORT_DENSE),
         "alone, sweep": ([(a1, p1, s1)], fast.SUPPORT_DENSE),
     }
     rng = np.random.default_rng(0)
-    for workers, mode in configs.values():  # warm-up (and every support listed: the sweep rebuilds it)
-        for algo, _, _ in workers:
-            algo.flush(start)
-        per_update(workers, rng, X.shape[0])
+    for workers, mode in configs.values():  # warm-up
+        per_update(workers, rng, X.shape[0], start, mode)
     got = {name: [] for name in configs}
     for _ in range(args.rounds):
         for name, (workers, mode) in configs.items():
-            got[name].append(per_update(workers, rng, X.shape[0], mode))
-    for algo in (a1, a2):
-        algo._support["state"][:, 1] = fast.SUPPORT_SPARSE
+            got[name].append(per_update(workers, rng, X.shape[0], start, mode))
     alone = statistics.median(got["alone"])
     rows = [
         f"| {name} | {statistics.median(v):.0f} ({min(v):.0f}-{max(v):.0f}) | {statistics.median(v) / alone:.2f} |"
         for name, v in got.items()
     ]
+    per_update(configs["alone"][0], rng, X.shape[0], start)  # (the supports' sizes, listed again)
     listed = a1._support["state"][:, 0].tolist()
     report(
         table(

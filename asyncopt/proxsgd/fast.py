@@ -575,12 +575,14 @@ def _inlined_copies(names):
 
 # (The passes over a block, soft_step and soft_step_shifted, stay calls: inlined, the eager
 # prox pass lost half its speed on news20.)
-(_csr_batch_margins, _lazy_batch_margins, _sparse_block_step, _eager_support_apply, _lazy_apply, _csr_block_gradient,
+# The eager server rule (eager_support_apply, with the sweep it falls back to) stays a call too: inlined,
+# it doubled the cold compile of the task loop (19.5 -> 41 s), paid by every first fit after a change.
+(_csr_batch_margins, _lazy_batch_margins, _sparse_block_step, _lazy_apply, _csr_block_gradient,
  _batch_coefficients, _group_by_block, _block_pairs) = _inlined_copies(
-    ["csr_batch_margins", "lazy_batch_margins", "sparse_block_step", "eager_support_apply", "lazy_apply",
+    ["csr_batch_margins", "lazy_batch_margins", "sparse_block_step", "lazy_apply",
      "csr_block_gradient", "batch_coefficients", "group_by_block", "block_pairs", "_first_at_least",
-     "loss_derivative", "_sigmoid", "repeat_soft", "eager_l1_apply", "_anchor_moves", "_support_row_step"]
-)[:9]  # fmt: skip
+     "loss_derivative", "_sigmoid", "repeat_soft"]
+)[:8]  # fmt: skip
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -649,8 +651,8 @@ def task_server_apply(s, server, update, eta):
         # with grad's, and compile the kernel for non-contiguous arrays: 13% slower an update)
         if update[0] < 0 and M >= GROUPED_BLOCKS:  # a full push's pairs come grouped by block (task_worker_step)
             first, stop = _block_pairs(index, lo, hi)
-            _eager_support_apply(P, index[first:stop], grad[first:stop], eta, eta * alpha, alpha, positive, mu, has_vr,
-                                 lo, hi, acc, mark, support_rows, support_member, support_state[server])  # fmt: skip
+            eager_support_apply(P, index[first:stop], grad[first:stop], eta, eta * alpha, alpha, positive, mu, has_vr,
+                                lo, hi, acc, mark, support_rows, support_member, support_state[server])  # fmt: skip
         else:
-            _eager_support_apply(P, index, grad, eta, eta * alpha, alpha, positive, mu, has_vr, lo, hi, acc, mark,
-                                 support_rows, support_member, support_state[server])  # fmt: skip
+            eager_support_apply(P, index, grad, eta, eta * alpha, alpha, positive, mu, has_vr, lo, hi, acc, mark,
+                                support_rows, support_member, support_state[server])  # fmt: skip

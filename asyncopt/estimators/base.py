@@ -288,10 +288,12 @@ class AsyncEstimator(BaseEstimator):
         self._resumed_from = str(path)
         return state
 
-    def _check_derived(self, resume: TrainingState | None, derived: dict) -> None:
+    def _check_derived(self, resume: TrainingState | None, derived: dict, missing: dict | None = None) -> None:
+        """Refuse a resume whose derived settings differ from the checkpoint's; `missing`: the values of
+        keys that checkpoints of earlier versions do not hold."""
         if resume is None:
             return
-        saved = resume.setup.get("derived", {})
+        saved = {**(missing or {}), **resume.setup.get("derived", {})}
         changed = [k for k in derived if k in saved and not _same(saved[k], derived[k])]
         if changed:
             shown = ", ".join(f"{k}: {saved[k]!r} -> {derived[k]!r}" for k in changed)

@@ -32,6 +32,13 @@ from asyncopt.proxsgd.stepsize import delay_factor
 LAZY_RATIO = 100.0  # lazy prox when a block is this many times wider than a minibatch's entries
 
 
+def lazy_pays(n: int, d: int, nnz: int, batch_size: int, n_blocks: int, push: str) -> bool:
+    """An eager update's prox would sweep over LAZY_RATIO times a minibatch's entries (`_lazy_pays`)."""
+    entries = batch_size * nnz / max(1, n)
+    swept = d / n_blocks if push == "block" else d  # an eager update's prox
+    return swept > LAZY_RATIO * entries
+
+
 from asyncopt.errors import TrainingDiverged  # noqa: E402 (one class for both families)
 
 _SCRATCH = threading.local()  # the servers' per-thread scratch (ProxSGDAlgorithm._eager_scratch)
@@ -128,9 +135,7 @@ class ProxSGDAlgorithm:
         faster (54; 12.3 against 17.7 us with the single-write eager kernel). Lazy when the sweep is
         over LAZY_RATIO times the batch's entries."""
         data = self.problem.data
-        entries = self.batch_size * data.nnz / max(1, data.n)
-        swept = data.d / self.problem.n_blocks if self.push == "block" else data.d  # an eager update's prox
-        return swept > LAZY_RATIO * entries
+        return lazy_pays(data.n, data.d, data.nnz, self.batch_size, self.problem.n_blocks, self.push)
 
     def _make_lazy_state(self) -> dict:
         problem, data = self.problem, self.problem.data

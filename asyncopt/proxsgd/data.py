@@ -66,6 +66,35 @@ def _writable(a) -> np.ndarray:
     return np.require(np.asarray(a), requirements="W")
 
 
+def column_counts(X) -> np.ndarray:
+    """The stored entries of each column of sparse X (CSR or CSC)."""
+    if X.format == "csc":
+        return np.diff(X.indptr).astype(np.int64)
+    from asyncopt.proxsgd import fast
+
+    X = sp.csr_matrix(X)
+    counts = np.zeros(X.shape[1], dtype=np.int64)
+    fast.csr_column_counts(_unsigned(X.indices), counts)
+    return counts
+
+
+def _renumbered(X: sp.csr_matrix, order: np.ndarray) -> sp.csr_matrix:
+    """X[:, order] over X's rows as they are: each entry's column renumbered (a gather: 5 ms on news20,
+    ~0.1-0.4 s on 2*10^7 entries; scipy's column indexing took 150 ms on news20). Each row's columns are
+    then out of order, which the compiled kernels and scipy's products do not mind, nor torch's CPU
+    product (tests/test_feature_order.py checks both); X^T, built from this, has its rows in order.
+    Sorting the rows as well (two counting sorts, on the setup's thread) made news20's workers faster
+    still, but cost more setup than it saved on short fits (benchmarks/results/feature_order.md)."""
+    n, d = X.shape
+    if order.shape != (d,) or not np.array_equal(np.bincount(order, minlength=d), np.ones(d, dtype=np.int64)):
+        raise ValueError(f"column_order must be a permutation of 0..{d - 1}")
+    position = np.empty(d, dtype=X.indices.dtype)
+    position[order] = np.arange(d, dtype=X.indices.dtype)
+    renumbered = sp.csr_matrix((X.data, position[X.indices], X.indptr), shape=(n, d), copy=False)
+    renumbered.has_sorted_indices = False
+    return renumbered
+
+
 @dataclasses.dataclass
 class MiniBatch:
     rows: torch.Tensor  # sample indices (N,)
@@ -107,10 +136,13 @@ class LinearData:
     sharing: concurrent.futures.Future | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_array(cls, X, Y: np.ndarray, dtype=torch.float64, device="cpu", shared: bool = False) -> LinearData:
+    def from_array(
+        cls, X, Y: np.ndarray, dtype=torch.float64, device="cpu", shared: bool = False, column_order=None
+    ) -> LinearData:
         """X (dense, or sparse: kept CSR) and Y as tensors. `shared`: the arrays the workers read are
-        also copied into shared memory beside the setup (for worker processes: `share_memory`)."""
-        data, transpose = cls._from_array(X, Y, dtype, device)
+        also copied into shared memory beside the setup (for worker processes: `share_memory`).
+        `column_order`: X's columns in this order (problem.feature_order; column j is X[:, order[j]])."""
+        data, transpose = cls._from_array(X, Y, dtype, device, column_order)
         # (the copies first: the workers start after the setup, X^T is needed at the first evaluation)
         if shared and data.device.type == "cpu":
             data.sharing = _transposer().submit(_shared_copies, data._worker_fields())
@@ -119,14 +151,18 @@ class LinearData:
         return data
 
     @classmethod
-    def _from_array(cls, X, Y: np.ndarray, dtype, device) -> tuple[LinearData, Callable | None]:
+    def _from_array(cls, X, Y: np.ndarray, dtype, device, column_order=None) -> tuple[LinearData, Callable | None]:
         """The data, and what builds X^T's arrays when that is left to the setup's thread."""
         n, d = X.shape
         Yt = torch.as_tensor(_writable(Y), dtype=dtype, device=device)
         if not sp.issparse(X):
+            X = X if column_order is None else np.asarray(X)[:, column_order]
             return cls(n, d, Yt, torch.as_tensor(_writable(X), dtype=dtype, device=device)), None
         X = sp.csr_matrix(X)  # CSC arrives as CSR: a format change, still sparse
         X.sum_duplicates()
+        if column_order is not None:  # (torch's products on other devices may want each row's columns in order)
+            cpu = torch.device(device).type == "cpu"
+            X = _renumbered(X, np.asarray(column_order)) if cpu else X[:, column_order].tocsr()
         narrow = np.int32 if max(X.nnz, n, d) <= np.iinfo(np.int32).max else np.int64
 
         def arrays(M, indptr=narrow):  # (the column indices narrow where they fit: 4 bytes an entry less)

@@ -157,6 +157,13 @@ def csr_column_sums(indices, values, out):
 
 
 @njit(cache=True, nogil=True)
+def csr_column_counts(indices, out):
+    """out[c] += the stored entries of column c (CSR indices)."""
+    for p in range(indices.shape[0]):
+        out[indices[p]] += 1
+
+
+@njit(cache=True, nogil=True)
 def csr_gram_product(indptr, indices, values, v, shift, out):
     """out += X^T (X v + shift) for CSR X in one pass over the rows (a power iteration's products: each
     row is read once, its scatter from cache); returns sum_i (x_i . v + shift), the intercept's part."""

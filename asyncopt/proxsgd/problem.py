@@ -30,6 +30,28 @@ def block_bounds(d: int, n_blocks: int, group_of_row: np.ndarray | None = None) 
     return cuts
 
 
+def feature_order(counts: np.ndarray, n_blocks: int, group_of_row: np.ndarray | None = None) -> np.ndarray:
+    """The order the run keeps the features in (order[j]: the user's column at position j): most stored
+    entries first, dealt over the blocks in turn, so that the coefficients every minibatch reads and
+    writes (the popular features) share cache lines and each block gets its share of them.
+    Chosen by the estimator where updates are lazy (ProxSGD._frequency_order; benchmarks/feature_order.py).
+    With groups (group_l1), groups stay contiguous, each group's features by count."""
+    d = counts.shape[0]
+    ranked = np.lexsort((-counts, group_of_row)) if group_of_row is not None else np.argsort(-counts, kind="stable")
+    if group_of_row is not None or n_blocks <= 1 or d == 0:
+        return ranked
+    cuts = block_bounds(d, n_blocks)
+    sizes = np.diff(cuts)
+    block = np.repeat(np.arange(sizes.size), sizes)
+    # slot j of block b has the quantile (j + 1/2) / size_b: ranks fill the slots in quantile order,
+    # a round-robin deal that also fits blocks of unequal sizes
+    quantile = (np.arange(d) - cuts[block] + 0.5) / sizes[block]
+    slots = np.argsort(quantile, kind="stable")
+    order = np.empty(d, dtype=np.int64)
+    order[slots] = ranked
+    return order
+
+
 @dataclasses.dataclass
 class FullPass:
     """What `LinearProblem.full_pass` measured at `params`."""

@@ -1,0 +1,190 @@
+"""The run's own feature order on sparse data (popular features first, dealt over the blocks): the
+order itself, the renumbered data's products, and fits that give the user's coefficients back."""
+
+import types
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from asyncopt import ProxSGDClassifier, ProxSGDRegressor
+from asyncopt.estimators.proxsgd import users_order
+from asyncopt.proxsgd.data import LinearData, column_counts
+from asyncopt.proxsgd.problem import block_bounds, feature_order
+
+
+def _skewed(n=600, d=300, seed=0):
+    """Sparse rows whose columns follow a Zipf-like popularity scattered over the column numbers."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, d + 1) ** 0.8
+    p = weights[rng.permutation(d)]
+    p /= p.sum()
+    rows = np.repeat(np.arange(n), 12)
+    cols = rng.choice(d, size=rows.size, p=p)
+    X = sp.csr_matrix((rng.uniform(0.5, 1.5, rows.size), (rows, cols)), shape=(n, d))
+    X.sum_duplicates()
+    w = rng.normal(size=d) * (rng.random(d) < 0.2)
+    return X, X @ w + 0.05 * rng.normal(size=n)
+
+
+@pytest.mark.parametrize("n_blocks", [1, 2, 3, 5])
+def test_popular_features_come_first_in_every_block_and_blocks_share_them(n_blocks):
+    X, _ = _skewed()
+    counts = column_counts(X)
+    order = feature_order(counts, n_blocks)
+    assert sorted(order) == list(range(X.shape[1]))
+    cuts = block_bounds(X.shape[1], n_blocks)
+    per_block = [counts[order[a:b]] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    for c in per_block:
+        assert np.all(np.diff(c) <= 0)  # most entries first within each block
+    totals = [int(c.sum()) for c in per_block]
+    assert max(totals) - min(totals) <= 2 * counts.max()  # dealt in turn: no block holds the popular ones
+    if n_blocks == 1:
+        np.testing.assert_array_equal(order, np.argsort(-counts, kind="stable"))
+
+
+def test_groups_stay_contiguous_with_their_features_by_count():
+    X, _ = _skewed(d=40)
+    counts = column_counts(X)
+    codes = np.arange(40) % 7
+    order = feature_order(counts, 3, codes)
+    ordered = codes[order]
+    assert np.all(np.diff(ordered) >= 0)
+    for g in range(7):
+        assert np.all(np.diff(counts[order][ordered == g]) <= 0)
+
+
+def test_csc_and_csr_counts_agree():
+    X, _ = _skewed()
+    np.testing.assert_array_equal(column_counts(X), column_counts(X.tocsc()))
+    np.testing.assert_array_equal(column_counts(X), np.diff(X.tocsc().indptr))
+
+
+def _check_products(data, ref):
+    v = torch.from_numpy(np.random.default_rng(1).normal(size=(ref.shape[1], 2)))
+    u = torch.from_numpy(np.random.default_rng(2).normal(size=(ref.shape[0], 2)))
+    for serial in (False, True):  # torch's CPU product over rows whose columns are out of order, and scipy's
+        np.testing.assert_allclose(data.margins(v, serial=serial).numpy(), ref @ v.numpy(), atol=1e-12)
+        np.testing.assert_allclose(data.transpose_product(u, serial=serial).numpy(), ref.T @ u.numpy(), atol=1e-12)
+    np.testing.assert_allclose(data.column_sums().numpy(), ref.sum(0), atol=1e-12)
+    np.testing.assert_allclose(data.row_sq_norms().numpy(), (ref**2).sum(1), atol=1e-12)
+
+
+def test_renumbered_data_has_the_products_of_the_permuted_matrix():
+    X, y = _skewed()
+    before = X.copy()
+    order = feature_order(column_counts(X), 2)
+    permuted = X[:, order].toarray()
+    data = LinearData.from_array(X, y.reshape(-1, 1), column_order=order, shared=True)
+    _check_products(data, permuted)
+    data.share_memory()  # (the workers' shared copies)
+    _check_products(data, permuted)
+    rows = sp.csr_matrix((data.values.numpy(), data.indices.numpy(), data.indptr.numpy()), shape=(data.n, data.d))
+    np.testing.assert_array_equal(rows.toarray(), permuted)
+    np.testing.assert_array_equal(data.t_indices.numpy(), sp.csr_matrix(permuted).T.tocsr().indices)
+    for name in ("indices", "data", "indptr"):  # the user's X is untouched
+        np.testing.assert_array_equal(getattr(X, name), getattr(before, name))
+
+
+def test_float32_and_dense_data_in_a_column_order():
+    X, y = _skewed()
+    order = feature_order(column_counts(X), 3)
+    data = LinearData.from_array(X, y.reshape(-1, 1), dtype=torch.float32, column_order=order)
+    assert data.values.dtype == torch.float32
+    _check_products(LinearData.from_array(X, y.reshape(-1, 1), column_order=order), X[:, order].toarray())
+    dense = LinearData.from_array(X.toarray(), y.reshape(-1, 1), column_order=order)
+    np.testing.assert_array_equal(dense.dense.numpy(), X.toarray()[:, order])
+
+
+def test_a_column_order_that_is_no_permutation_is_refused():
+    X, y = _skewed()
+    with pytest.raises(ValueError, match="permutation"):
+        LinearData.from_array(X, y.reshape(-1, 1), column_order=np.zeros(X.shape[1], dtype=np.int64))
+
+
+def test_users_order_inverts_the_runs_order():
+    order = np.array([2, 0, 3, 1])
+    run = np.array([20.0, 0.0, 30.0, 10.0])  # row j holds the user's feature order[j]
+    np.testing.assert_array_equal(users_order(run, order), [0.0, 10.0, 20.0, 30.0])
+    np.testing.assert_array_equal(users_order(run, None), run)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(penalty="l1", alpha=1e-3),
+        dict(penalty="elasticnet", alpha=1e-3, n_blocks=2),
+        dict(penalty="group_l1", alpha=1e-3, groups=np.arange(300) % 11, n_blocks=2),
+    ],
+    ids=["l1", "elasticnet", "group_l1"],
+)
+def test_serial_fits_in_either_order_give_the_same_coefficients(kw, monkeypatch):
+    X, y = _skewed()
+    X_val, y_val = X[:100], y[:100]
+    fits = {}
+    for kind in ("given", "frequency"):
+        monkeypatch.setenv("ASYNCOPT_FEATURE_ORDER", kind)
+        fits[kind] = ProxSGDRegressor(max_epochs=4, random_state=0, **kw).fit(X, y, X_val=X_val, y_val=y_val)
+    a, b = fits["given"], fits["frequency"]
+    assert np.count_nonzero(a.coef_) > 10
+    # the same run up to rounding: the power iteration's random start is drawn in the run's order, so
+    # the step differs in its 7th digit, and sums add in another order
+    np.testing.assert_allclose(b.step_size_, a.step_size_, rtol=1e-5)
+    np.testing.assert_allclose(b.coef_, a.coef_, atol=1e-6)
+    np.testing.assert_allclose(b.intercept_, a.intercept_, atol=1e-6)
+    np.testing.assert_allclose([h["val_metric"] for h in b.history_], [h["val_metric"] for h in a.history_], rtol=1e-6)
+
+
+def test_a_block_push_in_the_runs_order_converges_as_in_the_users():
+    # (a block holds other features in the run's order, so the block draws differ: another sample path)
+    X, y = _skewed()
+    fits = {}
+    for kind in ("given", "frequency"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ASYNCOPT_FEATURE_ORDER", kind)
+            kw = dict(penalty="l1", alpha=1e-3, n_blocks=3, push="block", max_epochs=60, random_state=0)
+            fits[kind] = ProxSGDRegressor(**kw).fit(X, y)
+    F = {k: m.history_[-1]["objective"] for k, m in fits.items()}
+    assert abs(F["frequency"] - F["given"]) < 0.03 * F["given"], F  # (1.3% apart here)
+    assert np.corrcoef(fits["frequency"].coef_, fits["given"].coef_)[0, 1] > 0.99
+
+
+def test_a_parallel_fit_in_the_runs_order_predicts_in_the_users_order():
+    X, y = _skewed(n=1500)
+    labels = (y > np.median(y)).astype(int)
+    model = ProxSGDClassifier(alpha=1e-4, backend="threads", n_workers=2, max_epochs=15, random_state=0)
+    model.fit(X, labels)
+    reference = ProxSGDClassifier(alpha=1e-4, backend="serial", max_epochs=15, random_state=0).fit(X, labels)
+    assert model.score(X, labels) > 0.85
+    # the same model up to the asynchronous runs' noise: coefficients in the user's order
+    assert np.corrcoef(model.coef_.ravel(), reference.coef_.ravel())[0, 1] > 0.99
+
+
+def test_a_checkpoint_from_before_the_feature_order_is_refused():
+    model = ProxSGDRegressor()
+    model._resumed_from = "old.safetensors"
+    old = types.SimpleNamespace(setup={"derived": {"batch_size": 32, "n_blocks": 1}})
+    derived = {"batch_size": 32, "n_blocks": 1, "feature_order": "frequency"}
+    with pytest.raises(ValueError, match="feature_order: 'given' -> 'frequency'"):
+        model._check_derived(old, derived, missing={"feature_order": "given"})
+    model._check_derived(old, {**derived, "feature_order": "given"}, missing={"feature_order": "given"})
+
+
+def test_the_order_is_chosen_where_updates_are_lazy(monkeypatch):
+    monkeypatch.delenv("ASYNCOPT_FEATURE_ORDER", raising=False)
+    wide = sp.random(1500, 20000, density=5e-4, format="csr", random_state=0)  # ~10 entries a row
+
+    def chosen(X=wide, ray=False, **kw):
+        return ProxSGDClassifier(**{"penalty": "l1", "batch_size": 4, **kw})._frequency_order(X, 2, ray=ray)
+
+    assert chosen()  # 10^4 columns a block, 40 entries a batch: lazy updates
+    assert not chosen(batch_size="auto")  # batch 32: 320 entries, 100x that is 32,000 > 10^4: eager
+    assert not chosen(ray=True)  # (Ray: no lazy updates)
+    assert not chosen(penalty="l2") and not chosen(positive=True) and not chosen(max_delay=2)
+    assert not chosen(device="meta")
+    assert not chosen(X=wide.toarray())
+    monkeypatch.setenv("ASYNCOPT_FEATURE_ORDER", "given")
+    assert not chosen()
+    monkeypatch.setenv("ASYNCOPT_FEATURE_ORDER", "frequency")
+    assert chosen(batch_size="auto")

@@ -1,10 +1,10 @@
 """The run's feature order (popular features first, dealt over the blocks: problem.feature_order)
 against the user's order, in alternating fits of the default configuration.
 
-ProxSGDClassifier keeps the features most stored entries first where its updates will be lazy (wide
-sparse data on the CPU), so the coefficients every minibatch reads and writes share cache lines;
+ProxSGDClassifier keeps the features most stored entries first on sparse CPU data with 2^15 columns
+or more (both cases below), so the coefficients every minibatch reads and writes share cache lines;
 ASYNCOPT_FEATURE_ORDER=given|frequency forces the user's order or the run's (this script's A/B
-switch: news20, whose updates are eager, is reordered only when forced). Cases:
+switch). Cases:
 
 - news20, L1 logistic at alpha 1e-4 (and 1e-5 with --alphas), each fit stopped at relative
   suboptimality 1e-2 (F* from results/proxsgd_optima.json): the whole fit as a user waits for it,

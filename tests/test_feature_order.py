@@ -77,11 +77,15 @@ def test_renumbered_data_has_the_products_of_the_permuted_matrix():
     order = feature_order(column_counts(X), 2)
     permuted = X[:, order].toarray()
     data = LinearData.from_array(X, y.reshape(-1, 1), column_order=order, shared=True)
-    _check_products(data, permuted)
-    data.share_memory()  # (the workers' shared copies)
+    _check_products(data, permuted)  # the setup's view: each row's columns out of order
+    data.share_memory()  # (the workers' shared copies, their rows sorted on the setup's thread)
     _check_products(data, permuted)
     rows = sp.csr_matrix((data.values.numpy(), data.indices.numpy(), data.indptr.numpy()), shape=(data.n, data.d))
     np.testing.assert_array_equal(rows.toarray(), permuted)
+    canonical = sp.csr_matrix(permuted)  # (the workers' rows: each row's columns ascending, as scipy keeps them)
+    np.testing.assert_array_equal(data.indices.numpy(), canonical.indices)
+    np.testing.assert_array_equal(data.values.numpy(), canonical.data)
+    assert data.indices.is_shared() and data.values.is_shared() and data.Y.is_shared()
     np.testing.assert_array_equal(data.t_indices.numpy(), sp.csr_matrix(permuted).T.tocsr().indices)
     for name in ("indices", "data", "indptr"):  # the user's X is untouched
         np.testing.assert_array_equal(getattr(X, name), getattr(before, name))
@@ -91,7 +95,9 @@ def test_float32_and_dense_data_in_a_column_order():
     X, y = _skewed()
     order = feature_order(column_counts(X), 3)
     data = LinearData.from_array(X, y.reshape(-1, 1), dtype=torch.float32, column_order=order)
-    assert data.values.dtype == torch.float32
+    data.settle()  # (not shared: the sorted rows in plain tensors)
+    assert data.values.dtype == torch.float32 and data.sorting is None
+    np.testing.assert_array_equal(data.indices.numpy(), sp.csr_matrix(X.toarray()[:, order]).indices)
     _check_products(LinearData.from_array(X, y.reshape(-1, 1), column_order=order), X[:, order].toarray())
     dense = LinearData.from_array(X.toarray(), y.reshape(-1, 1), column_order=order)
     np.testing.assert_array_equal(dense.dense.numpy(), X.toarray()[:, order])
@@ -150,15 +156,33 @@ def test_a_block_push_in_the_runs_order_converges_as_in_the_users():
     assert np.corrcoef(fits["frequency"].coef_, fits["given"].coef_)[0, 1] > 0.99
 
 
-def test_a_parallel_fit_in_the_runs_order_predicts_in_the_users_order():
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_a_parallel_fit_in_the_runs_order_predicts_in_the_users_order(backend, monkeypatch):
     X, y = _skewed(n=1500)
     labels = (y > np.median(y)).astype(int)
-    model = ProxSGDClassifier(alpha=1e-4, backend="threads", n_workers=2, max_epochs=15, random_state=0)
-    model.fit(X, labels)
-    reference = ProxSGDClassifier(alpha=1e-4, backend="serial", max_epochs=15, random_state=0).fit(X, labels)
+    kw = dict(penalty="l1", alpha=1e-4, max_epochs=15, random_state=0)
+    reference = ProxSGDClassifier(backend="serial", **kw).fit(X, labels)  # (the user's order: 300 columns)
+    monkeypatch.setenv("ASYNCOPT_FEATURE_ORDER", "frequency")
+    model = ProxSGDClassifier(backend=backend, n_workers=2, **kw).fit(X, labels)
     assert model.score(X, labels) > 0.85
     # the same model up to the asynchronous runs' noise: coefficients in the user's order
     assert np.corrcoef(model.coef_.ravel(), reference.coef_.ravel())[0, 1] > 0.99
+
+
+def test_a_serial_resume_in_the_runs_order_is_bit_identical(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASYNCOPT_FEATURE_ORDER", "frequency")
+    X, y = _skewed()
+    kw = dict(penalty="l1", alpha=1e-3, max_epochs=4, evals_per_epoch=2, tol=None, random_state=0)
+    whole = ProxSGDRegressor(**kw).fit(X, y)
+    seen = []
+    stopped = ProxSGDRegressor(**kw, checkpoint_dir=tmp_path, callback=lambda e: seen.append(1) or len(seen) == 3)
+    stopped.fit(X, y)
+    resumed = ProxSGDRegressor(**kw, checkpoint_dir=tmp_path).fit(X, y, resume=True)
+    np.testing.assert_array_equal(resumed.coef_, whole.coef_)
+    assert resumed.history_[-1]["objective"] == whole.history_[-1]["objective"]
+    monkeypatch.setenv("ASYNCOPT_FEATURE_ORDER", "given")  # the same checkpoint, in the user's order: refused
+    with pytest.raises(ValueError, match="feature_order"):
+        ProxSGDRegressor(**kw, checkpoint_dir=tmp_path).fit(X, y, resume=True)
 
 
 def test_a_checkpoint_from_before_the_feature_order_is_refused():
@@ -171,20 +195,20 @@ def test_a_checkpoint_from_before_the_feature_order_is_refused():
     model._check_derived(old, {**derived, "feature_order": "given"}, missing={"feature_order": "given"})
 
 
-def test_the_order_is_chosen_where_updates_are_lazy(monkeypatch):
+def test_the_order_is_chosen_where_the_coefficients_outgrow_a_cache(monkeypatch):
     monkeypatch.delenv("ASYNCOPT_FEATURE_ORDER", raising=False)
-    wide = sp.random(1500, 20000, density=5e-4, format="csr", random_state=0)  # ~10 entries a row
+    wide = sp.random(50, 40000, density=1e-3, format="csr", random_state=0)
+    narrow = sp.random(50, 1000, density=1e-2, format="csr", random_state=0)
 
     def chosen(X=wide, ray=False, **kw):
-        return ProxSGDClassifier(**{"penalty": "l1", "batch_size": 4, **kw})._frequency_order(X, 2, ray=ray)
+        return ProxSGDClassifier(**kw)._frequency_order(X, ray=ray)
 
-    assert chosen()  # 10^4 columns a block, 40 entries a batch: lazy updates
-    assert not chosen(batch_size="auto")  # batch 32: 320 entries, 100x that is 32,000 > 10^4: eager
-    assert not chosen(ray=True)  # (Ray: no lazy updates)
-    assert not chosen(penalty="l2") and not chosen(positive=True) and not chosen(max_delay=2)
+    assert chosen()
+    assert not chosen(narrow)  # (a9a's 123 columns fit in any cache: nothing to buy)
+    assert not chosen(ray=True)
     assert not chosen(device="meta")
-    assert not chosen(X=wide.toarray())
+    assert not chosen(wide.toarray())
     monkeypatch.setenv("ASYNCOPT_FEATURE_ORDER", "given")
     assert not chosen()
     monkeypatch.setenv("ASYNCOPT_FEATURE_ORDER", "frequency")
-    assert chosen(batch_size="auto")
+    assert chosen(narrow)

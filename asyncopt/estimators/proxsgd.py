@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from asyncopt.engines import make_engine
 from asyncopt.estimators.base import AsyncEstimator, data_fingerprint
-from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm, lazy_pays
+from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 from asyncopt.proxsgd.data import LinearData, column_counts
 from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds, feature_order
@@ -31,6 +31,8 @@ from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd, tolerance_me
 # Below the critical batch size (beta / lambda_1, about 2-3 on a9a and 20 Newsgroups) a larger
 # batch buys no progress per sample; 32 keeps the per-update Python overhead small against the work.
 AUTO_BATCH_MIN, AUTO_BATCH_MAX = 32, 4096
+# sparse data with this many columns or more runs in its own feature order (`_frequency_order`)
+FREQUENCY_ORDER_COLUMNS = 2**15
 
 
 def _lazy_switch() -> str:  # (the environment's A/B switch of benchmarks, like ASYNCOPT_BUNDLES)
@@ -237,26 +239,19 @@ class _ProxSGDBase(AsyncEstimator):
 
         return score
 
-    def _frequency_order(self, X, n_blocks: int, ray: bool) -> bool:
-        """The run keeps sparse features most entries first (problem.feature_order) where its updates
-        will be lazy (wide sparse data, on the CPU, in shared memory: `lazy_pays` at batch "auto"'s
-        smallest): there each minibatch entry reads and writes rows of several d-long arrays at
-        random, and packing the popular rows saves cache misses. Measured on a 4*10^5 x 10^6 synthetic
-        set (benchmarks/results/feature_order.md): the workers' compute 1.14-1.22x faster with 1
-        worker, 1.04-1.24x with 2. On news20 (eager updates) the rows as renumbered (columns out of order) made 2
-        workers slower; sorted rows made them faster but cost more setup than they saved.
-        ASYNCOPT_FEATURE_ORDER=given|frequency forces it off or on (the benchmarks' A/B switch)."""
+    def _frequency_order(self, X, ray: bool) -> bool:
+        """The run keeps sparse features most entries first (problem.feature_order) where the
+        coefficients outgrow a core's L2 cache (FREQUENCY_ORDER_COLUMNS float64 rows: 256 KiB): packing
+        the popular rows, which every minibatch reads and writes, saves cache misses. Measured
+        (benchmarks/results/feature_order.md), the whole fit with 1 / 2 workers: news20 to 1e-2
+        1.10x / 1.13x, 30 epochs 1.19x / 1.20x; a 4*10^5 x 10^6 synthetic set, 3 epochs, 1.11x /
+        1.04x (the workers' compute 1.26x / 1.55x, the setup ~1 s longer: the rows' sort). On the
+        CPU, in shared memory (not Ray: its actors copy their columns at the start, untested with
+        it). ASYNCOPT_FEATURE_ORDER=given|frequency forces it off or on (the benchmarks' A/B switch)."""
         switch = os.environ.get("ASYNCOPT_FEATURE_ORDER", "auto")
         if switch == "given" or not sp.issparse(X) or torch.device(self.device).type != "cpu":
             return False
-        if switch == "frequency":
-            return True
-        # (the conditions of ProxSGDAlgorithm.lazy_active that the estimator's settings decide)
-        lazy = self.penalty in ("l1", "none") and not (self.positive or self.nonconvex_strength)
-        lazy = lazy and not (ray or self.synchronous or self.max_delay or self.inconsistent_reads)
-        batch = AUTO_BATCH_MIN if self.batch_size == "auto" else int(self.batch_size)
-        push = "block" if self.push == "auto" else self.push
-        return lazy and lazy_pays(X.shape[0], X.shape[1], X.nnz, batch, n_blocks, push)
+        return switch == "frequency" or (not ray and X.shape[1] >= FREQUENCY_ORDER_COLUMNS)
 
     def _fit_linear(self, X, Y, loss_name, resume=False, validation=None):
         started = time.perf_counter()
@@ -280,7 +275,7 @@ class _ProxSGDBase(AsyncEstimator):
         # the run's own feature order: popular features first on sparse data (cache lines), groups
         # contiguous (no block cuts a group); coef_ and validation scores are in the user's order
         order, order_kind = None, "given"
-        if self._frequency_order(X, M, ray):
+        if self._frequency_order(X, ray):
             order, order_kind = feature_order(column_counts(X), M, codes), "frequency"
         elif codes is not None:
             order, order_kind = np.argsort(codes, kind="stable"), "groups"

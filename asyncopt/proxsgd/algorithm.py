@@ -32,13 +32,6 @@ from asyncopt.proxsgd.stepsize import delay_factor
 LAZY_RATIO = 100.0  # lazy prox when a block is this many times wider than a minibatch's entries
 
 
-def lazy_pays(n: int, d: int, nnz: int, batch_size: int, n_blocks: int, push: str) -> bool:
-    """An eager update's prox would sweep over LAZY_RATIO times a minibatch's entries (`_lazy_pays`)."""
-    entries = batch_size * nnz / max(1, n)
-    swept = d / n_blocks if push == "block" else d  # an eager update's prox
-    return swept > LAZY_RATIO * entries
-
-
 from asyncopt.errors import TrainingDiverged  # noqa: E402 (one class for both families)
 
 _SCRATCH = threading.local()  # the servers' per-thread scratch (ProxSGDAlgorithm._eager_scratch)
@@ -135,7 +128,9 @@ class ProxSGDAlgorithm:
         faster (54; 12.3 against 17.7 us with the single-write eager kernel). Lazy when the sweep is
         over LAZY_RATIO times the batch's entries."""
         data = self.problem.data
-        return lazy_pays(data.n, data.d, data.nnz, self.batch_size, self.problem.n_blocks, self.push)
+        entries = self.batch_size * data.nnz / max(1, data.n)
+        swept = data.d / self.problem.n_blocks if self.push == "block" else data.d  # an eager update's prox
+        return swept > LAZY_RATIO * entries
 
     def _make_lazy_state(self) -> dict:
         problem, data = self.problem, self.problem.data
@@ -974,6 +969,12 @@ class ProxSGDAlgorithm:
             fast.lazy_flush(saved.numpy(), st["mu"].numpy(), eta, thr, st["ticks"].numpy().copy(),
                             st["last"].numpy().copy(), st["block_of"].numpy())  # fmt: skip
         return saved
+
+    def settle(self) -> None:
+        """The data as the workers will read it (LinearData.settle: rows sorted beside the setup), before
+        any starts; numpy views taken before are dropped, rebuilt on use."""
+        self.problem.data.settle()
+        self.__dict__.pop("_views", None)
 
     def share_memory(self, pack=None) -> None:
         """What workers read and write to shared memory: the data (the copies made beside the setup,

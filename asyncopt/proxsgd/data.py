@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import math
 import warnings
 from collections.abc import Callable
 
@@ -47,18 +48,46 @@ def _transposer() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="asyncopt-transpose")
 
 
+def _shared_block(layout: dict[str, tuple[torch.dtype, tuple]]) -> dict[str, torch.Tensor]:
+    """Empty (CPU) tensors of these dtypes and shapes in one shared-memory block, each on its own cache lines."""
+    places, total = {}, 0
+    for name, (dtype, shape) in layout.items():
+        size = torch.empty(0, dtype=dtype).element_size()
+        places[name] = (total, size)
+        total += -(-math.prod(shape) * size // 64) * 64
+    block = torch.UntypedStorage._new_shared(max(total, 1))
+    return {
+        name: torch.empty(0, dtype=dtype).set_(block, places[name][0] // places[name][1], shape)
+        for name, (dtype, shape) in layout.items()
+    }
+
+
 def _shared_copies(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Copies of the (CPU) tensors in one shared-memory block, each on its own cache lines."""
-    places, total = {}, 0
+    copies = _shared_block({name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()})
     for name, t in tensors.items():
-        places[name] = total
-        total += -(-t.numel() * t.element_size() // 64) * 64
-    block = torch.UntypedStorage._new_shared(max(total, 1))
-    copies = {}
-    for name, t in tensors.items():
-        copy = torch.empty(0, dtype=t.dtype).set_(block, places[name] // t.element_size(), t.shape)
-        copies[name] = copy.copy_(t)
+        copies[name].copy_(t)
     return copies
+
+
+def _sorted_rows(transposing: concurrent.futures.Future, fields: dict[str, torch.Tensor], shared: bool) -> dict:
+    """The workers' fields with X's rows sorted (each row's columns ascending), in shared memory with
+    `shared`: one compiled counting sort from X^T's arrays (built just before on the same thread)
+    straight into the workers' arrays, in place of the copies. Sorted rows matter on eager updates:
+    on news20, 2 workers' compute 1.3x faster than with each row's columns out of order."""
+    from asyncopt.proxsgd import fast
+
+    t_indptr, t_indices, t_values = (_unsigned(t.numpy()) for t in transposing.result())
+    layout = {name: (t.dtype, tuple(t.shape)) for name, t in fields.items()}
+    if shared:
+        out = _shared_block(layout)
+    else:
+        out = {name: torch.empty(shape, dtype=dtype) for name, (dtype, shape) in layout.items()}
+    for name in fields.keys() - {"indices", "values"}:
+        out[name].copy_(fields[name])
+    indices, values = _unsigned(out["indices"].numpy()), out["values"].numpy()
+    fast.csr_rows_from_transpose(fields["indptr"].numpy(), t_indptr, t_indices, t_values, indices, values)
+    return out
 
 
 def _writable(a) -> np.ndarray:
@@ -79,12 +108,10 @@ def column_counts(X) -> np.ndarray:
 
 
 def _renumbered(X: sp.csr_matrix, order: np.ndarray) -> sp.csr_matrix:
-    """X[:, order] over X's rows as they are: each entry's column renumbered (a gather: 5 ms on news20,
-    ~0.1-0.4 s on 2*10^7 entries; scipy's column indexing took 150 ms on news20). Each row's columns are
-    then out of order, which the compiled kernels and scipy's products do not mind, nor torch's CPU
-    product (tests/test_feature_order.py checks both); X^T, built from this, has its rows in order.
-    Sorting the rows as well (two counting sorts, on the setup's thread) made news20's workers faster
-    still, but cost more setup than it saved on short fits (benchmarks/results/feature_order.md)."""
+    """X[:, order] over X's rows as they are: each entry's column renumbered (a gather: 5 ms on news20;
+    scipy's column indexing took 150 ms). Each row's columns are then out of order, which the setup's
+    products do not mind (scipy's, the compiled ones, torch's on the CPU: tests/test_feature_order.py);
+    X^T, built from this, has its rows in order, and the workers get the rows sorted (`_sorted_rows`)."""
     n, d = X.shape
     if order.shape != (d,) or not np.array_equal(np.bincount(order, minlength=d), np.ones(d, dtype=np.int64)):
         raise ValueError(f"column_order must be a permutation of 0..{d - 1}")
@@ -134,6 +161,9 @@ class LinearData:
     # thread, before X^T, while the setup goes on (15-20 ms on news20, seconds on 10^8 entries):
     # `share_memory` puts the copies in place of the originals
     sharing: concurrent.futures.Future | None = dataclasses.field(default=None, repr=False, compare=False)
+    # with a `column_order` the setup reads X renumbered, each row's columns out of order; the same thread
+    # sorts them for the workers (`_sorted_rows`), and `settle` puts them in place before workers start
+    sorting: concurrent.futures.Future | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_array(
@@ -143,8 +173,16 @@ class LinearData:
         also copied into shared memory beside the setup (for worker processes: `share_memory`).
         `column_order`: X's columns in this order (problem.feature_order; column j is X[:, order[j]])."""
         data, transpose = cls._from_array(X, Y, dtype, device, column_order)
+        share = shared and data.device.type == "cpu"
+        if column_order is not None and transpose is not None:  # (rows renumbered: each row's columns out of order)
+            # X^T first (the setup's first anchor waits for it), then the rows sorted from it into the
+            # workers' (shared) arrays while the setup goes on; `settle` puts them in place
+            data.transposing = _transposer().submit(transpose)
+            data.sorting = _transposer().submit(_sorted_rows, data.transposing, data._worker_fields(), share)
+            data.sharing = data.sorting if share else None
+            return data
         # (the copies first: the workers start after the setup, X^T is needed at the first evaluation)
-        if shared and data.device.type == "cpu":
+        if share:
             data.sharing = _transposer().submit(_shared_copies, data._worker_fields())
         if transpose is not None:
             data.transposing = _transposer().submit(transpose)
@@ -222,9 +260,18 @@ class LinearData:
         names = ("Y", "dense", "indptr", "indices", "values")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
+    def settle(self) -> None:
+        """The sorted rows in place once the setup's thread has them (`sorting`), before workers start
+        (numpy views of the old arrays keep reading the old ones: the same entries in another order)."""
+        if self.sorting is not None:
+            fields = self.sorting.result()
+            self.indices, self.values = fields["indices"], fields["values"]
+            self.sorting = None
+
     def share_memory(self) -> None:
         """The arrays a worker reads moved to shared memory: the copies `from_array(shared=True)` made
         beside the setup when there are (numpy views of the old arrays keep reading the old arrays)."""
+        self.settle()
         if self.sharing is not None:
             for name, copy in self.sharing.result().items():
                 setattr(self, name, copy)
@@ -233,6 +280,7 @@ class LinearData:
             t.share_memory_()  # (a no-op for the copies)
 
     def tensors(self) -> list[torch.Tensor]:
+        self.settle()
         self._transposed()
         fields = (
             self.Y,
@@ -250,6 +298,7 @@ class LinearData:
     def for_workers(self) -> LinearData:
         """What a worker reads (the minibatches' rows): X^T and the products' row pointers serve the
         coordinator's full passes only, so they are neither shared nor sent to worker processes."""
+        self.settle()
         return dataclasses.replace(
             self, t_indptr=None, t_indices=None, t_values=None, product_indptr=None, transposing=None, sharing=None
         )

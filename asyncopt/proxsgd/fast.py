@@ -164,6 +164,20 @@ def csr_column_counts(indices, out):
 
 
 @njit(cache=True, nogil=True)
+def csr_rows_from_transpose(indptr, t_indptr, t_indices, t_values, out_indices, out_values):
+    """X's CSR indices and values with each row's columns ascending, from X^T's CSR arrays (X's rows
+    at `indptr`): a counting sort, writing straight into the caller's (shared) arrays."""
+    fill = indptr[: indptr.shape[0] - 1].copy()
+    for c in range(t_indptr.shape[0] - 1):
+        for q in range(t_indptr[c], t_indptr[c + 1]):
+            i = t_indices[q]
+            p = fill[i]
+            out_indices[p] = c
+            out_values[p] = t_values[q]
+            fill[i] = p + 1
+
+
+@njit(cache=True, nogil=True)
 def csr_gram_product(indptr, indices, values, v, shift, out):
     """out += X^T (X v + shift) for CSR X in one pass over the rows (a power iteration's products: each
     row is read once, its scatter from cache); returns sum_i (x_i . v + shift), the intercept's part."""

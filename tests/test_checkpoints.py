@@ -21,7 +21,7 @@ def _digits():
 
 def _wide_sparse(n=1500, d=20000, seed=0):
     rng = np.random.default_rng(seed)
-    X = sp.random(n, d, density=5e-4, random_state=seed, format="csr")
+    X = sp.random(n, d, density=5e-4, random_state=rng, format="csr")
     w = rng.normal(size=d)
     return X, (X @ w + 0.1 * rng.normal(size=n) > 0).astype(int)
 

@@ -183,7 +183,8 @@ def test_many_more_workers_than_cores_is_a_warning(cls, monkeypatch):
 
 # -- 6: the memory budget before densifying ------------------------------------------------------
 def test_sparse_training_data_is_checked_against_the_budget_before_it_is_densified():
-    X = sp.random(20_000, 3_000, density=1e-3, format="csr", random_state=0)  # dense: 0.45 GiB in float64
+    rng = np.random.default_rng(0)
+    X = sp.random(20_000, 3_000, density=1e-3, format="csr", random_state=rng)  # dense: 0.45 GiB in float64
     y = np.ones(X.shape[0])
     tracemalloc.start()
     try:

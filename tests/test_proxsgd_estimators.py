@@ -206,7 +206,7 @@ def test_wide_sparse_data_uses_lazy_updates_and_matches_eager_ones(monkeypatch):
 
     rng = np.random.default_rng(3)
     n, d = 400, 60_000
-    X = sp.random(n, d, density=20 / d, random_state=3, format="csr")
+    X = sp.random(n, d, density=20 / d, random_state=rng, format="csr")
     w = rng.normal(size=d) * (rng.random(d) < 0.05)
     y = np.where(X @ w + 0.01 * rng.normal(size=n) > 0, 1, 0)
     common = dict(penalty="l1", alpha=1e-3, batch_size=8, n_blocks=1, max_epochs=8, tol=None, random_state=0)

@@ -9,7 +9,7 @@ from test_engines import Counting, run
 
 import asyncopt
 from asyncopt import EigenProClassifier, ProxSGDClassifier
-from asyncopt.engines import WorkerEngine, WorkerFailed, pool
+from asyncopt.engines import WorkerEngine, WorkerFailed, pool, transports
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +61,67 @@ def test_a_failed_run_does_not_hand_its_processes_to_the_next_fit():
     assert set(pids()).isdisjoint(before)
 
 
-def test_more_servers_than_the_pools_locks_get_fresh_processes(digits):
+def test_more_servers_than_the_pools_locks_get_fresh_processes(digits, monkeypatch):
     X, y = digits
     asyncopt.shutdown_worker_pool()
+    monkeypatch.setattr(transports, "idle_cores", lambda: 64)  # (the pool started beside the setup)
+    leases, lease = [], pool.lease
+    monkeypatch.setattr(pool, "lease", lambda *args: leases.append(lease(*args)) or leases[-1])
     clf = ProxSGDClassifier(
         backend="processes", n_workers=2, threads_per_worker=1, n_blocks=pool.POOL_LOCKS, max_epochs=2, random_state=0
     )
     clf.fit(X[:, :64].repeat(3, axis=1), y)  # 192 features: POOL_LOCKS blocks need one lock more than it has
-    assert pool.current_pool() is None and clf.n_blocks_ == pool.POOL_LOCKS
+    assert leases == [None] and clf.n_blocks_ == pool.POOL_LOCKS  # the pool refused the run: fresh processes
+    assert not pool.current_pool().leased  # (the pool the fit started beside its setup stays idle for the next)
 
 
 def test_reuse_can_be_turned_off():
     asyncopt.shutdown_worker_pool()
     params, _, _ = run(WorkerEngine("processes", n_workers=2, threads_per_worker=1, reuse_workers=False), Counting())
     assert pool.current_pool() is None and torch.equal(params, torch.full_like(params, 3.0))
+
+
+@pytest.mark.parametrize("model", ["proxsgd", "eigenpro"])
+def test_a_processes_fit_spawns_its_workers_before_its_setup(digits, monkeypatch, model):
+    """The first processes fit of a session: the pool's processes are spawned as the fit begins, so
+    that they import torch and the package while the setup (data conversion, power iteration,
+    preconditioner) runs, and the fit then leases those same processes."""
+    from asyncopt.estimators import eigenpro as eigenpro_estimator
+    from asyncopt.estimators import proxsgd as proxsgd_estimator
+
+    X, y = digits
+    asyncopt.shutdown_worker_pool()
+    monkeypatch.setattr(transports, "idle_cores", lambda: 64)  # (a machine with cores to spare)
+    seen = []
+    if model == "proxsgd":
+        setup = proxsgd_estimator.LinearData.from_array
+        monkeypatch.setattr(
+            proxsgd_estimator.LinearData, "from_array", lambda *a, **k: seen.append(pids()) or setup(*a, **k)
+        )
+        est = ProxSGDClassifier(backend="processes", n_workers=2, threads_per_worker=1, max_epochs=2, tol=None)
+    else:
+        setup = eigenpro_estimator.nystrom_preconditioner
+        monkeypatch.setattr(
+            eigenpro_estimator, "nystrom_preconditioner", lambda *a, **k: seen.append(pids()) or setup(*a, **k)
+        )
+        est = EigenProClassifier(backend="processes", n_workers=2, threads_per_worker=1, epochs=1)
+    est.fit(X[:600], y[:600])
+    assert len(seen) == 1 and len(seen[0]) == 2  # spawned before the setup ran
+    assert pids() == seen[0]  # and the fit ran on them (they are back in the pool, not leased)
+    assert not pool.current_pool().leased
+
+
+def test_no_processes_are_spawned_before_the_setup_without_a_core_to_spare(digits, monkeypatch):
+    """On a machine whose cores the setup's torch threads fill (this 2-core one), the imports would
+    slow the setup more than they save: the workers spawn when the fit needs them."""
+    X, y = digits
+    asyncopt.shutdown_worker_pool()
+    monkeypatch.setattr(transports, "idle_cores", lambda: 1)
+    from asyncopt.estimators import proxsgd as proxsgd_estimator
+
+    seen, setup = [], proxsgd_estimator.LinearData.from_array
+    monkeypatch.setattr(
+        proxsgd_estimator.LinearData, "from_array", lambda *a, **k: seen.append(pids()) or setup(*a, **k)
+    )
+    ProxSGDClassifier(backend="processes", n_workers=2, threads_per_worker=1, max_epochs=2, tol=None).fit(X, y)
+    assert seen == [[]] and len(pids()) == 2

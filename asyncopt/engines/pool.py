@@ -192,6 +192,25 @@ def lease(ctx, n_workers: int, n_locks: int) -> WorkerPool | None:
     return pool
 
 
+def prestart(ctx, n_workers: int) -> None:
+    """Spawn the pool's missing processes now, when a processes fit begins: they import torch and
+    the package (seconds, the first fit of a session) while the fit's setup runs, instead of after
+    it. Nothing happens when the pool is leased (a concurrent fit) or dead (the fit's `lease`
+    replaces it) or already that large. The processes stay in the pool whatever the fit does next."""
+    global _POOL
+    with _GUARD:
+        pool = _POOL
+        if pool is not None and (pool.leased or not pool.alive()):
+            return
+        if pool is None:
+            pool = _POOL = WorkerPool(ctx)
+        try:
+            pool.grow(n_workers)
+        except BaseException:
+            pool.terminate()
+            raise
+
+
 def current_pool() -> WorkerPool | None:
     return _POOL
 

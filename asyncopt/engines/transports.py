@@ -14,6 +14,7 @@ tasks, get the next reply with liveness checks, shut down.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 
@@ -100,6 +101,24 @@ class ThreadTransport:
 
     def _finish(self) -> None:
         torch.set_num_threads(self._saved_threads)
+
+
+def prestart_processes(n_workers: int) -> None:
+    """Spawn the reusable pool's processes as a processes fit begins, so that they import while its
+    setup runs (pool.prestart); the fit's transport then leases them as usual. Only where a core is
+    free for each beside the setup's torch threads: on 2 cores the imports slowed the setup more
+    than they saved (EigenPro on MNIST 10k 0.76x the fit's speed; benchmarks/results/first_fit.md)."""
+    import torch.multiprocessing as mp
+
+    exit_if_reimporting_main()  # (a worker importing an unguarded script must not spawn more)
+    if idle_cores() >= n_workers:
+        pool.prestart(mp.get_context("spawn"), n_workers)
+
+
+def idle_cores() -> int:
+    """Cores this process may use beyond the torch threads its setup runs on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores - torch.get_num_threads()
 
 
 class ProcessTransport(ThreadTransport):

@@ -126,7 +126,8 @@ class AsyncEstimator(BaseEstimator):
 
         n_workers is for threads / processes / ray; max_delay, inconsistent_reads (and delay)
         simulate stale reads in the serial engine only; synchronous rounds need real workers.
-        Far more workers than cores is allowed (a choice), but warned about."""
+        Far more workers than cores is allowed (a choice), but warned about. With backend="processes"
+        the worker processes are then spawned (engines/pool.py), to import while the setup runs."""
         backend = self.backend
         if backend == "processes":
             exit_if_reimporting_main()  # a spawned worker importing an unguarded script: leave quietly
@@ -164,6 +165,10 @@ class AsyncEstimator(BaseEstimator):
                 UserWarning,
                 stacklevel=4,  # (the user's fit call, past sklearn's wrapper)
             )
+        if backend == "processes":  # the checks passed: the workers spawn now and import during the setup
+            from asyncopt.engines.transports import prestart_processes
+
+            prestart_processes(self.n_workers)
 
     # -- validation sets -----------------------------------------------------------------
     def _validation_set(self, X_val, y_val, n_outputs: int, one_d: bool = True):

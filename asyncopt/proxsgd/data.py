@@ -42,6 +42,12 @@ def _unsigned(index: np.ndarray) -> np.ndarray:
     return index.view(np.uint32) if index.dtype == np.int32 else index
 
 
+# the share of the rows' entries the setup's thread sorts (`_sort_rows`); the main thread sorts the rest
+# after the power iteration, which on 10^8 entries ends ~2 s after the thread's X^T (halves: the main
+# thread ended last by ~2.5 s)
+THREAD_SORT_SHARE = 0.65
+
+
 @functools.cache
 def _transposer() -> concurrent.futures.ThreadPoolExecutor:
     """The thread that builds X^T beside the setup (one: transpositions are memory-bound)."""
@@ -70,14 +76,9 @@ def _shared_copies(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return copies
 
 
-def _sorted_rows(transposing: concurrent.futures.Future, fields: dict[str, torch.Tensor], shared: bool) -> dict:
-    """The workers' fields with X's rows sorted (each row's columns ascending), in shared memory with
-    `shared`: one compiled counting sort from X^T's arrays (built just before on the same thread)
-    straight into the workers' arrays, in place of the copies. Sorted rows matter on eager updates:
-    on news20, 2 workers' compute 1.3x faster than with each row's columns out of order."""
-    from asyncopt.proxsgd import fast
-
-    t_indptr, t_indices, t_values = (_unsigned(t.numpy()) for t in transposing.result())
+def _sort_target(fields: dict[str, torch.Tensor], shared: bool) -> dict[str, torch.Tensor]:
+    """Empty arrays for the workers' fields (in one shared-memory block with `shared`), the ones a
+    row sort leaves alone already copied in."""
     layout = {name: (t.dtype, tuple(t.shape)) for name, t in fields.items()}
     if shared:
         out = _shared_block(layout)
@@ -85,8 +86,21 @@ def _sorted_rows(transposing: concurrent.futures.Future, fields: dict[str, torch
         out = {name: torch.empty(shape, dtype=dtype) for name, (dtype, shape) in layout.items()}
     for name in fields.keys() - {"indices", "values"}:
         out[name].copy_(fields[name])
+    return out
+
+
+def _sort_rows(transposing, target, indptr: torch.Tensor, lo: int, hi: int) -> dict[str, torch.Tensor]:
+    """Rows lo..hi-1 of X sorted (each row's columns ascending) into `target`'s arrays: one compiled
+    counting sort from X^T's arrays (futures: X^T and the target, made on the setup's thread).
+    Sorted rows matter on eager updates: on news20, 2 workers' compute 1.3x faster than with each
+    row's columns out of order. The setup's thread sorts one half and the main thread the other
+    (`LinearData.settle`): at 10^8 entries each half took ~5 s alone."""
+    from asyncopt.proxsgd import fast
+
+    out = target.result()
+    t_indptr, t_indices, t_values = (_unsigned(t.numpy()) for t in transposing.result())
     indices, values = _unsigned(out["indices"].numpy()), out["values"].numpy()
-    fast.csr_rows_from_transpose(fields["indptr"].numpy(), t_indptr, t_indices, t_values, indices, values)
+    fast.csr_rows_from_transpose(indptr.numpy(), t_indptr, t_indices, t_values, indices, values, lo, hi)
     return out
 
 
@@ -111,13 +125,17 @@ def _renumbered(X: sp.csr_matrix, order: np.ndarray) -> sp.csr_matrix:
     """X[:, order] over X's rows as they are: each entry's column renumbered (a gather: 5 ms on news20;
     scipy's column indexing took 150 ms). Each row's columns are then out of order, which the setup's
     products do not mind (scipy's, the compiled ones, torch's on the CPU: tests/test_feature_order.py);
-    X^T, built from this, has its rows in order, and the workers get the rows sorted (`_sorted_rows`)."""
+    X^T, built from this, has its rows in order, and the workers get the rows sorted (`_sort_rows`)."""
+    from asyncopt.proxsgd import fast
+
     n, d = X.shape
     if order.shape != (d,) or not np.array_equal(np.bincount(order, minlength=d), np.ones(d, dtype=np.int64)):
         raise ValueError(f"column_order must be a permutation of 0..{d - 1}")
     position = np.empty(d, dtype=X.indices.dtype)
     position[order] = np.arange(d, dtype=X.indices.dtype)
-    renumbered = sp.csr_matrix((X.data, position[X.indices], X.indptr), shape=(n, d), copy=False)
+    columns = np.empty_like(X.indices)
+    fast.gather(position, X.indices, columns)
+    renumbered = sp.csr_matrix((X.data, columns, X.indptr), shape=(n, d), copy=False)
     renumbered.has_sorted_indices = False
     return renumbered
 
@@ -162,8 +180,10 @@ class LinearData:
     # `share_memory` puts the copies in place of the originals
     sharing: concurrent.futures.Future | None = dataclasses.field(default=None, repr=False, compare=False)
     # with a `column_order` the setup reads X renumbered, each row's columns out of order; the same thread
-    # sorts them for the workers (`_sorted_rows`), and `settle` puts them in place before workers start
+    # sorts half of them for the workers (`_sort_rows`), and `settle` sorts the other half on the calling
+    # thread (`sorting_rest`) and puts them in place before workers start
     sorting: concurrent.futures.Future | None = dataclasses.field(default=None, repr=False, compare=False)
+    sorting_rest: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_array(
@@ -178,7 +198,11 @@ class LinearData:
             # X^T first (the setup's first anchor waits for it), then the rows sorted from it into the
             # workers' (shared) arrays while the setup goes on; `settle` puts them in place
             data.transposing = _transposer().submit(transpose)
-            data.sorting = _transposer().submit(_sorted_rows, data.transposing, data._worker_fields(), share)
+            target = _transposer().submit(_sort_target, data._worker_fields(), share)
+            indptr = data.indptr
+            half = int(np.searchsorted(indptr.numpy(), THREAD_SORT_SHARE * data.nnz))  # (rows split by entries)
+            data.sorting = _transposer().submit(_sort_rows, data.transposing, target, indptr, 0, half)
+            data.sorting_rest = functools.partial(_sort_rows, data.transposing, target, indptr, half, data.n)
             data.sharing = data.sorting if share else None
             return data
         # (the copies first: the workers start after the setup, X^T is needed at the first evaluation)
@@ -264,6 +288,9 @@ class LinearData:
         """The sorted rows in place once the setup's thread has them (`sorting`), before workers start
         (numpy views of the old arrays keep reading the old ones: the same entries in another order)."""
         if self.sorting is not None:
+            if self.sorting_rest is not None:
+                self.sorting_rest()  # (the other half, beside the setup's thread)
+                self.sorting_rest = None
             fields = self.sorting.result()
             self.indices, self.values = fields["indices"], fields["values"]
             self.sorting = None

@@ -1,6 +1,6 @@
 """The first processes fit of a session: worker processes spawned as the fit begins (their imports
 beside the setup, engines/pool.py `prestart`, forced here: by default it runs only where a core is
-free for each worker beside the setup's torch threads) against spawned when the workers are needed
+free for each worker beside the setup's threads) against spawned when the workers are needed
 (after the setup), each fit in a fresh Python process as a user's script runs it.
 
 The time is the whole `fit` call (data already loaded; the interpreter's own imports are not in

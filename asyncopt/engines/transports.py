@@ -106,7 +106,7 @@ class ThreadTransport:
 def prestart_processes(n_workers: int) -> None:
     """Spawn the reusable pool's processes as a processes fit begins, so that they import while its
     setup runs (pool.prestart); the fit's transport then leases them as usual. Only where a core is
-    free for each beside the setup's torch threads: on 2 cores the imports slowed the setup more
+    free for each beside the setup's threads: on 2 cores the imports slowed the setup more
     than they saved (EigenPro on MNIST 10k 0.76x the fit's speed; benchmarks/results/first_fit.md)."""
     import torch.multiprocessing as mp
 
@@ -115,10 +115,13 @@ def prestart_processes(n_workers: int) -> None:
         pool.prestart(mp.get_context("spawn"), n_workers)
 
 
+SETUP_THREADS = 2  # ProxSGD's setup: the main thread and the one building X^T (proxsgd/data.py)
+
+
 def idle_cores() -> int:
-    """Cores this process may use beyond the torch threads its setup runs on."""
+    """Cores this process may use beyond the threads its setup runs on (torch's, and at least two)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores - torch.get_num_threads()
+    return cores - max(torch.get_num_threads(), SETUP_THREADS)
 
 
 class ProcessTransport(ThreadTransport):

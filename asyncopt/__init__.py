@@ -25,6 +25,7 @@ _LAZY = {
     "TrainingDiverged": "asyncopt.errors",
     "load": "asyncopt.estimators.model_files",
     "shutdown_worker_pool": "asyncopt.engines.pool",
+    "start_worker_pool": "asyncopt.engines.transports",
 }
 
 __all__ = [
@@ -39,10 +40,12 @@ __all__ = [
     "TrainingDiverged",
     "load",
     "shutdown_worker_pool",
+    "start_worker_pool",
 ]
 
 if TYPE_CHECKING:  # (static tools see the names; at run time they come from __getattr__)
     from asyncopt.engines.pool import shutdown_worker_pool
+    from asyncopt.engines.transports import start_worker_pool
     from asyncopt.errors import TrainingDiverged
     from asyncopt.estimators.eigenpro import EigenProClassifier, EigenProRegressor
     from asyncopt.estimators.model_files import load

@@ -331,7 +331,9 @@ def fmt(v, spec=".2f"):
 def tables(data: dict) -> str:
     out = []
     coordinator_ms = data["fits"]["proxsgd"][0]["coordinator_cpu_per_task_ms"]
-    for algo, title in (("proxsgd", "ProxSGD (push=\"auto\": the full push here), a9a, 4 block servers"), ("eigenpro", "AsyncEigenPro, MNIST 10,000")):
+    titles = (("proxsgd", "ProxSGD (push=\"auto\": the full push here), a9a, 4 block servers"),
+              ("eigenpro", "AsyncEigenPro, MNIST 10,000"))  # fmt: skip
+    for algo, title in titles:
         one, two = data["fits"][algo]
         out += [f"### {title}", "", "Check: the model against the fits here (2 cores).", "",
                 "| workers | | samples/s | mean staleness | seconds to target | task (ms) |",

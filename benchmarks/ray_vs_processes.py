@@ -50,7 +50,8 @@ def fit_row(data: str, backend: str, est, X, y, X_test, y_test, metric: str, hit
         "throughput": last["samples"] / last["seconds"], "metric": last[metric], "test": est.score(X_test, y_test),
         "train_throughput": last["samples"] / training_seconds(last, est.telemetry_),
         "wait": wait_share(est.telemetry_), "staleness": est.telemetry_["staleness"]["mean"],
-        "message_ms": message_ms(est.telemetry_, task or est.batch_size_), "to_target": None if reached is None else reached["seconds"],
+        "message_ms": message_ms(est.telemetry_, task or est.batch_size_),
+        "to_target": None if reached is None else reached["seconds"],
     }  # fmt: skip
     print(row, flush=True)
     return row
@@ -86,7 +87,8 @@ def proxsgd_rows(name, loader, configs, epochs, workers, target, repeats=1):
             task_samples=task if backend == "ray" else None,
         )  # fmt: skip
         hit = lambda h: (h["objective"] - fstar) / fstar <= target  # noqa: E731
-        rows.append(fit_row(name, backend, est, X, y, X_test, y_test, "objective", hit, task, kind=kind) | {"repeat": repeat})
+        row = fit_row(name, backend, est, X, y, X_test, y_test, "objective", hit, task, kind=kind)
+        rows.append(row | {"repeat": repeat})
     os.environ.pop("ASYNCOPT_BUNDLES", None)
     return rows
 
@@ -125,12 +127,14 @@ def table(rows) -> str:
     """One line per configuration: medians over its repeats; the ratio to processes is taken per
     repeat (the processes row of the same repeat and batch), median (min-max) with several."""
     lines = [
-        "| data | batch | Ray task (samples) | backend | push, Ray bundle | fit wall (s) | samples/s, training | ray / processes, "
-        "training | time to target (s) | final objective or train MSE | test accuracy | messages per task (ms) "
-        "| mean staleness |",
+        "| data | batch | Ray task (samples) | backend | push, Ray bundle | fit wall (s) | samples/s, training "
+        "| ray / processes, training | time to target (s) | final objective or train MSE | test accuracy "
+        "| messages per task (ms) | mean staleness |",
         "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    base = {(r["data"], r["batch"], r.get("repeat", 0)): r["train_throughput"] for r in rows if r["backend"] == "processes"}
+    base = {
+        (r["data"], r["batch"], r.get("repeat", 0)): r["train_throughput"] for r in rows if r["backend"] == "processes"
+    }
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["data"], r["batch"], r["task"], r["backend"], r.get("kind", "")), []).append(r)

@@ -125,3 +125,44 @@ def test_no_processes_are_spawned_before_the_setup_without_a_core_to_spare(digit
     )
     ProxSGDClassifier(backend="processes", n_workers=2, threads_per_worker=1, max_epochs=2, tol=None).fit(X, y)
     assert seen == [[]] and len(pids()) == 2
+
+
+def test_start_worker_pool_spawns_the_processes_the_next_fit_leases(digits):
+    """asyncopt.start_worker_pool: the processes exist when it returns (importing in the background)
+    and the next processes fit runs on them, spawning none of its own."""
+    X, y = digits
+    asyncopt.shutdown_worker_pool()
+    asyncopt.start_worker_pool(2)
+    started = pids()
+    assert len(started) == 2 and all(p.is_alive() for p in pool.current_pool().processes)
+    asyncopt.start_worker_pool(1)  # (already that large: nothing new)
+    assert pids() == started
+    est = ProxSGDClassifier(backend="processes", n_workers=2, threads_per_worker=1, max_epochs=2, tol=None).fit(X, y)
+    assert pids() == started and est.score(X, y) > 0.8
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True, None])
+def test_start_worker_pool_refuses_a_worker_count_that_is_not_a_positive_integer(bad):
+    asyncopt.shutdown_worker_pool()
+    with pytest.raises(ValueError, match="n_workers must be a positive integer"):
+        asyncopt.start_worker_pool(bad)
+    assert pool.current_pool() is None or not pool.current_pool().processes
+
+
+@pytest.mark.parametrize("model, early", [("proxsgd", True), ("eigenpro", False)])
+def test_a_processes_cli_fit_spawns_proxsgds_workers_before_reading_the_data(tmp_path, monkeypatch, model, early):
+    """`asyncopt fit --backend processes`: ProxSGD's workers spawn before the file is read (their
+    imports overlap the parsing); EigenPro's wait for the fit (imports beside its multi-threaded
+    setup slowed it, benchmarks/results/first_fit.md)."""
+    import asyncopt.readers
+    from asyncopt.cli import main
+
+    asyncopt.shutdown_worker_pool()
+    seen, read = [], asyncopt.readers.read_data
+    monkeypatch.setattr(asyncopt.readers, "read_data", lambda *a, **k: seen.append(pids()) or read(*a, **k))
+    options = ["--max-epochs", "2"] if model == "proxsgd" else ["--epochs", "1"]
+    argv = ["fit", "--model", model, "--data", "sklearn:digits", "--backend", "processes", "--n-workers", "2",
+            "--threads-per-worker", "1", *options, "--output", str(tmp_path / "m.model"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert len(seen[0]) == (2 if early else 0)
+    assert len(pids()) == 2  # the fit's workers, back in the pool

@@ -184,14 +184,28 @@ def _check_output(path: str) -> Path:
     return out
 
 
+def _start_workers(model: str, given: dict) -> None:
+    """ProxSGD with --backend processes: the worker processes spawn before the data is read, and
+    import torch and the package while the file is parsed (the fit then leases them): a9a 1.09x and
+    news20 1.07x shorter (benchmarks/results/early_start.md). Not EigenPro: imports beside its
+    multi-threaded setup slowed it (first_fit.md: 0.76x), and started before the file was read
+    they gave no clear gain (MNIST 10k: 1.03-1.04x over 8 rounds, slower in 2 other runs)."""
+    workers = given.get("n_workers", 1)
+    if model == "proxsgd" and given.get("backend") == "processes" and isinstance(workers, int) and workers >= 1:
+        from asyncopt.engines.transports import start_worker_pool
+
+        start_worker_pool(workers)
+
+
 def run_fit(args) -> int:
     from asyncopt.readers import read_data
 
-    _given_params(args, args.model)  # (an option of the other model fails before the data is read)
+    given = _given_params(args, args.model)  # (an option of the other model fails before the data is read)
     if args.resume and args.checkpoint_dir is None:
         raise UsageError("--resume needs --checkpoint-dir (the folder of the interrupted run's checkpoints)")
     output = _check_output(args.output)
     target = -1 if args.target_column is None else args.target_column
+    _start_workers(args.model, given)
     data = read_data(args.data, args.format, target, labels=args.labels)
     if data.y is None:
         raise UsageError(f"{args.data} holds no labels (IDX: give --labels; CSV: --target-column)")

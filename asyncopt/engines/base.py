@@ -150,7 +150,7 @@ def unguarded_message() -> str:
     script = getattr(sys.modules.get("__main__"), "__file__", None) or "(the main module)"
     return (
         f"backend='processes' starts workers that re-import your script {script}; put the code that fits "
-        "under `if __name__ == '__main__':`"
+        "(and any asyncopt.start_worker_pool call) under `if __name__ == '__main__':`"
     )
 
 

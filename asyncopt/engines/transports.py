@@ -18,6 +18,7 @@ import os
 import queue
 import threading
 
+import numpy as np
 import torch
 
 from asyncopt.engines import handover, pool
@@ -101,6 +102,20 @@ class ThreadTransport:
 
     def _finish(self) -> None:
         torch.set_num_threads(self._saved_threads)
+
+
+def start_worker_pool(n_workers: int) -> None:
+    """Spawn the reusable pool's worker processes now and return at once (public as
+    asyncopt.start_worker_pool). Each imports torch and the package (seconds on a small machine)
+    while the caller goes on, e.g. loading its data; the next processes fit of up to `n_workers`
+    workers then leases them. Call it under `if __name__ == "__main__":` (spawned processes
+    re-import the script)."""
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int | np.integer) or n_workers < 1:
+        raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+    import torch.multiprocessing as mp
+
+    exit_if_reimporting_main()  # (a worker importing an unguarded script must not spawn more)
+    pool.prestart(mp.get_context("spawn"), int(n_workers))
 
 
 def prestart_processes(n_workers: int) -> None:

@@ -166,3 +166,15 @@ def test_a_processes_cli_fit_spawns_proxsgds_workers_before_reading_the_data(tmp
     assert main(argv) == 0
     assert len(seen[0]) == (2 if early else 0)
     assert len(pids()) == 2  # the fit's workers, back in the pool
+
+
+def test_start_worker_pool_replaces_a_pool_with_a_dead_process():
+    asyncopt.shutdown_worker_pool()
+    asyncopt.start_worker_pool(2)
+    before = pool.current_pool()
+    before.processes[0].kill()
+    before.processes[0].join(timeout=10)
+    asyncopt.start_worker_pool(2)
+    after = pool.current_pool()
+    assert after is not before and len(after.processes) == 2 and after.alive()
+    assert not set(pids()) & {p.pid for p in before.processes}

@@ -195,13 +195,18 @@ def lease(ctx, n_workers: int, n_locks: int) -> WorkerPool | None:
 def prestart(ctx, n_workers: int) -> None:
     """Spawn the pool's missing processes now, when a processes fit begins: they import torch and
     the package (seconds, the first fit of a session) while the fit's setup runs, instead of after
-    it. Nothing happens when the pool is leased (a concurrent fit) or dead (the fit's `lease`
-    replaces it) or already that large. The processes stay in the pool whatever the fit does next."""
+    it. Nothing happens when the pool is leased (a concurrent fit) or already that large; a pool
+    with a dead process is replaced, as `lease` would. The processes stay in the pool whatever the
+    fit does next."""
     global _POOL
     with _GUARD:
         pool = _POOL
-        if pool is not None and (pool.leased or not pool.alive()):
+        if pool is not None and pool.leased:
             return
+        if pool is not None and not pool.alive():
+            _POOL = None
+            pool.terminate()
+            pool = None
         if pool is None:
             pool = _POOL = WorkerPool(ctx)
         try:

@@ -6,9 +6,10 @@ alternating `--rounds` times:
 - script: a main block that loads a data set and fits ProxSGD with 2 processes workers, with or
   without `asyncopt.start_worker_pool(2)` as its first line. Timed: the whole block (imports,
   loading, fit) and the fit alone.
-- cli: `python -m asyncopt fit ... --backend processes --n-workers 2` on a data file, as shipped
-  (ProxSGD: the pool started before the file is read) or with that start patched out. For EigenPro
-  the command line does not start early; its arm "early" forces it, to show why. Timed: the command.
+- cli: `asyncopt fit ... --backend processes --n-workers 2` (the CLI's main, called in the fresh
+  process) on a data file, as shipped (ProxSGD: the pool started before the file is read) or with
+  that start patched out. For EigenPro the command line does not start early; its arm "early"
+  forces it, to show why. Timed: the command.
 
     python benchmarks/early_start.py --rounds 3 --out benchmarks/results/early_start.md
 """

@@ -32,6 +32,7 @@ def test_sparse_demo_bad_alpha_is_a_clear_error(capsys):
 
 # -- fit / predict / info / bench ------------------------------------------------------------------
 import json  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -208,3 +209,14 @@ def test_the_quickstart_generalizes_to_the_held_out_digits(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "540 rows" in err and float(re.search(r"labels: ([\d.]+)", err).group(1)) > 0.97
     assert asyncopt.load(model).history_[-1]["val_metric"] > 0.97
+
+
+def test_python_dash_m_asyncopt_is_the_command_line():
+    from pathlib import Path
+
+    root = str(Path(asyncopt.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    run = subprocess.run([sys.executable, "-m", "asyncopt", "--help"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0 and run.stdout.startswith("usage: asyncopt")
+    run = subprocess.run([sys.executable, "-m", "asyncopt", "fit"], capture_output=True, text=True, env=env)
+    assert run.returncode == 2 and "--model" in run.stderr

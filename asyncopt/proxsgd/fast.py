@@ -302,12 +302,15 @@ def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_bloc
     just before: a lock-free reader never sees a half-updated row (stepped, prox pending) nor a
     marker in `last` (the old code's, which a reader took as ~2t ticks behind). `slot` (-1 for
     every row; the server's scratch, never read by workers) gives a row its place in the update;
-    duplicate rows of `index` are taken in their order, the arithmetic of one-by-one pairs."""
+    duplicate rows of `index` are taken in their order, the arithmetic of one-by-one pairs. With
+    first_block == last_block every pair must lie in that block (as a server applies its part): its
+    count is used without reading block_of at each row (5-8% of a lazy update with one block)."""
     k = P.shape[1]
     m = index.shape[0]
     rows = np.empty(m, dtype=np.int64)
     x = np.empty((m, k), dtype=P.dtype)
     n = 0
+    one = first_block == last_block  # (every pair in one block, as servers apply: its count, no row lookup)
     for q in range(m):
         c = index[q]
         s = slot[c]
@@ -316,15 +319,17 @@ def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_bloc
             slot[c] = s
             rows[s] = c
             n += 1
-            behind = ticks[block_of[c]] - last[c]
+            behind = ticks[first_block if one else block_of[c]] - last[c]
             for j in range(k):
                 x[s, j] = repeat_soft(P[c, j], eta * mu[c, j], thr, behind) if behind > 0 else P[c, j]
         for j in range(k):
             x[s, j] -= eta * values[q, j]
     for s in range(n):  # the prox of this tick, then the row, once
         c = rows[s]
-        last[c] = ticks[block_of[c]] + 1  # before the row: a reader that sees the new row then sees its tick
-        for j in range(k):  # (x86-TSO); one that sees the new tick and the old row reads it stale, as held
+        # its tick before the row: a reader that sees the new row then sees its tick (x86-TSO); one
+        # that sees the new tick and the old row reads it stale, as held
+        last[c] = ticks[first_block if one else block_of[c]] + 1
+        for j in range(k):
             P[c, j] = soft(x[s, j] - eta * mu[c, j], thr, False)
         slot[c] = -1
     for b in range(first_block, last_block + 1):

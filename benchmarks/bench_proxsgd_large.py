@@ -21,7 +21,8 @@ the cached matrix, so its peak memory is its own: the proportional set size (PSS
 split between the processes sharing them) summed over the process and its children (the worker
 processes), sampled every 0.2 s. "data" is the PSS right after loading the matrix, before the solver.
 
-- asyncopt: ProxSGDClassifier(backend="processes"), 1 and 2 workers, the default configuration
+- asyncopt: ProxSGDClassifier(backend="processes", or "threads" for the labels ending so), 1 and 2
+  workers, the default configuration
   (one block per worker, push="auto": on this problem the block push of AsyB, SVRG with the local
   step, batch "auto"), and the full push with 2 workers. The time is the whole fit as a user waits
   for it (setup, power iteration, worker start-up included; evaluations of F excluded); F once an
@@ -76,6 +77,10 @@ ASYNCOPT = {  # label: (workers, push, n_blocks, variance_reduction)
     # 22): the workers import while it loads, so their start leaves the fit's time
     "asyncopt default, 1 worker, pool started first": (1, "auto", "auto", "auto"),
     "asyncopt default, 2 workers, pool started first": (2, "auto", "auto", "auto"),
+    # the defaults on worker threads (session 23): the compiled task loop runs without the GIL, with no
+    # worker processes to start and no copy of the data into shared memory
+    "asyncopt default, 1 worker, threads": (1, "auto", "auto", "auto"),
+    "asyncopt default, 2 workers, threads": (2, "auto", "auto", "auto"),
 }
 PEERS = ("skglm SparseLogisticRegression", "sklearn LogisticRegression liblinear", "sklearn LogisticRegression saga")
 
@@ -188,9 +193,9 @@ def run_asyncopt(X, y, alpha, f_star, label, max_epochs):
         return entry.objective <= f_star * (1 + TARGETS[-1])
 
     model = ProxSGDClassifier(
-        penalty="l1", alpha=alpha, fit_intercept=False, backend="processes", n_workers=workers,
-        threads_per_worker=1, n_blocks=blocks, push=push, variance_reduction=vr, max_epochs=max_epochs,
-        random_state=0, callback=stop,
+        penalty="l1", alpha=alpha, fit_intercept=False, n_workers=workers, threads_per_worker=1,
+        backend="threads" if label.endswith(", threads") else "processes", n_blocks=blocks, push=push,
+        variance_reduction=vr, max_epochs=max_epochs, random_state=0, callback=stop,
     ).fit(X, y)  # fmt: skip
     t = model.telemetry_
     last = model.history_[-1]
@@ -387,19 +392,24 @@ def main(argv=None):
         mem = f"{r['peak_bytes'] / 2**30:.2f} ({r['data_bytes'] / 2**30:.2f})"
         lines.append(f"| {label} | {cells} | {sub:.2e} | {r['nnz']:,} | {mem} | {r['note']} |")
     lines += ["", "'-': not reached (asyncopt: within --max-epochs; peers: within the ladder or its budget).", ""]
-    for label in ("asyncopt default, 2 workers", "asyncopt full push, 2 workers"):
+    pairs = {  # 2 workers: against 1 worker of the same backend
+        "asyncopt default, 2 workers": "asyncopt default, 1 worker",
+        "asyncopt full push, 2 workers": "asyncopt default, 1 worker",
+        "asyncopt default, 2 workers, threads": "asyncopt default, 1 worker, threads",
+    }
+    for label, single in pairs.items():
         for i, t in enumerate(TARGETS):
             ratios = []  # (1 worker / this, within each round)
             for r in range(args.rounds):
                 got = {lab: times.get(k) for rr, lab, k in runs if rr == r}
-                one, two = got.get("asyncopt default, 1 worker"), got.get(label)
+                one, two = got.get(single), got.get(label)
                 if one and two and one[i] and two[i]:
                     ratios.append(one[i] / two[i])
             if len(ratios) == 1:
-                lines.append(f"- {label[9:]}: time to {t:g}, default 1 worker / this = {ratios[0]:.2f}x")
+                lines.append(f"- {label[9:]}: time to {t:g}, {single[9:]} / this = {ratios[0]:.2f}x")
             elif ratios:
                 each = ", ".join(f"{v:.2f}" for v in ratios)
-                lines.append(f"- {label[9:]}: time to {t:g}, default 1 worker / this, each round: {each}; "
+                lines.append(f"- {label[9:]}: time to {t:g}, {single[9:]} / this, each round: {each}; "
                              f"median {statistics.median(ratios):.2f}x")  # fmt: skip
     gauges = "; ".join(f"round {r + 1}: {a:.2f}x before, {b:.2f}x after" for r, (a, b) in enumerate(machine))
     lines.append(f"- the machine (2 processes of a compiled loop touching no memory, the work of one; 2.00: two "

@@ -4,6 +4,7 @@ a result table and append it to its results file."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 
 
 def reported_by(target, args: tuple, processes: int) -> list[float]:
@@ -23,6 +24,15 @@ def reported_by(target, args: tuple, processes: int) -> list[float]:
 def slowest_of(target, args: tuple, processes: int) -> float:
     """Seconds reported by the slowest of `processes` processes running target(*args, out) at once."""
     return max(reported_by(target, args, processes))
+
+
+def in_threads(work, count: int) -> None:
+    """work(i) for i in 0..count-1, each on its own thread, all started at once; returns when all end."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def report(text: str, out: str | None) -> None:

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 import torch
-from parallel_timing import report, table
+from parallel_timing import in_threads, report, table
 from proxsgd_sharing_cost import BATCHES, captured_algorithms
 
 from asyncopt.datasets import load_news20
@@ -57,11 +57,7 @@ def per_update(workers, rng, n, start) -> float:
              worker, server)  # fmt: skip
         out[i] = 1e6 * (time.thread_time() - t) / BATCHES
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(workers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, len(workers))
     return statistics.mean(out)
 
 

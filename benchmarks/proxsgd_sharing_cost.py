@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 import torch
-from parallel_timing import report, table
+from parallel_timing import in_threads, report, table
 
 import asyncopt.estimators.proxsgd as estimator_module
 from asyncopt import ProxSGDClassifier
@@ -82,11 +82,7 @@ def per_update(workers, rng, n, start, mode=fast.SUPPORT_SPARSE):
         compiled.run_task(algo, params, tasks[i], sync)
         out[i] = 1e6 * (time.thread_time() - t) / BATCHES
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(workers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, len(workers))
     return statistics.mean(out)
 
 

@@ -491,9 +491,9 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         workers: 1.78x one worker against 1.14x for the full push), else "full" (news20, 2 workers:
         1.46x one worker against 0.93x for the block push), on every backend. ``push_`` is the one used.
     backend : {"serial", "threads", "processes", "ray"}
-        The engine (serial is deterministic and can simulate delays; "threads" is the fastest on
-        one machine, the compiled updates running without the GIL, benchmarks/results/
-        proxsgd_backends.md; "ray": parameter servers and workers as Ray actors, on one machine or
+        The engine (serial is deterministic and can simulate delays; "threads" runs as fast as
+        "processes" on one machine, the compiled updates releasing the GIL, and spawns nothing,
+        benchmarks/results/proxsgd_backends.md; "ray": parameter servers and workers as Ray actors, on one machine or
         a cluster, docs/cluster.md).
     n_workers, threads_per_worker : int
         Parallel workers (threads/processes/ray; backend="serial" refuses n_workers > 1, and more

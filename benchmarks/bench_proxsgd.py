@@ -6,10 +6,10 @@ optimum at tol 1e-8 (benchmarks/proxsgd_optima.py -> results/proxsgd_optima.json
 method: training seconds until the relative suboptimality (F - F*) / F* first falls to 1e-2 and
 1e-3 (evaluations excluded from the time), the final non-zeros and test accuracy.
 
-- asyncopt: processes engine, 1 and 2 workers (1 torch thread each). First the default
-  configuration (every parameter at its default: one block per worker, the full push (push="auto"
-  off Ray), SVRG with the local step, evaluations once an epoch, the tol rule, 100 epochs at most),
-  then 4 parameter-server blocks;
+- asyncopt: processes engine (--backend threads: worker threads), 1 and 2 workers (1 torch thread
+  each). First the default configuration (every parameter at its default: one block per worker,
+  the full push (push="auto" off Ray), SVRG with the local step, evaluations once an epoch, the
+  tol rule, 100 epochs at most), then 4 parameter-server blocks;
   AsyB-ProxSGD (push="block": one block's gradient per update) and Asyn-ProxSGD (push="full":
   every block's gradient, each server applying its part), the latter also with 1 block (one
   server: no splitting, but every update serialized on its lock); each also with
@@ -78,6 +78,9 @@ def first_time(curve, f_star, target):
     return None
 
 
+BACKEND = "processes"  # --backend: the asyncopt rows' engine
+
+
 def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs, blocks=4, vr="none", batch="auto"):
     default = blocks == "auto" and vr == "auto"
     budget = {} if default else {"max_epochs": max_epochs, "tol": None}
@@ -89,7 +92,7 @@ def run_asyncopt(X, y, alpha, f_star, workers, push, max_epochs, blocks=4, vr="n
         penalty="l1",
         alpha=alpha,
         fit_intercept=False,
-        backend="processes",
+        backend=BACKEND,
         n_workers=workers,
         threads_per_worker=1,
         n_blocks=blocks,
@@ -211,20 +214,25 @@ def main():
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--datasets", default="a9a,news20")
     parser.add_argument("--alphas", default="1e-4,1e-5")
+    parser.add_argument("--backend", choices=["processes", "threads"], default="processes",
+                        help="the asyncopt rows' engine (threads: no workers to spawn; session 23)")  # fmt: skip
     parser.add_argument(
         "--pairs", type=int, default=5,
         help="extra alternating 1-worker / 2-worker fits of the default configuration (the machine is shared "
         "and noisy: the speed-up is reported as the median and range of these pairs)",
     )  # fmt: skip
     args = parser.parse_args()
+    global BACKEND
+    BACKEND = args.backend
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     optima = json.loads(Path(args.optima).read_text())
     lines = [
         "# AsyB-ProxSGD vs Asyn-ProxSGD vs scikit-learn (L1 logistic regression, no intercept)",
         "",
-        f"Command: `python benchmarks/bench_proxsgd.py --max-epochs {args.max_epochs} --pairs {args.pairs}`  ",
-        f"Machine: {torch.get_num_threads()} torch thread per process, 2 cores; asyncopt processes engine; "
+        f"Command: `python benchmarks/bench_proxsgd.py --max-epochs {args.max_epochs} --pairs {args.pairs}"
+        f"{'' if args.backend == 'processes' else ' --backend ' + args.backend}`  ",
+        f"Machine: {torch.get_num_threads()} torch thread per process, 2 cores; asyncopt {args.backend} engine; "
         f"asyncopt seconds are the whole fit (setup and worker start-up included), evaluations excluded. "
         f"Cells: seconds to relative suboptimality 1e-2 / 1e-3 "
         f"('-' = not reached within the cap).",

@@ -1,13 +1,15 @@
 """Where a ProxSGD fit's time goes with 1 and 2 workers: why 2 workers are (or are not) 1.7x faster.
 
-The default configuration (processes engine, 1 torch thread a worker, every estimator parameter at
-its default) fits L1 logistic regression until the relative suboptimality first reaches 1e-2 (F*
-from results/proxsgd_optima.json), in alternating 1-worker / 2-worker fits with the worker pool
-warm (one warm-up fit each first). Each fit's training time (history "seconds": the whole fit as
-a user waits for it, evaluations of F excluded, as in bench_proxsgd.py) is split into:
+The default configuration (processes engine, or worker threads with --backend threads; 1 torch
+thread a worker, every estimator parameter at its default) fits L1 logistic regression until the
+relative suboptimality first reaches 1e-2 (F* from results/proxsgd_optima.json), in alternating
+1-worker / 2-worker fits with the worker pool warm (one warm-up fit each first). Each fit's training
+time (history "seconds": the whole fit as a user waits for it, evaluations of F excluded, as in
+bench_proxsgd.py) is split into:
 
 - setup: input checks, data conversion, the power iteration, the first SVRG anchor (serial);
-- start: handing the data to the workers and their "ready" (the pool's processes are reused);
+- start: handing the data to the workers and their "ready" (the pool's processes are reused;
+  threads: starting them);
 - compute: the workers' compiled tasks, summed over workers and divided by their number (the
   time each worker is busy);
 - drained: the coordinator's work at evaluation points with the workers idle (the SVRG anchor's
@@ -98,10 +100,10 @@ def machine_parallelism(n=300_000_000, repeats=3) -> float:
     return float(np.median(ratios))
 
 
-def fit(X, y, alpha, f_star, workers):
+def fit(X, y, alpha, f_star, workers, backend="processes"):
     with DrainedClock() as drained:
         model = ProxSGDClassifier(
-            penalty="l1", alpha=alpha, fit_intercept=False, backend="processes", n_workers=workers,
+            penalty="l1", alpha=alpha, fit_intercept=False, backend=backend, n_workers=workers,
             threads_per_worker=1, random_state=0, callback=lambda e: e["objective"] <= f_star * (1 + TARGET),
         ).fit(X, y)  # fmt: skip
     t, last = model.telemetry_, model.history_[-1]
@@ -119,6 +121,7 @@ def main():
     parser.add_argument("--alphas", default="1e-4,1e-5")
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--optima", default="benchmarks/results/proxsgd_optima.json")
+    parser.add_argument("--backend", choices=("processes", "threads"), default="processes")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -128,22 +131,24 @@ def main():
         "# ProxSGD: where the time of a fit goes with 1 and 2 workers",
         "",
         f"Command: `python benchmarks/proxsgd_speedup_breakdown.py --datasets {args.datasets} "
-        f"--alphas {args.alphas} --pairs {args.pairs}`  ",
-        "Default configuration, processes engine, 1 torch thread a worker, 2 cores; each fit stops at "
+        f"--alphas {args.alphas} --pairs {args.pairs} --backend {args.backend}`  ",
+        f"Default configuration, {args.backend} engine, 1 torch thread a worker, 2 cores; each fit stops at "
         f"relative suboptimality {TARGET:g}. Milliseconds, median over {args.pairs} alternating pairs "
-        "(pool warm); the parts are defined in the script's docstring.",
+        f"({'pool warm' if args.backend == 'processes' else 'threads: no pool'}); the parts are defined in the "
+        "script's docstring.",
         "",
     ]
     for name in args.datasets.split(","):
         X, y = LOADERS[name]()[:2]
         for alpha in map(float, args.alphas.split(",")):
             f_star = optima[f"{name}/alpha={alpha:g}"]["objective"]
-            fit(X, y, alpha, f_star, 1), fit(X, y, alpha, f_star, 2)  # warm: the pool, compiled code
+            for workers in (1, 2):  # warm: the pool, compiled code
+                fit(X, y, alpha, f_star, workers, args.backend)
             runs, machine = {1: [], 2: []}, []
             for _ in range(args.pairs):  # (the machine measured beside each pair: it drifts)
                 machine.append(machine_parallelism(repeats=1))
                 for workers in (1, 2):
-                    runs[workers].append(fit(X, y, alpha, f_star, workers))
+                    runs[workers].append(fit(X, y, alpha, f_star, workers, args.backend))
             med = {p: {k: float(np.median([r[k] for r in rs])) for k in ("seconds", "epochs", *PARTS)}
                    for p, rs in runs.items()}  # fmt: skip
             ratios = [a["seconds"] / b["seconds"] for a, b in zip(runs[1], runs[2], strict=True)]

@@ -11,6 +11,11 @@ reaches the newest). ``inconsistent_reads="torn"`` keeps the parts of updates a 
 read without the rule, for the delay study).
 Delays are simulated exactly: the engine keeps the last tau parameter differences and
 subtracts the newest ones from the current parameters.
+
+With nothing to simulate (no delay, consistent reads) an algorithm with compiled tasks (ProxSGD on
+sparse CPU data) runs its batches in the engines' compiled task loop (engines/compiled.py) on this
+thread, a task of up to TASK_SAMPLES samples at a time, as one worker of the threads engine would:
+the same updates, without ~25 Python calls a batch (a9a: a fit 5x faster).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import torch
 
 from asyncopt.engines.base import AsyncAlgorithm, Checkpointer, Monitor, Schedule, TrainingInterrupted, begin_run
 from asyncopt.engines.telemetry import Telemetry
+
+TASK_SAMPLES = 4096  # compiled tasks: samples a call (checkpoints, time limits and progress between calls)
 
 
 @dataclasses.dataclass
@@ -87,6 +94,13 @@ class SerialEngine:
         if resume is not None:
             diffs.extend(torch.as_tensor(d) for d in resume.get("delay_diffs", []))
         whole = self.inconsistent_reads is True and getattr(algo, "snapshot_reads", False)
+        # nothing simulated: whole tasks in the compiled loop, its locks and clocks private to this run
+        sync = None
+        if not self.max_delay and not self.inconsistent_reads and getattr(algo, "compiled_tasks", False):
+            from asyncopt.engines import atomics, compiled  # (numba: loaded only by algorithms that compile)
+
+            compiled.warm(algo)  # (loaded or compiled before the clock, as a worker does)
+            sync = atomics.new_sync(algo.n_locks).numpy()
         eval_at = schedule.evaluation_points()
         next_eval = int(np.searchsorted(eval_at, stream.issued, side="right"))
         now = time.perf_counter()
@@ -97,21 +111,28 @@ class SerialEngine:
             return {"stream": stream.state_dict(), "steps": steps, "delay_diffs": [d.clone() for d in diffs]}
 
         while next_eval < len(eval_at) and stream.issued < eval_at[-1]:
-            batch, key = stream.next(eval_at[next_eval] - stream.issued)
             t0 = time.perf_counter()
-            seen, staleness = self._read(params, diffs, rng, whole)
-            update = algo.compute(seen, torch.as_tensor(batch), len(batch) / schedule.batch_size, key)
-            algo.check(update, steps, stream.issued)
-            if self.max_delay:
-                before = params.clone()
-                algo.apply(params, update, staleness)
-                diffs.append(params - before)
+            if sync is not None:
+                task = stream.next_task(min(eval_at[next_eval] - stream.issued, TASK_SAMPLES), TASK_SAMPLES)
+                stalenesses, samples = compiled.run_task(algo, params, task, sync)
+                steps += len(stalenesses)
+                telemetry.record_many(0, stalenesses, samples, time.perf_counter() - t0, 0.0)
             else:
-                algo.apply(params, update)
-            steps += 1
-            telemetry.record(0, staleness, len(batch), time.perf_counter() - t0, 0.0)
+                batch, key = stream.next(eval_at[next_eval] - stream.issued)
+                seen, staleness = self._read(params, diffs, rng, whole)
+                update = algo.compute(seen, torch.as_tensor(batch), len(batch) / schedule.batch_size, key)
+                algo.check(update, steps, stream.issued)
+                if self.max_delay:
+                    before = params.clone()
+                    algo.apply(params, update, staleness)
+                    diffs.append(params - before)
+                else:
+                    algo.apply(params, update)
+                steps += 1
+                samples = len(batch)
+                telemetry.record(0, staleness, samples, time.perf_counter() - t0, 0.0)
             if progress is not None:
-                progress.update(len(batch))
+                progress.update(samples)
             over_time = time_limit is not None and monitor.session_seconds() >= time_limit
             if stream.issued == eval_at[next_eval] or over_time:
                 if stream.issued == eval_at[next_eval]:

@@ -12,8 +12,10 @@ from sklearn.linear_model import LogisticRegression
 
 from asyncopt import ProxSGDClassifier, ProxSGDRegressor
 from asyncopt.estimators.proxsgd import auto_batch_size, resolve_push
+from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 from asyncopt.proxsgd.data import LinearData
 from asyncopt.proxsgd.stepsize import LOCAL_GAIN_MAX, Smoothness, estimate_smoothness, local_smoothness
+from asyncopt.training.proxsgd import ANCHOR_SAMPLES, anchor_schedule, auto_anchor_epochs
 
 
 def l1_logistic_objective(X, y, w, alpha):
@@ -188,3 +190,63 @@ def test_at_zero_coefficients_the_local_step_is_the_global_estimate_times_the_on
     params[0] = 0.5  # coefficients off zero: the curvatures differ, the power iteration runs again
     algo.refresh_snapshot(params)
     assert algo._pass.probe_product is not None
+
+
+def test_the_automatic_anchor_interval_is_an_epoch_on_small_data_and_down_to_a_quarter_on_large():
+    assert auto_anchor_epochs(18_846) == 1.0  # news20
+    assert auto_anchor_epochs(32_561) == 1.0  # a9a
+    assert auto_anchor_epochs(2 * ANCHOR_SAMPLES) == 0.5
+    assert auto_anchor_epochs(3 * ANCHOR_SAMPLES + 5) == pytest.approx(1 / 3)
+    assert auto_anchor_epochs(2_000_000) == 0.25
+    # (epochs between moves, evaluation points an epoch): the points hold every move, at least the user's
+    assert anchor_schedule(1, 0.25) == (0.25, 4)
+    assert anchor_schedule(3, 0.5) == (0.5, 4)
+    assert anchor_schedule(5, 0.25) == (0.25, 8)
+    assert anchor_schedule(2, 0.3) == (pytest.approx(1 / 3), 3)
+    assert anchor_schedule(1, 2.5) == (2.5, 1)
+
+
+def test_the_anchor_moves_at_every_point_of_a_short_interval_and_waits_out_a_long_one(monkeypatch):
+    X, y = make_classification(1000, 20, random_state=0)
+    moves = []
+    original = ProxSGDAlgorithm.refresh_snapshot
+    monkeypatch.setattr(ProxSGDAlgorithm, "refresh_snapshot", lambda self, p: moves.append(1) or original(self, p))
+
+    def fit(anchor_epochs, max_epochs):
+        moves.clear()
+        clf = ProxSGDClassifier(penalty="l1", alpha=1e-3, anchor_epochs=anchor_epochs, max_epochs=max_epochs,
+                                tol=None, random_state=0).fit(X, y)  # fmt: skip
+        return clf, len(moves) - 1  # (the first: the anchor at the starting point)
+
+    quarter, moved = fit(0.25, 2)
+    assert quarter.anchor_epochs_ == 0.25
+    assert [h["epoch"] for h in quarter.history_] == pytest.approx([0.25 * k for k in range(1, 9)])
+    assert moved == 8
+    long, moved = fit(2.5, 6)
+    assert [h["epoch"] for h in long.history_] == pytest.approx([1, 2, 3, 4, 5, 6])
+    assert moved == 2  # at epochs 3 and 6: the first points 2.5 epochs after the last move
+    plain = ProxSGDClassifier(penalty="l1", alpha=1e-3, variance_reduction="none", max_epochs=1, tol=None).fit(X, y)
+    assert plain.anchor_epochs_ is None
+
+
+def test_on_a9a_replicated_16_times_the_automatic_interval_reaches_1e_2_in_a_third_of_the_epochs(a9a):
+    # replicating the rows keeps F and its optimum (F is a mean): a real large-n problem whose optimum
+    # comes from a9a itself
+    X, y = a9a[0], a9a[1]
+    alpha = 1e-4
+    ref = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=1 / (alpha * X.shape[0]), tol=1e-8,
+                             fit_intercept=False, max_iter=1000).fit(X, y)  # fmt: skip
+    f_star = l1_logistic_objective(X, y, ref.coef_.ravel(), alpha)
+    big, labels = sp.vstack([X] * 16).tocsr(), np.concatenate([y] * 16)
+
+    def epochs_to_1e_2(anchor_epochs):
+        clf = ProxSGDClassifier(penalty="l1", alpha=alpha, fit_intercept=False, anchor_epochs=anchor_epochs,
+                                max_epochs=4, tol=None, random_state=0,
+                                callback=lambda e: e.objective <= f_star * 1.01).fit(big, labels)  # fmt: skip
+        assert clf.history_[-1]["objective"] <= f_star * 1.01
+        return clf.history_[-1]["epoch"], clf.anchor_epochs_
+
+    auto, interval = epochs_to_1e_2("auto")
+    once, _ = epochs_to_1e_2(1.0)
+    assert interval == pytest.approx(1 / 3)  # 520,976 rows
+    assert auto <= once / 2  # measured: 2/3 of an epoch against 2 epochs

@@ -26,7 +26,13 @@ from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds, feature_order
 from asyncopt.proxsgd.prox import PENALTIES, make_penalty
 from asyncopt.proxsgd.stepsize import base_step, estimate_smoothness
-from asyncopt.training.proxsgd import ProxSGDSettings, run_proxsgd, tolerance_met
+from asyncopt.training.proxsgd import (
+    ProxSGDSettings,
+    anchor_schedule,
+    auto_anchor_epochs,
+    run_proxsgd,
+    tolerance_met,
+)
 
 # Below the critical batch size (beta / lambda_1, about 2-3 on a9a and 20 Newsgroups) a larger
 # batch buys no progress per sample; 32 keeps the per-update Python overhead small against the work.
@@ -125,6 +131,7 @@ class _ProxSGDBase(AsyncEstimator):
         "step_size": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "schedule": [StrOptions({"plateau", "constant"})],
         "variance_reduction": [StrOptions({"auto", "none", "svrg"})],
+        "anchor_epochs": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "max_epochs": [Interval(Real, 0, None, closed="neither")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -164,6 +171,7 @@ class _ProxSGDBase(AsyncEstimator):
         step_size="auto",
         schedule="plateau",
         variance_reduction="auto",
+        anchor_epochs="auto",
         max_epochs=100,
         tol=1e-4,
         n_iter_no_change=5,
@@ -203,6 +211,7 @@ class _ProxSGDBase(AsyncEstimator):
         self.step_size = step_size
         self.schedule = schedule
         self.variance_reduction = variance_reduction
+        self.anchor_epochs = anchor_epochs
         self.max_epochs = max_epochs
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
@@ -368,9 +377,15 @@ class _ProxSGDBase(AsyncEstimator):
         self.n_blocks_, self.push_ = len(bounds) - 1, push
         self.batch_size_, self.step_size_ = N, eta
         self.smoothness_ = {"top_eigenvalue": smoothness.top_eigenvalue, "max_row_sq_norm": smoothness.max_row_sq_norm}
+        anchor, evals = None, self.evals_per_epoch
+        if svrg:  # (the anchor moves at evaluation points: the grid holds its moves)
+            interval = auto_anchor_epochs(n) if self.anchor_epochs == "auto" else float(self.anchor_epochs)
+            anchor, evals = anchor_schedule(self.evals_per_epoch, interval)
+        self.anchor_epochs_ = anchor
         settings = ProxSGDSettings(
             epochs=float(self.max_epochs),
-            evals_per_epoch=self.evals_per_epoch,
+            evals_per_epoch=evals,
+            snapshot_epochs=1.0 if anchor is None else anchor,
             schedule=self.schedule,
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
@@ -514,20 +529,28 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         "auto" (default) is "svrg". "svrg": each pushed gradient is corrected by an anchor (SVRG;
         asynchronous and block-wise as in Meng et al. 2017, "Asynchronous doubly stochastic proximal
         optimization with variance reduction"): grad_j f_I(x^) - grad_j f_I(x~) + grad_j f(x~), the
-        anchor x~ moved once an epoch (at an evaluation point, workers drained; one extra pass over
-        the data, counted in the time).
+        anchor x~ moved every ``anchor_epochs`` (at an evaluation point, workers drained; one extra pass
+        over the data, counted in the time).
         The noise then vanishes at the optimum, so a constant step converges. With step_size="auto",
         each anchor move also sets the step bound from the loss's curvature there
         (`stepsize.local_smoothness`: lambda_1 of A^T diag(l'') A / n by warm power iterations, and
         the largest l''_i ||a_i||^2), between eta_0 and 16 eta_0; logistic fits on a9a and news20 take
         steps 2-6x eta_0. "none": plain SGD with the plateau schedule.
+    anchor_epochs : float or "auto"
+        With SVRG: epochs between anchor moves, each at an evaluation point (an interval under an
+        epoch is rounded to 1/k of one, and the evaluation points become a multiple of k). "auto": one
+        per 2^17 samples, 1 to 4 an epoch: once an epoch on a9a and news20, 4 times on data of 5*10^5
+        rows or more, where F falls to the floor the anchor allows within part of an epoch (a
+        2*10^6-row problem reached 1e-2 of the optimum 1.8x sooner: benchmarks/results/anchor_interval.md).
+        Fitted: ``anchor_epochs_`` (None without SVRG).
     max_epochs : float
         Passes over the data at most.
     tol : float or None
         Stop after ``n_iter_no_change`` evaluations in a row improve the objective by less than
         tol (relative); None never stops early.
     evals_per_epoch : int
-        History entries (objective, gradient-mapping norm, non-zeros) per epoch.
+        History entries (objective, gradient-mapping norm, non-zeros) per epoch, at least (SVRG's
+        anchor moves add theirs: ``anchor_epochs``).
     max_delay, delay, inconsistent_reads : int, {"fixed", "random"}, bool
         Serial backend only (other backends refuse them): simulate reads ``max_delay`` updates stale
         (exactly, or uniformly 0..max_delay),
@@ -575,7 +598,7 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         accuracy for `ProxSGDClassifier`).
     telemetry_ : dict
         Staleness histogram and per-worker work of the run.
-    n_blocks_, push_, batch_size_, step_size_, smoothness_ : the values used.
+    n_blocks_, push_, batch_size_, step_size_, anchor_epochs_, smoothness_ : the values used.
     n_iter_ : float
         Epochs run. ``t_``: updates applied.
 
@@ -640,7 +663,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
     classes_ : ndarray of shape (n_classes,)
     coef_ : ndarray of shape (1, n_features) for two classes, else (n_classes, n_features)
     intercept_ : ndarray of shape (1,) or (n_classes,)
-    history_, telemetry_, n_blocks_, batch_size_, step_size_, smoothness_, n_iter_, t_ :
+    history_, telemetry_, n_blocks_, batch_size_, step_size_, anchor_epochs_, smoothness_, n_iter_, t_ :
         as in `ProxSGDRegressor`.
 
     Examples
@@ -681,6 +704,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         step_size="auto",
         schedule="plateau",
         variance_reduction="auto",
+        anchor_epochs="auto",
         max_epochs=100,
         tol=1e-4,
         n_iter_no_change=5,
@@ -721,6 +745,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
             step_size=step_size,
             schedule=schedule,
             variance_reduction=variance_reduction,
+            anchor_epochs=anchor_epochs,
             max_epochs=max_epochs,
             tol=tol,
             n_iter_no_change=n_iter_no_change,

@@ -15,7 +15,7 @@ from asyncopt.estimators.proxsgd import auto_batch_size, resolve_push
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 from asyncopt.proxsgd.data import LinearData
 from asyncopt.proxsgd.stepsize import LOCAL_GAIN_MAX, Smoothness, estimate_smoothness, local_smoothness
-from asyncopt.training.proxsgd import ANCHOR_SAMPLES, anchor_schedule, auto_anchor_epochs
+from asyncopt.training.proxsgd import ANCHOR_SAMPLES, anchor_schedule, auto_anchor_epochs, tolerance_met
 
 
 def l1_logistic_objective(X, y, w, alpha):
@@ -229,7 +229,7 @@ def test_the_anchor_moves_at_every_point_of_a_short_interval_and_waits_out_a_lon
     assert plain.anchor_epochs_ is None
 
 
-def test_on_a9a_replicated_16_times_the_automatic_interval_reaches_1e_2_in_a_third_of_the_epochs(a9a):
+def test_on_a9a_replicated_16_times_the_automatic_interval_reaches_1e_2_in_a_quarter_of_the_epochs(a9a):
     # replicating the rows keeps F and its optimum (F is a mean): a real large-n problem whose optimum
     # comes from a9a itself
     X, y = a9a[0], a9a[1]
@@ -248,5 +248,13 @@ def test_on_a9a_replicated_16_times_the_automatic_interval_reaches_1e_2_in_a_thi
 
     auto, interval = epochs_to_1e_2("auto")
     once, _ = epochs_to_1e_2(1.0)
-    assert interval == pytest.approx(1 / 3)  # 520,976 rows
-    assert auto <= once / 2  # measured: 2/3 of an epoch against 2 epochs
+    assert interval == 0.25  # 520,976 rows
+    assert auto <= once / 3  # measured: half an epoch against 2 epochs
+
+
+def test_the_tol_rule_keeps_its_meaning_per_evaluation_asked_for_when_the_anchor_adds_points():
+    steady = [1.0 - 0.5e-4 * k for k in range(9)]  # each point improves F by tol / 2
+    assert tolerance_met(steady, 1e-4, 2)  # one point an evaluation: flat
+    assert not tolerance_met(steady, 1e-4, 2, points_per_evaluation=4)  # 4 points an evaluation: 2 tol each
+    assert tolerance_met([1.0] * 9, 1e-4, 2, points_per_evaluation=4)  # 8 flat points: 2 evaluations' worth
+    assert not tolerance_met([1.0] * 8, 1e-4, 2, points_per_evaluation=4)

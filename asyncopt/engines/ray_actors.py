@@ -307,8 +307,17 @@ class ServerActor:
         params = algos[0].init_params()
         self.shards = {
             spec.index: ServerShard(
-                algo, spec.index, spec.lo, spec.hi, spec.rows, spec.clock, spec.ledger, spec.file,
-                spec.save_every, params, spec.restarted,
+                algo,
+                spec.index,
+                spec.lo,
+                spec.hi,
+                spec.rows,
+                spec.clock,
+                spec.ledger,
+                spec.file,
+                spec.save_every,
+                params,
+                spec.restarted,
             )  # fmt: skip
             for spec, algo in zip(specs, algos, strict=True)
         }

@@ -382,10 +382,12 @@ class _ProxSGDBase(AsyncEstimator):
             interval = auto_anchor_epochs(n) if self.anchor_epochs == "auto" else float(self.anchor_epochs)
             anchor, evals = anchor_schedule(self.evals_per_epoch, interval)
         self.anchor_epochs_ = anchor
+        self._points_per_evaluation = evals / self.evals_per_epoch  # (the tol rule's unit: ProxSGDSettings)
         settings = ProxSGDSettings(
             epochs=float(self.max_epochs),
             evals_per_epoch=evals,
             snapshot_epochs=1.0 if anchor is None else anchor,
+            points_per_evaluation=self._points_per_evaluation,
             schedule=self.schedule,
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
@@ -422,7 +424,7 @@ class _ProxSGDBase(AsyncEstimator):
         if self.tol is None or not self.history_:
             return
         objectives = [h["objective"] for h in self.history_]
-        if tolerance_met(objectives, self.tol, self.n_iter_no_change):
+        if tolerance_met(objectives, self.tol, self.n_iter_no_change, self._points_per_evaluation):
             return
         out_of_epochs = self.n_iter_ >= self.max_epochs - 1e-9
         out_of_time = self.time_limit is not None and self.history_[-1]["seconds"] >= self.time_limit
@@ -539,15 +541,17 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     anchor_epochs : float or "auto"
         With SVRG: epochs between anchor moves, each at an evaluation point (an interval under an
         epoch is rounded to 1/k of one, and the evaluation points become a multiple of k). "auto": one
-        per 2^17 samples, 1 to 4 an epoch: once an epoch on a9a and news20, 4 times on data of 5*10^5
-        rows or more, where F falls to the floor the anchor allows within part of an epoch (a
-        2*10^6-row problem reached 1e-2 of the optimum 1.8x sooner: benchmarks/results/anchor_interval.md).
+        per 2^16 samples, 1 to 4 an epoch: once an epoch on a9a and news20, 4 times on 2^18 rows or
+        more, where F falls to the floor the anchor allows within part of an epoch
+        (benchmarks/results/anchor_interval.md).
         Fitted: ``anchor_epochs_`` (None without SVRG).
     max_epochs : float
         Passes over the data at most.
     tol : float or None
         Stop after ``n_iter_no_change`` evaluations in a row improve the objective by less than
-        tol (relative); None never stops early.
+        tol (relative); None never stops early. Evaluations are the ``evals_per_epoch`` asked for:
+        with k times as many points (the anchor's moves), a point is flat below tol / k and k times
+        n_iter_no_change flat points stop.
     evals_per_epoch : int
         History entries (objective, gradient-mapping norm, non-zeros) per epoch, at least (SVRG's
         anchor moves add theirs: ``anchor_epochs``).

@@ -36,11 +36,12 @@ DIVERGENCE_FACTOR = 1e6
 # SVRG, anchor_epochs="auto": anchors an epoch, one per this many samples, 1 to 4. After an anchor moves,
 # F falls to a floor set by the anchor's distance from the optimum within a number of samples that
 # depends on the problem's conditioning, not on n; the rest of the interval adds little. On the 2*10^6-row
-# benchmark problem F fell 10x within the first quarter (and eighth) of every epoch and then stayed flat,
-# and a9a and news20 replicated 16 times reached 1e-2 in 0.5-0.75 of the epochs with 4 anchors an epoch;
-# on a9a and news20 themselves (2-3*10^4 rows) shorter intervals paid the anchor's pass for no gain
+# benchmark problem F fell 10x within the first quarter (and eighth) of every epoch and then stayed flat;
+# a9a and news20 replicated 16 times (5.2*10^5 and 2.4*10^5 rows) reached 1e-2 1.1-2.4x sooner with
+# intervals of 6*10^4 samples or more; on a9a and news20 themselves (1.5-3.3*10^4 rows) shorter
+# intervals than an epoch paid the anchor's pass for little or nothing (news20: 0.63-1.05x)
 # (benchmarks/results/anchor_interval.md)
-ANCHOR_SAMPLES = 2**17
+ANCHOR_SAMPLES = 2**16
 MAX_ANCHORS_PER_EPOCH = 4
 
 
@@ -90,6 +91,10 @@ class ProxSGDSettings:
     n_iter_no_change: int = 5
     time_limit: float | None = None
     snapshot_epochs: float = 1.0  # variance reduction: epochs between anchor moves (at evaluation points)
+    # evaluation points per evaluation the user asked for (the anchor's moves add points): the tol rule
+    # keeps its meaning per user evaluation (a point is flat below tol / this; this many times
+    # n_iter_no_change flat points stop)
+    points_per_evaluation: float = 1.0
 
 
 def run_proxsgd(
@@ -149,7 +154,9 @@ def run_proxsgd(
         return entry
 
     def stop(entry):
-        if settings.tol is not None and run.plateau.flat >= settings.n_iter_no_change:
+        if settings.tol is not None and run.plateau.flat >= flat_points(
+            settings.n_iter_no_change, settings.points_per_evaluation
+        ):
             return True
         return callback(entry) if callback is not None else False
 
@@ -201,7 +208,7 @@ class PlateauState:
                 algo.step = max(0.5 * algo.step, algo.eta * STEP_FLOOR)
             self.previous_mean = mean
             self.window = []
-        tol = settings.tol if settings.tol is not None else 0.0
+        tol = settings.tol / settings.points_per_evaluation if settings.tol is not None else 0.0
         self.flat = self.flat + 1 if is_flat(self.best, objective, tol) else 0
         self.best = min(self.best, objective)
 
@@ -211,13 +218,21 @@ def is_flat(best: float, objective: float, tol: float) -> bool:
     return math.isfinite(best) and best - objective <= tol * max(abs(best), 1e-12)
 
 
-def tolerance_met(objectives: list[float], tol: float, n_iter_no_change: int) -> bool:
-    """Whether the stopping rule fired by the last of these evaluations (n_iter_no_change flat ones in a row)."""
+def flat_points(n_iter_no_change: int, points_per_evaluation: float) -> int:
+    """Flat evaluation points in a row that stop a run (ProxSGDSettings.points_per_evaluation)."""
+    return math.ceil(n_iter_no_change * points_per_evaluation - 1e-9)
+
+
+def tolerance_met(
+    objectives: list[float], tol: float, n_iter_no_change: int, points_per_evaluation: float = 1.0
+) -> bool:
+    """Whether the stopping rule fired by the last of these evaluations (n_iter_no_change flat ones in a
+    row; with points_per_evaluation, flat points below tol / it, and that many times as many)."""
     best, flat = math.inf, 0
     for objective in objectives:
-        flat = flat + 1 if is_flat(best, objective, tol) else 0
+        flat = flat + 1 if is_flat(best, objective, tol / points_per_evaluation) else 0
         best = min(best, objective)
-    return flat >= n_iter_no_change
+    return flat >= flat_points(n_iter_no_change, points_per_evaluation)
 
 
 @dataclasses.dataclass

@@ -77,8 +77,8 @@ def test_renumbered_data_has_the_products_of_the_permuted_matrix():
     order = feature_order(column_counts(X), 2)
     permuted = X[:, order].toarray()
     data = LinearData.from_array(X, y.reshape(-1, 1), column_order=order, shared=True)
-    _check_products(data, permuted)  # the setup's view: each row's columns out of order
-    data.share_memory()  # (the workers' shared copies, their rows sorted on the setup's thread)
+    _check_products(data, permuted)  # the setup's view: the rows sorted, in shared memory from the start
+    data.share_memory()
     _check_products(data, permuted)
     rows = sp.csr_matrix((data.values.numpy(), data.indices.numpy(), data.indptr.numpy()), shape=(data.n, data.d))
     np.testing.assert_array_equal(rows.toarray(), permuted)
@@ -95,8 +95,7 @@ def test_float32_and_dense_data_in_a_column_order():
     X, y = _skewed()
     order = feature_order(column_counts(X), 3)
     data = LinearData.from_array(X, y.reshape(-1, 1), dtype=torch.float32, column_order=order)
-    data.settle()  # (not shared: the sorted rows in plain tensors)
-    assert data.values.dtype == torch.float32 and data.sorting is None
+    assert data.values.dtype == torch.float32 and not data.values.is_shared()  # (not shared: plain tensors)
     np.testing.assert_array_equal(data.indices.numpy(), sp.csr_matrix(X.toarray()[:, order]).indices)
     _check_products(LinearData.from_array(X, y.reshape(-1, 1), column_order=order), X[:, order].toarray())
     dense = LinearData.from_array(X.toarray(), y.reshape(-1, 1), column_order=order)
@@ -212,3 +211,20 @@ def test_the_order_is_chosen_where_the_coefficients_outgrow_a_cache(monkeypatch)
     assert not chosen()
     monkeypatch.setenv("ASYNCOPT_FEATURE_ORDER", "frequency")
     assert chosen(narrow)
+
+
+def test_duplicate_entries_are_summed_on_a_copy_and_the_users_matrix_stays_as_it_is():
+    X, y = _skewed()
+    order = feature_order(column_counts(X), 2)
+    row0 = slice(X.indptr[0], X.indptr[1])
+    indices = np.concatenate([X.indices[row0][:1], X.indices])  # row 0's first entry stored twice
+    data_ = np.concatenate([[0.5], X.data])
+    indptr = X.indptr + 1
+    indptr[0] = 0
+    duplicated = sp.csr_matrix((data_, indices, indptr), shape=X.shape)
+    before = [a.copy() for a in (duplicated.data, duplicated.indices, duplicated.indptr)]
+    data = LinearData.from_array(duplicated, y.reshape(-1, 1), column_order=order)
+    _check_products(data, duplicated.toarray()[:, order])
+    assert data.nnz == X.nnz
+    for a, b in zip((duplicated.data, duplicated.indices, duplicated.indptr), before, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -970,12 +970,6 @@ class ProxSGDAlgorithm:
                             st["last"].numpy().copy(), st["block_of"].numpy())  # fmt: skip
         return saved
 
-    def settle(self) -> None:
-        """The data as the workers will read it (LinearData.settle: rows sorted beside the setup), before
-        any starts; numpy views taken before are dropped, rebuilt on use."""
-        self.problem.data.settle()
-        self.__dict__.pop("_views", None)
-
     def share_memory(self, pack=None) -> None:
         """What workers read and write to shared memory: the data (the copies made beside the setup,
         LinearData.from_array(shared=True)) and the servers' state. `pack(tensors)` moves a list of

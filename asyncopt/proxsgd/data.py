@@ -42,10 +42,9 @@ def _unsigned(index: np.ndarray) -> np.ndarray:
     return index.view(np.uint32) if index.dtype == np.int32 else index
 
 
-# the share of the rows' entries the setup's thread sorts (`_sort_rows`); the main thread sorts the rest
-# after the power iteration, which on 10^8 entries ends ~2 s after the thread's X^T (halves: the main
-# thread ended last by ~2.5 s)
-THREAD_SORT_SHARE = 0.65
+# the share of the rows' entries the setup's thread renumbers and sorts (`LinearData._in_order`); the
+# calling thread sorts the rest at the same time
+THREAD_SORT_SHARE = 0.5
 
 
 @functools.cache
@@ -89,21 +88,6 @@ def _sort_target(fields: dict[str, torch.Tensor], shared: bool) -> dict[str, tor
     return out
 
 
-def _sort_rows(transposing, target, indptr: torch.Tensor, lo: int, hi: int) -> dict[str, torch.Tensor]:
-    """Rows lo..hi-1 of X sorted (each row's columns ascending) into `target`'s arrays: one compiled
-    counting sort from X^T's arrays (futures: X^T and the target, made on the setup's thread).
-    Sorted rows matter on eager updates: on news20, 2 workers' compute 1.3x faster than with each
-    row's columns out of order. The setup's thread sorts one half and the main thread the other
-    (`LinearData.settle`): at 10^8 entries each half took ~5 s alone."""
-    from asyncopt.proxsgd import fast
-
-    out = target.result()
-    t_indptr, t_indices, t_values = (_unsigned(t.numpy()) for t in transposing.result())
-    indices, values = _unsigned(out["indices"].numpy()), out["values"].numpy()
-    fast.csr_rows_from_transpose(indptr.numpy(), t_indptr, t_indices, t_values, indices, values, lo, hi)
-    return out
-
-
 def _writable(a) -> np.ndarray:
     """torch cannot wrap read-only arrays (e.g. a memmap): copy those, share the rest."""
     return np.require(np.asarray(a), requirements="W")
@@ -121,23 +105,13 @@ def column_counts(X) -> np.ndarray:
     return counts
 
 
-def _renumbered(X: sp.csr_matrix, order: np.ndarray) -> sp.csr_matrix:
-    """X[:, order] over X's rows as they are: each entry's column renumbered (a gather: 5 ms on news20;
-    scipy's column indexing took 150 ms). Each row's columns are then out of order, which the setup's
-    products do not mind (scipy's, the compiled ones, torch's on the CPU: tests/test_feature_order.py);
-    X^T, built from this, has its rows in order, and the workers get the rows sorted (`_sort_rows`)."""
-    from asyncopt.proxsgd import fast
-
-    n, d = X.shape
+def _positions(order: np.ndarray, d: int, dtype) -> np.ndarray:
+    """position[c]: where the user's column c goes in `order` (a permutation of 0..d-1, checked)."""
     if order.shape != (d,) or not np.array_equal(np.bincount(order, minlength=d), np.ones(d, dtype=np.int64)):
         raise ValueError(f"column_order must be a permutation of 0..{d - 1}")
-    position = np.empty(d, dtype=X.indices.dtype)
-    position[order] = np.arange(d, dtype=X.indices.dtype)
-    columns = np.empty_like(X.indices)
-    fast.gather(position, X.indices, columns)
-    renumbered = sp.csr_matrix((X.data, columns, X.indptr), shape=(n, d), copy=False)
-    renumbered.has_sorted_indices = False
-    return renumbered
+    position = np.empty(d, dtype=dtype)
+    position[order] = np.arange(d, dtype=dtype)
+    return position
 
 
 @dataclasses.dataclass
@@ -179,11 +153,6 @@ class LinearData:
     # thread, before X^T, while the setup goes on (15-20 ms on news20, seconds on 10^8 entries):
     # `share_memory` puts the copies in place of the originals
     sharing: concurrent.futures.Future | None = dataclasses.field(default=None, repr=False, compare=False)
-    # with a `column_order` the setup reads X renumbered, each row's columns out of order; the same thread
-    # sorts half of them for the workers (`_sort_rows`), and `settle` sorts the other half on the calling
-    # thread (`sorting_rest`) and puts them in place before workers start
-    sorting: concurrent.futures.Future | None = dataclasses.field(default=None, repr=False, compare=False)
-    sorting_rest: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_array(
@@ -192,18 +161,10 @@ class LinearData:
         """X (dense, or sparse: kept CSR) and Y as tensors. `shared`: the arrays the workers read are
         also copied into shared memory beside the setup (for worker processes: `share_memory`).
         `column_order`: X's columns in this order (problem.feature_order; column j is X[:, order[j]])."""
-        data, transpose = cls._from_array(X, Y, dtype, device, column_order)
-        share = shared and data.device.type == "cpu"
-        if column_order is not None and transpose is not None:  # (rows renumbered: each row's columns out of order)
-            # X^T first (the setup's first anchor waits for it), then the rows sorted from it into the
-            # workers' (shared) arrays while the setup goes on; `settle` puts them in place
+        share = shared and torch.device(device).type == "cpu"
+        data, transpose = cls._from_array(X, Y, dtype, device, column_order, share)
+        if column_order is not None and transpose is not None:  # (the workers' arrays already in place, shared)
             data.transposing = _transposer().submit(transpose)
-            target = _transposer().submit(_sort_target, data._worker_fields(), share)
-            indptr = data.indptr
-            half = int(np.searchsorted(indptr.numpy(), THREAD_SORT_SHARE * data.nnz))  # (rows split by entries)
-            data.sorting = _transposer().submit(_sort_rows, data.transposing, target, indptr, 0, half)
-            data.sorting_rest = functools.partial(_sort_rows, data.transposing, target, indptr, half, data.n)
-            data.sharing = data.sorting if share else None
             return data
         # (the copies first: the workers start after the setup, X^T is needed at the first evaluation)
         if share:
@@ -213,7 +174,9 @@ class LinearData:
         return data
 
     @classmethod
-    def _from_array(cls, X, Y: np.ndarray, dtype, device, column_order=None) -> tuple[LinearData, Callable | None]:
+    def _from_array(
+        cls, X, Y: np.ndarray, dtype, device, column_order=None, shared: bool = False
+    ) -> tuple[LinearData, Callable | None]:
         """The data, and what builds X^T's arrays when that is left to the setup's thread."""
         n, d = X.shape
         Yt = torch.as_tensor(_writable(Y), dtype=dtype, device=device)
@@ -221,11 +184,12 @@ class LinearData:
             X = X if column_order is None else np.asarray(X)[:, column_order]
             return cls(n, d, Yt, torch.as_tensor(_writable(X), dtype=dtype, device=device)), None
         X = sp.csr_matrix(X)  # CSC arrives as CSR: a format change, still sparse
+        narrow = np.int32 if max(X.nnz, n, d) <= np.iinfo(np.int32).max else np.int64
+        if column_order is not None and torch.device(device).type == "cpu":
+            return cls._in_order(X, Yt, np.asarray(column_order), dtype, narrow, shared)
         X.sum_duplicates()
         if column_order is not None:  # (torch's products on other devices may want each row's columns in order)
-            cpu = torch.device(device).type == "cpu"
-            X = _renumbered(X, np.asarray(column_order)) if cpu else X[:, column_order].tocsr()
-        narrow = np.int32 if max(X.nnz, n, d) <= np.iinfo(np.int32).max else np.int64
+            X = X[:, column_order].tocsr()
 
         def arrays(M, indptr=narrow):  # (the column indices narrow where they fit: 4 bytes an entry less)
             return (
@@ -239,6 +203,48 @@ class LinearData:
         if torch.device(device).type != "cpu":
             return cls(n, d, Yt, None, *rows, *arrays(X.T.tocsr()), product), None
         return cls(n, d, Yt, None, *rows, None, None, None, product), lambda: arrays(X.T.tocsr())
+
+    @classmethod
+    def _in_order(cls, X: sp.csr_matrix, Yt: torch.Tensor, order: np.ndarray, dtype, narrow, shared: bool):
+        """X[:, order] with each row's columns ascending, written straight into the workers' arrays (in
+        one shared-memory block with `shared`) by the compiled row sort, half the rows on the setup's
+        thread and half here; and what builds X^T from it. The user's X is only read: duplicate
+        entries, found by the sort, are summed on a copy. (Until session 25 the rows were sorted from
+        X^T by a counting sort: X^T's transposition then held up the workers' start by ~5 s on 10^8
+        entries; it now runs while the setup goes on and the workers start.)"""
+        from asyncopt.proxsgd import fast
+
+        n, d = X.shape
+        position = _positions(order, d, narrow)
+        fields = {
+            "Y": Yt,
+            "indptr": torch.as_tensor(X.indptr.astype(np.int64)),
+            "indices": torch.empty(X.nnz, dtype=torch.int32 if narrow is np.int32 else torch.int64),
+            "values": torch.empty(X.nnz, dtype=dtype),
+        }
+        out = _sort_target(fields, shared)
+        rows = (X.indptr, _unsigned(X.indices), X.data, _unsigned(position))
+        into = (_unsigned(out["indices"].numpy()), out["values"].numpy())
+        half = int(np.searchsorted(X.indptr, THREAD_SORT_SHARE * X.nnz))  # (rows split by entries)
+        thread = _transposer().submit(fast.csr_rows_renumbered, *rows, *into, 0, half)
+        duplicates = fast.csr_rows_renumbered(*rows, *into, half, n) + thread.result()
+        if duplicates:
+            X = X.copy()
+            X.sum_duplicates()
+            return cls._in_order(X, Yt, order, dtype, narrow, shared)
+        product = None if narrow is np.int64 else torch.as_tensor(X.indptr.astype(narrow))
+        data = cls(n, d, out["Y"], None, out["indptr"], out["indices"], out["values"], None, None, None, product)
+        in_order = sp.csr_matrix((out["values"].numpy(), out["indices"].numpy(), X.indptr), shape=(n, d), copy=False)
+
+        def transpose():
+            T = in_order.T.tocsr()
+            return (
+                torch.as_tensor(T.indptr.astype(narrow, copy=False)),
+                torch.as_tensor(T.indices.astype(narrow, copy=False)),
+                torch.as_tensor(T.data),
+            )
+
+        return data, transpose
 
     def _transposed(self) -> LinearData:
         """Self, with X^T in place (waits for the thread building it)."""
@@ -284,21 +290,9 @@ class LinearData:
         names = ("Y", "dense", "indptr", "indices", "values")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
-    def settle(self) -> None:
-        """The sorted rows in place once the setup's thread has them (`sorting`), before workers start
-        (numpy views of the old arrays keep reading the old ones: the same entries in another order)."""
-        if self.sorting is not None:
-            if self.sorting_rest is not None:
-                self.sorting_rest()  # (the other half, beside the setup's thread)
-                self.sorting_rest = None
-            fields = self.sorting.result()
-            self.indices, self.values = fields["indices"], fields["values"]
-            self.sorting = None
-
     def share_memory(self) -> None:
         """The arrays a worker reads moved to shared memory: the copies `from_array(shared=True)` made
         beside the setup when there are (numpy views of the old arrays keep reading the old arrays)."""
-        self.settle()
         if self.sharing is not None:
             for name, copy in self.sharing.result().items():
                 setattr(self, name, copy)
@@ -307,7 +301,6 @@ class LinearData:
             t.share_memory_()  # (a no-op for the copies)
 
     def tensors(self) -> list[torch.Tensor]:
-        self.settle()
         self._transposed()
         fields = (
             self.Y,
@@ -325,7 +318,6 @@ class LinearData:
     def for_workers(self) -> LinearData:
         """What a worker reads (the minibatches' rows): X^T and the products' row pointers serve the
         coordinator's full passes only, so they are neither shared nor sent to worker processes."""
-        self.settle()
         return dataclasses.replace(
             self, t_indptr=None, t_indices=None, t_values=None, product_indptr=None, transposing=None, sharing=None
         )

@@ -164,27 +164,30 @@ def csr_column_counts(indices, out):
 
 
 @njit(cache=True, nogil=True)
-def csr_rows_from_transpose(indptr, t_indptr, t_indices, t_values, out_indices, out_values, lo, hi):
-    """Rows lo..hi-1 of X's CSR indices and values with each row's columns ascending, from X^T's CSR
-    arrays (X's rows at `indptr`): a counting sort, writing straight into the caller's (shared)
-    arrays. Disjoint row ranges may run at once on two threads (each reads all of X^T)."""
-    fill = indptr[lo:hi].copy()
-    for c in range(t_indptr.shape[0] - 1):
-        for q in range(t_indptr[c], t_indptr[c + 1]):
-            i = t_indices[q]
-            if i < lo or i >= hi:
-                continue
-            p = fill[i - lo]
-            out_indices[p] = c
-            out_values[p] = t_values[q]
-            fill[i - lo] = p + 1
-
-
-@njit(cache=True, nogil=True)
-def gather(table, index, out):
-    """out[k] = table[index[k]] (numpy's fancy indexing took 1.9 s on 10^8 entries)."""
-    for k in range(index.shape[0]):
-        out[k] = table[index[k]]
+def csr_rows_renumbered(indptr, indices, values, position, out_indices, out_values, lo, hi):
+    """Rows lo..hi-1 of X with column c renumbered position[c], each row's columns ascending, into the
+    caller's (shared) arrays at the same offsets; returns the pairs of equal columns met in a row
+    (duplicate entries, which the caller sums). Each row is sorted alone, by one in-place sort of
+    64-bit keys (new column << 32 | offset in the row): on 10^8 entries 3.4 s on one thread, 1.6 s on
+    two (disjoint row ranges may run at once), against ~8 s for X^T and a counting sort from it."""
+    keys = np.empty(64, dtype=np.uint64)
+    duplicates = 0
+    for i in range(lo, hi):
+        start, stop = indptr[i], indptr[i + 1]
+        m = stop - start
+        if m > keys.shape[0]:
+            keys = np.empty(2 * m, dtype=np.uint64)
+        for t in range(m):
+            keys[t] = (np.uint64(position[indices[start + t]]) << np.uint64(32)) | np.uint64(t)
+        row = keys[:m]
+        row.sort()
+        for t in range(m):
+            column = row[t] >> np.uint64(32)
+            if t > 0 and column == row[t - 1] >> np.uint64(32):
+                duplicates += 1
+            out_indices[start + t] = column
+            out_values[start + t] = values[start + np.int64(row[t] & np.uint64(0xFFFFFFFF))]
+    return duplicates
 
 
 @njit(cache=True, nogil=True)

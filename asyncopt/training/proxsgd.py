@@ -177,7 +177,6 @@ def run_proxsgd(
     monitor = Monitor(evaluate, stop, started, refresh)
     continue_monitor(monitor, resume, ProxHistoryEntry)
     schedule = Schedule(n, algo.batch_size, settings.epochs, settings.evals_per_epoch)
-    algo.settle()  # (the data's rows sorted beside the setup, in place before the workers read them)
     params, telemetry = launch(
         algo, schedule, rng, monitor, engine=engine, time_limit=settings.time_limit, progress=progress,
         params=params, resume=resume, checkpointing=checkpointing, run_state=run.as_dict,

@@ -23,12 +23,17 @@ def l1_logistic_objective(X, y, w, alpha):
     return float(np.mean(np.logaddexp(0.0, -s * (X @ w))) + alpha * np.abs(w).sum())
 
 
+def l1_logistic_optimum(X, y, alpha):
+    """F* from liblinear at a tight tolerance."""
+    ref = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=1 / (alpha * X.shape[0]), tol=1e-8,
+                             fit_intercept=False, max_iter=1000).fit(X, y)  # fmt: skip
+    return l1_logistic_objective(X, y, ref.coef_.ravel(), alpha)
+
+
 def test_the_default_fit_reaches_1e_2_of_the_optimum_on_a9a(a9a):
     X, y = a9a[0], a9a[1]
     alpha = 1e-4
-    ref = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=1 / (alpha * X.shape[0]), tol=1e-8,
-                             fit_intercept=False, max_iter=1000).fit(X, y)  # fmt: skip
-    f_star = l1_logistic_objective(X, y, ref.coef_.ravel(), alpha)
+    f_star = l1_logistic_optimum(X, y, alpha)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a default fit that stops short would warn (ConvergenceWarning)
         clf = ProxSGDClassifier(penalty="l1", alpha=alpha, fit_intercept=False, random_state=0).fit(X, y)
@@ -234,9 +239,7 @@ def test_on_a9a_replicated_16_times_the_automatic_interval_reaches_1e_2_in_a_qua
     # comes from a9a itself
     X, y = a9a[0], a9a[1]
     alpha = 1e-4
-    ref = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=1 / (alpha * X.shape[0]), tol=1e-8,
-                             fit_intercept=False, max_iter=1000).fit(X, y)  # fmt: skip
-    f_star = l1_logistic_objective(X, y, ref.coef_.ravel(), alpha)
+    f_star = l1_logistic_optimum(X, y, alpha)
     big, labels = sp.vstack([X] * 16).tocsr(), np.concatenate([y] * 16)
 
     def epochs_to_1e_2(anchor_epochs):

@@ -230,6 +230,8 @@ def test_the_anchor_moves_at_every_point_of_a_short_interval_and_waits_out_a_lon
     long, moved = fit(2.5, 6)
     assert [h["epoch"] for h in long.history_] == pytest.approx([1, 2, 3, 4, 5, 6])
     assert moved == 2  # at epochs 3 and 6: the first points 2.5 epochs after the last move
+    tiny, _ = fit(1e-9, 1)  # (at least a batch between moves: 1000 samples, batches of 32)
+    assert tiny.anchor_epochs_ == pytest.approx(1 / 31) and len(tiny.history_) == 31
     plain = ProxSGDClassifier(penalty="l1", alpha=1e-3, variance_reduction="none", max_epochs=1, tol=None).fit(X, y)
     assert plain.anchor_epochs_ is None
 

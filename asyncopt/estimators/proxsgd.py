@@ -380,6 +380,7 @@ class _ProxSGDBase(AsyncEstimator):
         anchor, evals = None, self.evals_per_epoch
         if svrg:  # (the anchor moves at evaluation points: the grid holds its moves)
             interval = auto_anchor_epochs(n) if self.anchor_epochs == "auto" else float(self.anchor_epochs)
+            interval = max(interval, N / max(n, 1))  # (at least a batch between moves)
             anchor, evals = anchor_schedule(self.evals_per_epoch, interval)
         self.anchor_epochs_ = anchor
         self._points_per_evaluation = evals / self.evals_per_epoch  # (the tol rule's unit: ProxSGDSettings)
@@ -539,11 +540,11 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         the largest l''_i ||a_i||^2), between eta_0 and 16 eta_0; logistic fits on a9a and news20 take
         steps 2-6x eta_0. "none": plain SGD with the plateau schedule.
     anchor_epochs : float or "auto"
-        With SVRG: epochs between anchor moves, each at an evaluation point (an interval under an
-        epoch is rounded to 1/k of one, and the evaluation points become a multiple of k). "auto": one
-        per 2^16 samples, 1 to 4 an epoch: once an epoch on a9a and news20, 4 times on 2^18 rows or
-        more, where F falls to the floor the anchor allows within part of an epoch
-        (benchmarks/results/anchor_interval.md).
+        With SVRG: epochs between anchor moves (at least a batch), each at an evaluation point (an
+        interval under an epoch is rounded to 1/k of one, and the evaluation points become a
+        multiple of k). "auto": one per 2^16 samples, 1 to 4 an epoch: once an epoch on a9a and
+        news20, 4 times on 2^18 rows or more, where F falls to the floor the anchor allows within
+        part of an epoch (benchmarks/results/anchor_interval.md).
         Fitted: ``anchor_epochs_`` (None without SVRG).
     max_epochs : float
         Passes over the data at most.

@@ -320,7 +320,8 @@ class _ProxSGDBase(AsyncEstimator):
             server_folder=self._server_folder() if self.backend == "ray" else None,
             task_samples=self.task_samples,
         )
-        # (serial products, on one core, while another thread builds X^T: LinearData.from_array)
+        # (serial products, on one core, while another thread builds X^T where it is: LinearData.from_array;
+        # on a sample of the rows beyond stepsize.POWER_ITERATION_ROWS)
         smoothness = estimate_smoothness(data, self.fit_intercept)
         N = int(min(auto_batch_size(smoothness) if self.batch_size == "auto" else self.batch_size, n))
         eta = base_step(smoothness, loss.curvature, N, regularizer.smoothness)

@@ -47,6 +47,16 @@ def _unsigned(index: np.ndarray) -> np.ndarray:
 THREAD_SORT_SHARE = 0.5
 
 
+# X^T (for the full passes' X^T D) is built, beside the setup, only up to this many stored entries.
+# Beyond, X^T D is scipy's serial product over X's rows. Measured on the large benchmark problem
+# (9.9*10^7 entries, D one column): the transposition takes 4.9 s of a core and saves 45 ms a pass
+# (torch's product of X^T on 2 threads 0.14 s, the rows' 0.19 s): ~100 passes to pay it back, and
+# the first anchor move waited for it (the first quarter epoch took 5.2 s with 1 or 2 workers, the
+# next ones 4.4 and 2.3 s). news20 (2.3*10^6): 18 ms, and 2.0 ms saved a pass (2.4 against 4.4 ms).
+# Above the bound X^T's memory (12 bytes an entry) is saved too.
+TRANSPOSE_MAX_ENTRIES = 2**24
+
+
 @functools.cache
 def _transposer() -> concurrent.futures.ThreadPoolExecutor:
     """The thread that builds X^T beside the setup (one: transpositions are memory-bound)."""
@@ -163,11 +173,9 @@ class LinearData:
         `column_order`: X's columns in this order (problem.feature_order; column j is X[:, order[j]])."""
         share = shared and torch.device(device).type == "cpu"
         data, transpose = cls._from_array(X, Y, dtype, device, column_order, share)
-        if column_order is not None and transpose is not None:  # (the workers' arrays already in place, shared)
-            data.transposing = _transposer().submit(transpose)
-            return data
-        # (the copies first: the workers start after the setup, X^T is needed at the first evaluation)
-        if share:
+        # (the copies first: the workers start after the setup, X^T is needed at the first evaluation;
+        # sparse data in a column order on the CPU was written straight into shared arrays)
+        if share and not (column_order is not None and sp.issparse(X)):
             data.sharing = _transposer().submit(_shared_copies, data._worker_fields())
         if transpose is not None:
             data.transposing = _transposer().submit(transpose)
@@ -202,7 +210,8 @@ class LinearData:
         product = None if narrow is np.int64 else torch.as_tensor(X.indptr.astype(narrow), device=device)
         if torch.device(device).type != "cpu":
             return cls(n, d, Yt, None, *rows, *arrays(X.T.tocsr()), product), None
-        return cls(n, d, Yt, None, *rows, None, None, None, product), lambda: arrays(X.T.tocsr())
+        data = cls(n, d, Yt, None, *rows, None, None, None, product)
+        return data, (lambda: arrays(X.T.tocsr())) if X.nnz <= TRANSPOSE_MAX_ENTRIES else None
 
     @classmethod
     def _in_order(cls, X: sp.csr_matrix, Yt: torch.Tensor, order: np.ndarray, dtype, narrow, shared: bool):
@@ -244,7 +253,7 @@ class LinearData:
                 torch.as_tensor(T.data),
             )
 
-        return data, transpose
+        return data, transpose if X.nnz <= TRANSPOSE_MAX_ENTRIES else None
 
     def _transposed(self) -> LinearData:
         """Self, with X^T in place (waits for the thread building it)."""
@@ -325,6 +334,24 @@ class LinearData:
     def worker_tensors(self) -> list[torch.Tensor]:
         return self.for_workers().tensors()
 
+    def rows_subset(self, rows: torch.Tensor) -> LinearData:
+        """Samples `rows` as data of their own (X's and Y's rows; no X^T): the power iteration's sample."""
+        rows = rows.to(self.device)
+        if not self.sparse:
+            return LinearData(len(rows), self.d, self.Y[rows], self.dense[rows])
+        if self.device.type == "cpu":  # (scipy's compiled row gather: 10x the minibatch's on 2^18 of 2*10^6 rows)
+            M = self._scipy()[rows.numpy()]
+            indptr, indices = torch.from_numpy(M.indptr), torch.from_numpy(M.indices)
+            wide = indptr.to(torch.int64)
+            product = indptr if indptr.dtype == indices.dtype else None
+            return LinearData(len(rows), self.d, self.Y[rows], None, wide, indices, torch.from_numpy(M.data),
+                              product_indptr=product)  # fmt: skip
+        batch = self.minibatch(rows)
+        indptr = torch.zeros(len(rows) + 1, dtype=torch.int64, device=self.device)
+        torch.cumsum(self.indptr[rows + 1] - self.indptr[rows], 0, out=indptr[1:])
+        product = indptr.to(torch.int32) if batch.cols.dtype == torch.int32 else None
+        return LinearData(len(rows), self.d, self.Y[rows], None, indptr, batch.cols, batch.vals, product_indptr=product)
+
     def minibatch(self, rows: torch.Tensor) -> MiniBatch:
         rows = rows.to(self.device)
         if not self.sparse:
@@ -361,29 +388,64 @@ class LinearData:
         return self._csr(*self._product_index(), self.values, (self.n, self.d)) @ weights
 
     def transpose_product(self, D: torch.Tensor, serial: bool = False) -> torch.Tensor:
-        """X^T @ D (d x k) on all samples; `serial`: on one thread from X's rows, without waiting for X^T."""
+        """X^T @ D (d x k) on all samples; `serial`: on one thread from X's rows, without waiting for X^T
+        (also without X^T: above TRANSPOSE_MAX_ENTRIES on the CPU)."""
         if not self.sparse:
             return self.dense.T @ D
-        if serial and self.device.type == "cpu":
+        if self.device.type == "cpu" and self.t_indptr is None and self.transposing is None:
+            return self._rows_transpose_product(D, serial)
+        if self.device.type == "cpu" and serial:
             return self._serial(self._scipy().T, D)
         self._transposed()
         return self._csr(self.t_indptr, self.t_indices, self.t_values, (self.d, self.n)) @ D
 
-    def column_sums(self) -> torch.Tensor:
-        """X^T 1 (d,)."""
+    def _rows_transpose_product(self, D: torch.Tensor, serial: bool) -> torch.Tensor:
+        """X^T @ D by a compiled scatter from X's rows (no X^T): two threads (the setup's, idle then,
+        and this one) over halves of the rows' entries, each into its own output, unless `serial` or
+        torch is given one thread."""
+        from asyncopt.proxsgd import fast
+
+        D = np.ascontiguousarray(D.numpy())
+        args = (self.indptr.numpy(), _unsigned(self.indices.numpy()), self.values.numpy(), D)
+        out = np.zeros((self.d, D.shape[1]), dtype=args[2].dtype)
+        if serial or torch.get_num_threads() < 2:
+            fast.csr_transpose_product(*args, out, 0, self.n)
+            return torch.from_numpy(out)
+        half = int(np.searchsorted(args[0], args[0][-1] // 2))
+        other = np.zeros_like(out)
+        job = _transposer().submit(fast.csr_transpose_product, *args, other, half, self.n)
+        fast.csr_transpose_product(*args, out, 0, half)
+        job.result()
+        out += other
+        return torch.from_numpy(out)
+
+    def _row_list(self, rows: torch.Tensor | None) -> np.ndarray:
+        """All samples, or the sorted `rows`, as the compiled setup passes take them."""
+        return np.arange(self.n, dtype=np.int64) if rows is None else rows.numpy().astype(np.int64, copy=False)
+
+    def column_sums(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """X^T 1 (d,), or X[rows]^T 1."""
+        if rows is not None and not (self.sparse and self.device.type == "cpu"):
+            return self.rows_subset(rows).column_sums()
         if not self.sparse:
             return self.dense.sum(0)
         if self.device.type == "cpu":  # (one compiled pass over the entries: no product)
             from asyncopt.proxsgd import fast
 
             sums = np.zeros(self.d, dtype=self.values.numpy().dtype)
-            fast.csr_column_sums(_unsigned(self.indices.numpy()), self.values.numpy(), sums)
+            indices = _unsigned(self.indices.numpy())
+            fast.csr_column_sums(self.indptr.numpy(), indices, self.values.numpy(), self._row_list(rows), sums)
             return torch.from_numpy(sums)
         return self.transpose_product(torch.ones(self.n, 1, dtype=self.dtype, device=self.device)).squeeze(1)
 
-    def gram_product(self, v: torch.Tensor, shift: float = 0.0) -> tuple[torch.Tensor, float]:
-        """(X^T u, sum(u)) for u = X v + shift (v: d x 1): a power iteration's two products. On the CPU
-        one serial compiled pass over X's rows, without X^T (the setup's, beside X^T's transposition)."""
+    def gram_product(
+        self, v: torch.Tensor, shift: float = 0.0, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, float]:
+        """(X^T u, sum(u)) for u = X v + shift (v: d x 1), over the samples `rows` (sorted) when given:
+        a power iteration's two products. On the CPU one serial compiled pass over X's rows (those
+        `rows`, read in place), without X^T (the setup's, beside the rows' sort)."""
+        if rows is not None and not (self.sparse and self.device.type == "cpu"):
+            return self.rows_subset(rows).gram_product(v, shift)
         if self.sparse and self.device.type == "cpu":
             from asyncopt.proxsgd import fast
 
@@ -391,8 +453,9 @@ class LinearData:
             vec = np.ascontiguousarray(v.numpy()[:, 0], dtype=out.dtype)
             indptr, indices = self._product_index()
             total = fast.csr_gram_product(
-                _unsigned(indptr.numpy()), _unsigned(indices.numpy()), self.values.numpy(), vec, shift, out
-            )
+                _unsigned(indptr.numpy()), _unsigned(indices.numpy()), self.values.numpy(), self._row_list(rows),
+                vec, shift, out,
+            )  # fmt: skip
             return torch.from_numpy(out).reshape(-1, 1), float(total)
         u = self.margins(v, serial=True) + shift
         return self.transpose_product(u, serial=True), float(u.sum())

@@ -228,3 +228,31 @@ def test_duplicate_entries_are_summed_on_a_copy_and_the_users_matrix_stays_as_it
     assert data.nnz == X.nnz
     for a, b in zip((duplicated.data, duplicated.indices, duplicated.indptr), before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_the_rows_sort_renumbers_and_orders_every_row_and_counts_duplicates(shuffled):
+    """fast.csr_rows_renumbered through LinearData: rows empty, short and longer than the buckets,
+    entries in the user's column order or shuffled within each row, duplicates found (and summed on
+    a copy); the workers' rows are X[:, order] with each row's columns ascending."""
+    rng = np.random.default_rng(5)
+    n, d = 300, 2000
+    lengths = rng.choice([0, 1, 7, 50, 400], size=n)
+    lengths[-1] = 50
+    cols = [np.sort(rng.choice(d, size=m, replace=False)) for m in lengths]
+    if shuffled:
+        cols = [rng.permutation(c) for c in cols]
+    indptr = np.r_[0, np.cumsum(lengths)]
+    X = sp.csr_matrix((rng.normal(size=indptr[-1]), np.concatenate(cols).astype(np.int32), indptr), shape=(n, d))
+    order = rng.permutation(d)
+    expect = X.toarray()[:, order]
+    twice = (np.r_[X.data, 1.0], np.r_[X.indices, X.indices[-1]], np.r_[indptr[:-1], indptr[-1] + 1])
+    for M in (X, sp.csr_matrix(twice, shape=(n, d))):  # (the last row's last column stored twice)
+        data = LinearData.from_array(M, np.ones((n, 1)), column_order=order)
+        indptr_, indices_, values_ = data.indptr.numpy(), data.indices.numpy(), data.values.numpy()
+        for i in range(n):
+            row = indices_[indptr_[i] : indptr_[i + 1]]
+            assert np.all(np.diff(row) > 0)  # ascending, no duplicate left
+        got = sp.csr_matrix((values_, indices_, indptr_), shape=(n, d)).toarray()
+        np.testing.assert_allclose(got, M.toarray()[:, order], rtol=1e-15)
+    np.testing.assert_array_equal(sp.csr_matrix((values_, indices_, indptr_), shape=(n, d)).toarray()[:-1], expect[:-1])

@@ -166,29 +166,44 @@ def csr_column_counts(indices, out):
 
 
 @njit(cache=True, nogil=True)
-def csr_rows_renumbered(indptr, indices, values, position, out_indices, out_values, lo, hi):
+def csr_rows_renumbered(indptr, indices, values, position, bucket, n_buckets, out_indices, out_values, lo, hi):
     """Rows lo..hi-1 of X with column c renumbered position[c], each row's columns ascending, into the
     caller's (shared) arrays at the same offsets; returns the pairs of equal columns met in a row
-    (duplicate entries, which the caller sums). Each row is sorted alone, by one in-place sort of
-    64-bit keys (new column << 32 | offset in the row): on 10^8 entries 3.4 s on one thread, 1.6 s on
-    two (disjoint row ranges may run at once), against ~8 s for X^T and a counting sort from it."""
-    keys = np.empty(64, dtype=np.uint64)
+    (duplicate entries, which the caller sums). `bucket[c]` (0..n_buckets-1, non-decreasing in
+    position[c]) cuts the new columns into ranges holding about as many entries each: a counting sort
+    of each row by bucket puts its entries nearly in order (about one a bucket), and an insertion sort
+    finishes (linear where nothing is out of place). On the large benchmark problem's rows (50
+    entries, not sorted by the user's column) 0.33-0.35 s per 5*10^5 rows with 64 buckets, against
+    0.79-0.92 s for a comparison sort of each row (session 25's kernel), the same output."""
+    count = np.zeros(n_buckets + 1, dtype=np.int64)
     duplicates = 0
     for i in range(lo, hi):
         start, stop = indptr[i], indptr[i + 1]
-        m = stop - start
-        if m > keys.shape[0]:
-            keys = np.empty(2 * m, dtype=np.uint64)
-        for t in range(m):
-            keys[t] = (np.uint64(position[indices[start + t]]) << np.uint64(32)) | np.uint64(t)
-        row = keys[:m]
-        row.sort()
-        for t in range(m):
-            column = row[t] >> np.uint64(32)
-            if t > 0 and column == row[t - 1] >> np.uint64(32):
-                duplicates += 1
-            out_indices[start + t] = column
-            out_values[start + t] = values[start + np.int64(row[t] & np.uint64(0xFFFFFFFF))]
+        count[:] = 0
+        for p in range(start, stop):
+            count[bucket[indices[p]] + 1] += 1
+        for b in range(n_buckets):
+            count[b + 1] += count[b]
+        for p in range(start, stop):
+            c = indices[p]
+            q = start + count[bucket[c]]
+            count[bucket[c]] += 1
+            out_indices[q] = position[c]
+            out_values[q] = values[p]
+        for q in range(start + 1, stop):
+            key = out_indices[q]
+            if key >= out_indices[q - 1]:
+                duplicates += key == out_indices[q - 1]
+                continue
+            value = out_values[q]
+            r = q
+            while r > start and out_indices[r - 1] > key:
+                out_indices[r] = out_indices[r - 1]
+                out_values[r] = out_values[r - 1]
+                r -= 1
+            out_indices[r] = key
+            out_values[r] = value
+            duplicates += r > start and out_indices[r - 1] == key
     return duplicates
 
 

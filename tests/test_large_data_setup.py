@@ -31,6 +31,10 @@ def test_the_products_over_a_row_sample_equal_scipys_on_those_rows():
         u = S @ v.numpy()[:, 0] - 0.3
         np.testing.assert_allclose(product.numpy()[:, 0], S.T @ u, rtol=1e-10, atol=1e-12)
         assert total == pytest.approx(u.sum(), rel=1e-10)
+        subset = data.rows_subset(rows)  # (what dense data and GPUs take instead)
+        got = subset.dense.numpy() if subset.dense is not None else subset._scipy().toarray()
+        np.testing.assert_array_equal(got, S.toarray())
+        assert subset.n == len(rows)
 
 
 def test_the_power_iteration_on_a_row_sample_is_close_to_all_rows_and_reproducible(a9a):

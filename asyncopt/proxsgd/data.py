@@ -64,9 +64,10 @@ def _sort_buckets(counts: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 # X^T (for the full passes' X^T D) is built, beside the setup, only up to this many stored entries.
-# Beyond, X^T D is scipy's serial product over X's rows. Measured on the large benchmark problem
-# (9.9*10^7 entries, D one column): the transposition takes 4.9 s of a core and saves 45 ms a pass
-# (torch's product of X^T on 2 threads 0.14 s, the rows' 0.19 s): ~100 passes to pay it back, and
+# Beyond, X^T D is a compiled scatter from X's rows (`_rows_transpose_product`). Measured on the large
+# benchmark problem (9.9*10^7 entries, D one column): the transposition takes 4.9 s of a core and
+# saves 45 ms a pass against scipy's serial product from the rows (torch's product of X^T on 2 threads
+# 0.14 s, scipy's 0.19 s; the compiled scatter on 2 threads 0.15-0.17 s): ~100 passes to pay it back, and
 # the first anchor move waited for it (the first quarter epoch took 5.2 s with 1 or 2 workers, the
 # next ones 4.4 and 2.3 s). news20 (2.3*10^6): 18 ms, and 2.0 ms saved a pass (2.4 against 4.4 ms).
 # Above the bound X^T's memory (12 bytes an entry) is saved too.
@@ -352,17 +353,11 @@ class LinearData:
         return self.for_workers().tensors()
 
     def rows_subset(self, rows: torch.Tensor) -> LinearData:
-        """Samples `rows` as data of their own (X's and Y's rows; no X^T): the power iteration's sample."""
+        """Samples `rows` as data of their own (X's and Y's rows; no X^T): the power iteration's sample
+        where the compiled passes, which read the rows in place, do not serve (dense data, GPUs)."""
         rows = rows.to(self.device)
         if not self.sparse:
             return LinearData(len(rows), self.d, self.Y[rows], self.dense[rows])
-        if self.device.type == "cpu":  # (scipy's compiled row gather: 10x the minibatch's on 2^18 of 2*10^6 rows)
-            M = self._scipy()[rows.numpy()]
-            indptr, indices = torch.from_numpy(M.indptr), torch.from_numpy(M.indices)
-            wide = indptr.to(torch.int64)
-            product = indptr if indptr.dtype == indices.dtype else None
-            return LinearData(len(rows), self.d, self.Y[rows], None, wide, indices, torch.from_numpy(M.data),
-                              product_indptr=product)  # fmt: skip
         batch = self.minibatch(rows)
         indptr = torch.zeros(len(rows) + 1, dtype=torch.int64, device=self.device)
         torch.cumsum(self.indptr[rows + 1] - self.indptr[rows], 0, out=indptr[1:])

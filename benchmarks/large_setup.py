@@ -11,7 +11,8 @@
 3. The full passes' X^T D where X^T is not built (data.TRANSPOSE_MAX_ENTRIES): the compiled scatter
    from X's rows on 1 and 2 threads (as LinearData runs it), scipy's serial product from the rows,
    and torch's product of X^T on 2 threads (what X^T would give), D of 1 and 2 columns; and what
-   building X^T costs (scipy's transposition).
+   building X^T costs (scipy's transposition). X as a fit holds it (the run's feature order for 2
+   blocks, each row's columns ascending).
 
 Medians of `--repeats`; times in ms. The large problem is bench_proxsgd_large.py's cached file
 (--large; run that script first). A shared 2-core machine: read ratios within a table.
@@ -136,8 +137,10 @@ def transpose_table(sets, repeats):
     try:
         for label, X in sets:
             n, d = X.shape
-            data = LinearData.from_array(X, np.ones((n, 1)))
-            transposition, XT = timed(lambda: X.T.tocsr(), 1)  # noqa: B023
+            # (as a fit holds it: in the run's feature order, each row's columns ascending)
+            data = LinearData.from_array(X, np.ones((n, 1)), column_order=feature_order(column_counts(X), 2))
+            rows = data._scipy()
+            transposition, XT = timed(lambda: rows.T.tocsr(), 1)  # noqa: B023
             arrays = (XT.indptr.astype(XT.indices.dtype), XT.indices, XT.data)
             tXT = data._csr(*(torch.from_numpy(a) for a in arrays), (d, n))
             for k in (1, 2):
@@ -162,6 +165,7 @@ def main():
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--sort-rows", type=int, default=500_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--parts", nargs="+", type=int, default=[1, 2, 3], help="which of the 3 tables")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if "large" in args.sets and not args.large.exists():
@@ -169,9 +173,12 @@ def main():
     sets = list(datasets(args.sets, args.large))
     argv = " ".join(sys.argv[1:])
     lines = ["# The ProxSGD setup on large sparse data", "", f"Command: `python benchmarks/large_setup.py {argv}`", ""]
-    lines += eigenvalue_table(sets, args.draws)
-    lines += sort_table(sets, args.sort_rows, args.repeats)
-    lines += transpose_table(sets, args.repeats)
+    if 1 in args.parts:
+        lines += eigenvalue_table(sets, args.draws)
+    if 2 in args.parts:
+        lines += sort_table(sets, args.sort_rows, args.repeats)
+    if 3 in args.parts:
+        lines += transpose_table(sets, args.repeats)
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -73,6 +73,14 @@ def test_without_x_transposed_the_full_passes_products_equal_scipys(monkeypatch,
                                                rtol=1e-10, atol=1e-12)  # fmt: skip
     finally:
         torch.set_num_threads(before)
+    v = torch.as_tensor(np.random.default_rng(7).normal(size=(X.shape[1], 1)))
+    rows = torch.arange(0, X.shape[0], 3)
+    for sample in (None, rows):  # the power iteration's product: here on both threads, halves of the rows
+        S = Xo if sample is None else Xo[sample.numpy()]
+        product, total = data.gram_product(v, 0.4, sample)
+        u = S @ v.numpy()[:, 0] + 0.4
+        np.testing.assert_allclose(product.numpy()[:, 0], S.T @ u, rtol=1e-10, atol=1e-12)
+        assert total == pytest.approx(u.sum(), rel=1e-10)
     assert data.t_indptr is None and data.transposing is None  # (never built, never waited for)
     monkeypatch.setattr(data_module, "TRANSPOSE_MAX_ENTRIES", X.nnz)
     assert LinearData.from_array(X, np.ones((X.shape[0], 1)), column_order=order)._transposed().t_indptr is not None

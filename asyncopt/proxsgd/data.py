@@ -400,27 +400,32 @@ class LinearData:
         return self._csr(*self._product_index(), self.values, (self.n, self.d)) @ weights
 
     def transpose_product(self, D: torch.Tensor, serial: bool = False) -> torch.Tensor:
-        """X^T @ D (d x k) on all samples; `serial`: on one thread from X's rows, without waiting for X^T
-        (also without X^T: above TRANSPOSE_MAX_ENTRIES on the CPU)."""
+        """X^T @ D (d x k) on all samples; `serial`: a setup product, before the workers start: from X's
+        rows on this thread, without waiting for X^T. Without X^T (above TRANSPOSE_MAX_ENTRIES on the
+        CPU) always from X's rows, the setup's thread taking half unless torch is held to one thread
+        at a drained point (the coordinator takes the workers' cores: one with one worker)."""
         if not self.sparse:
             return self.dense.T @ D
-        if self.device.type == "cpu" and self.t_indptr is None and self.transposing is None:
-            return self._rows_transpose_product(D, serial)
+        if self.device.type == "cpu" and self._without_transpose():
+            return self._rows_transpose_product(D, two_threads=serial or torch.get_num_threads() >= 2)
         if self.device.type == "cpu" and serial:
             return self._serial(self._scipy().T, D)
         self._transposed()
         return self._csr(self.t_indptr, self.t_indices, self.t_values, (self.d, self.n)) @ D
 
-    def _rows_transpose_product(self, D: torch.Tensor, serial: bool) -> torch.Tensor:
-        """X^T @ D by a compiled scatter from X's rows (no X^T): two threads (the setup's, idle then,
-        and this one) over halves of the rows' entries, each into its own output, unless `serial` or
-        torch is given one thread."""
+    def _without_transpose(self) -> bool:
+        """No X^T is built, nor being built (then the setup's thread is free for half of a product)."""
+        return self.t_indptr is None and self.transposing is None
+
+    def _rows_transpose_product(self, D: torch.Tensor, two_threads: bool) -> torch.Tensor:
+        """X^T @ D by a compiled scatter from X's rows (no X^T): with `two_threads`, the setup's (idle
+        without X^T) and this one over halves of the rows' entries, each into its own output."""
         from asyncopt.proxsgd import fast
 
         D = np.ascontiguousarray(D.numpy())
         args = (self.indptr.numpy(), _unsigned(self.indices.numpy()), self.values.numpy(), D)
         out = np.zeros((self.d, D.shape[1]), dtype=args[2].dtype)
-        if serial or torch.get_num_threads() < 2:
+        if not two_threads:
             fast.csr_transpose_product(*args, out, 0, self.n)
             return torch.from_numpy(out)
         half = int(np.searchsorted(args[0], args[0][-1] // 2))
@@ -454,8 +459,9 @@ class LinearData:
         self, v: torch.Tensor, shift: float = 0.0, rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, float]:
         """(X^T u, sum(u)) for u = X v + shift (v: d x 1), over the samples `rows` (sorted) when given:
-        a power iteration's two products. On the CPU one serial compiled pass over X's rows (those
-        `rows`, read in place), without X^T (the setup's, beside the rows' sort)."""
+        a power iteration's two products. On the CPU one compiled pass over X's rows (those `rows`, read
+        in place), without X^T: on this thread while X^T is being built on the setup's, else on both
+        (halves of the rows, each into its own output)."""
         if rows is not None and not (self.sparse and self.device.type == "cpu"):
             return self.rows_subset(rows).gram_product(v, shift)
         if self.sparse and self.device.type == "cpu":
@@ -464,10 +470,16 @@ class LinearData:
             out = np.zeros(self.d, dtype=self.values.numpy().dtype)
             vec = np.ascontiguousarray(v.numpy()[:, 0], dtype=out.dtype)
             indptr, indices = self._product_index()
-            total = fast.csr_gram_product(
-                _unsigned(indptr.numpy()), _unsigned(indices.numpy()), self.values.numpy(), self._row_list(rows),
-                vec, shift, out,
-            )  # fmt: skip
+            arrays = (_unsigned(indptr.numpy()), _unsigned(indices.numpy()), self.values.numpy())
+            row_list = self._row_list(rows)
+            if not self._without_transpose() or len(row_list) < 2:
+                total = fast.csr_gram_product(*arrays, row_list, vec, shift, out)
+                return torch.from_numpy(out).reshape(-1, 1), float(total)
+            half = len(row_list) // 2
+            other = np.zeros_like(out)
+            job = _transposer().submit(fast.csr_gram_product, *arrays, row_list[half:], vec, shift, other)
+            total = fast.csr_gram_product(*arrays, row_list[:half], vec, shift, out) + job.result()
+            out += other
             return torch.from_numpy(out).reshape(-1, 1), float(total)
         u = self.margins(v, serial=True) + shift
         return self.transpose_product(u, serial=True), float(u.sum())

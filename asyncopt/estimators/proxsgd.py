@@ -283,9 +283,10 @@ class _ProxSGDBase(AsyncEstimator):
         M = min(d, workers if self.n_blocks == "auto" else self.n_blocks) if d else 1
         # the run's own feature order: popular features first on sparse data (cache lines), groups
         # contiguous (no block cuts a group); coef_ and validation scores are in the user's order
-        order, order_kind = None, "given"
+        order, order_kind, counts = None, "given", None
         if self._frequency_order(X, ray):
-            order, order_kind = feature_order(column_counts(X), M, codes), "frequency"
+            counts = column_counts(X)  # (the rows' sort reuses them)
+            order, order_kind = feature_order(counts, M, codes), "frequency"
         elif codes is not None:
             order, order_kind = np.argsort(codes, kind="stable"), "groups"
         group_of_row = None if codes is None else codes[order]
@@ -293,7 +294,7 @@ class _ProxSGDBase(AsyncEstimator):
         device = torch.device(self.device)
         # (processes: the workers' arrays copied into shared memory beside the setup)
         data = LinearData.from_array(
-            X, Y, dtype=dtype, device=device, shared=self.backend == "processes", column_order=order
+            X, Y, dtype=dtype, device=device, shared=self.backend == "processes", column_order=order, counts=counts
         )
         bounds = block_bounds(d, M, group_of_row)
         penalty = make_penalty(
@@ -783,7 +784,8 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
         self._check_engine_params()
         check_classification_targets(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
+        self.classes_ = np.unique(y)
+        codes = np.searchsorted(self.classes_, y)  # (unique's inverse, 3x faster on 2*10^6 labels)
         K = len(self.classes_)
         if K < 2:
             raise ValueError(

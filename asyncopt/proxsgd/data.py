@@ -183,13 +183,14 @@ class LinearData:
 
     @classmethod
     def from_array(
-        cls, X, Y: np.ndarray, dtype=torch.float64, device="cpu", shared: bool = False, column_order=None
+        cls, X, Y: np.ndarray, dtype=torch.float64, device="cpu", shared: bool = False, column_order=None, counts=None
     ) -> LinearData:
         """X (dense, or sparse: kept CSR) and Y as tensors. `shared`: the arrays the workers read are
         also copied into shared memory beside the setup (for worker processes: `share_memory`).
-        `column_order`: X's columns in this order (problem.feature_order; column j is X[:, order[j]])."""
+        `column_order`: X's columns in this order (problem.feature_order; column j is X[:, order[j]]).
+        `counts`: X's `column_counts` where the caller has them (the order was made from them)."""
         share = shared and torch.device(device).type == "cpu"
-        data, transpose = cls._from_array(X, Y, dtype, device, column_order, share)
+        data, transpose = cls._from_array(X, Y, dtype, device, column_order, share, counts)
         # (the copies first: the workers start after the setup, X^T is needed at the first evaluation;
         # sparse data in a column order on the CPU was written straight into shared arrays)
         if share and not (column_order is not None and sp.issparse(X)):
@@ -200,7 +201,7 @@ class LinearData:
 
     @classmethod
     def _from_array(
-        cls, X, Y: np.ndarray, dtype, device, column_order=None, shared: bool = False
+        cls, X, Y: np.ndarray, dtype, device, column_order=None, shared: bool = False, counts=None
     ) -> tuple[LinearData, Callable | None]:
         """The data, and what builds X^T's arrays when that is left to the setup's thread."""
         n, d = X.shape
@@ -211,7 +212,7 @@ class LinearData:
         X = sp.csr_matrix(X)  # CSC arrives as CSR: a format change, still sparse
         narrow = np.int32 if max(X.nnz, n, d) <= np.iinfo(np.int32).max else np.int64
         if column_order is not None and torch.device(device).type == "cpu":
-            return cls._in_order(X, Yt, np.asarray(column_order), dtype, narrow, shared)
+            return cls._in_order(X, Yt, np.asarray(column_order), dtype, narrow, shared, counts)
         X.sum_duplicates()
         if column_order is not None:  # (torch's products on other devices may want each row's columns in order)
             X = X[:, column_order].tocsr()
@@ -231,7 +232,7 @@ class LinearData:
         return data, (lambda: arrays(X.T.tocsr())) if X.nnz <= TRANSPOSE_MAX_ENTRIES else None
 
     @classmethod
-    def _in_order(cls, X: sp.csr_matrix, Yt: torch.Tensor, order: np.ndarray, dtype, narrow, shared: bool):
+    def _in_order(cls, X: sp.csr_matrix, Yt: torch.Tensor, order: np.ndarray, dtype, narrow, shared: bool, counts=None):
         """X[:, order] with each row's columns ascending, written straight into the workers' arrays (in
         one shared-memory block with `shared`) by the compiled row sort, half the rows on the setup's
         thread and half here; and what builds X^T from it. The user's X is only read: duplicate
@@ -249,7 +250,7 @@ class LinearData:
             "values": torch.empty(X.nnz, dtype=dtype),
         }
         out = _sort_target(fields, shared)
-        bucket = _sort_buckets(column_counts(X), order)
+        bucket = _sort_buckets(column_counts(X) if counts is None else counts, order)
         rows = (X.indptr, _unsigned(X.indices), X.data, _unsigned(position), bucket, SORT_BUCKETS)
         into = (_unsigned(out["indices"].numpy()), out["values"].numpy())
         half = int(np.searchsorted(X.indptr, THREAD_SORT_SHARE * X.nnz))  # (rows split by entries)

@@ -298,6 +298,11 @@ def test_a_proxsgd_fit_stopped_short_of_its_tolerance_warns():
     y = (X @ rng.normal(size=20) > 0).astype(int)
     with pytest.warns(ConvergenceWarning, match=r"stopped at max_epochs=2 before its tol=1e-08 rule"):
         ProxSGDClassifier(max_epochs=2, tol=1e-8, random_state=0).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match=r"the last changed it by [0-9.e-]+, relative"):
+        ProxSGDClassifier(max_epochs=2, tol=1e-8, random_state=0).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match=r"only one evaluation was made") as caught:  # (no "nan" change)
+        ProxSGDClassifier(max_epochs=1, tol=1e-8, random_state=0).fit(X, y)
+    assert "nan" not in str(caught[0].message)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est = ProxSGDClassifier(max_epochs=200, tol=1e-2, random_state=0).fit(X, y)  # the rule fires first

@@ -434,7 +434,11 @@ class _ProxSGDBase(AsyncEstimator):
         if not (out_of_epochs or out_of_time):
             return
         last = objectives[-2:]
-        change = abs(last[0] - last[-1]) / max(abs(last[0]), 1e-12) if len(last) == 2 else float("nan")
+        change = (  # (one evaluation: no change to report)
+            f"the last changed it by {abs(last[0] - last[-1]) / max(abs(last[0]), 1e-12):.2g}, relative"
+            if len(last) == 2
+            else "only one evaluation was made"
+        )
         budget = (
             f"time_limit={self.time_limit:g} s"
             if out_of_time and not out_of_epochs
@@ -447,8 +451,8 @@ class _ProxSGDBase(AsyncEstimator):
         )
         warnings.warn(
             f"{type(self).__name__} stopped at {budget} before its tol={self.tol:g} rule was met "
-            f"({self.n_iter_no_change} evaluations in a row improving F by less than tol; the last changed it "
-            f"by {change:.2g}, relative). Raise max_epochs (or time_limit){hint}",
+            f"({self.n_iter_no_change} evaluations in a row improving F by less than tol; {change}). "
+            f"Raise max_epochs (or time_limit){hint}",
             ConvergenceWarning,
             stacklevel=3,
         )

@@ -213,7 +213,8 @@ def test_the_order_is_chosen_where_the_coefficients_outgrow_a_cache(monkeypatch)
     assert chosen(narrow)
 
 
-def test_duplicate_entries_are_summed_on_a_copy_and_the_users_matrix_stays_as_it_is():
+@pytest.mark.parametrize("given_counts", [False, True])  # (the estimator passes the counts it ordered by)
+def test_duplicate_entries_are_summed_on_a_copy_and_the_users_matrix_stays_as_it_is(given_counts):
     X, y = _skewed()
     order = feature_order(column_counts(X), 2)
     row0 = slice(X.indptr[0], X.indptr[1])
@@ -223,7 +224,8 @@ def test_duplicate_entries_are_summed_on_a_copy_and_the_users_matrix_stays_as_it
     indptr[0] = 0
     duplicated = sp.csr_matrix((data_, indices, indptr), shape=X.shape)
     before = [a.copy() for a in (duplicated.data, duplicated.indices, duplicated.indptr)]
-    data = LinearData.from_array(duplicated, y.reshape(-1, 1), column_order=order)
+    counts = column_counts(duplicated) if given_counts else None  # (the duplicate counted twice)
+    data = LinearData.from_array(duplicated, y.reshape(-1, 1), column_order=order, counts=counts)
     _check_products(data, duplicated.toarray()[:, order])
     assert data.nnz == X.nnz
     for a, b in zip((duplicated.data, duplicated.indices, duplicated.indptr), before, strict=True):

@@ -11,10 +11,36 @@ from __future__ import annotations
 
 import types
 
+import llvmlite.ir as llvm_ir
 import numpy as np
 from numba import njit
+from numba import types as numba_types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from asyncopt.proxsgd.stepsize import delay_factor
+
+
+@intrinsic
+def prefetch_row(typingctx, array, row):
+    """Hint the CPU to load array[row, 0] (or array[row]) into its caches (LLVM's prefetch: read,
+    high locality): the gathers of a sparse product miss the caches at random rows."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        array_value = context.make_array(array_type)(context, builder, args[0])
+        zero = context.get_constant(numba_types.intp, 0)
+        row_index = context.cast(builder, args[1], signature.args[1], numba_types.intp)
+        where = [row_index] + [zero] * (array_type.ndim - 1)
+        pointer = cgutils.get_item_pointer(context, builder, array_type, array_value, where, wraparound=False)
+        byte_pointer = llvm_ir.IntType(8).as_pointer()
+        int32 = llvm_ir.IntType(32)
+        function_type = llvm_ir.FunctionType(llvm_ir.VoidType(), [byte_pointer, int32, int32, int32])
+        prefetch = cgutils.get_or_insert_function(builder.module, function_type, "llvm.prefetch.p0i8")
+        builder.call(prefetch, [builder.bitcast(pointer, byte_pointer), int32(0), int32(3), int32(1)])
+        return context.get_dummy_value()
+
+    return numba_types.void(array, row), codegen
 
 
 @njit(cache=True, nogil=True)
@@ -207,29 +233,86 @@ def csr_rows_renumbered(indptr, indices, values, position, bucket, n_buckets, ou
     return duplicates
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _row_dot(indptr, indices, values, W, i, j, ahead, last):
+    """M[i] @ W[:, j], prefetching W's row of the entry `ahead` places on (none with ahead 0)."""
+    s = 0.0
+    if ahead:
+        for p in range(indptr[i], indptr[i + 1]):
+            if p + ahead < last:
+                prefetch_row(W, indices[p + ahead])
+            s += values[p] * W[indices[p], j]
+    else:
+        for p in range(indptr[i], indptr[i + 1]):
+            s += values[p] * W[indices[p], j]
+    return s
+
+
 @njit(cache=True, nogil=True)
-def csr_transpose_product(indptr, indices, values, D, out, lo, hi):
+def csr_rows_product(indptr, indices, values, W, out, lo, hi, ahead):
+    """out[lo:hi] = M[lo:hi] @ W for CSR M (X for the margins, X^T for the gradient), rows lo..hi-1: a
+    drained pass's product on one of the coordinator's threads (data.pass_threads), each over its own
+    rows. With `ahead` > 0 the row of W that the entry `ahead` places on gathers is prefetched (W
+    beyond the caches: data.PREFETCH_MIN_BYTES). Two columns have their own loop, the sums held in
+    registers."""
+    last = indptr[hi]
+    if W.shape[1] == 2:
+        for i in range(lo, hi):
+            a = b = 0.0
+            if ahead:
+                for p in range(indptr[i], indptr[i + 1]):
+                    if p + ahead < last:
+                        prefetch_row(W, indices[p + ahead])
+                    c, v = indices[p], values[p]
+                    a += v * W[c, 0]
+                    b += v * W[c, 1]
+            else:
+                for p in range(indptr[i], indptr[i + 1]):
+                    c, v = indices[p], values[p]
+                    a += v * W[c, 0]
+                    b += v * W[c, 1]
+            out[i, 0], out[i, 1] = a, b
+        return
+    if W.shape[1] == 1:
+        for i in range(lo, hi):
+            out[i, 0] = _row_dot(indptr, indices, values, W, i, 0, ahead, last)
+        return
+    for i in range(lo, hi):
+        for j in range(W.shape[1]):
+            out[i, j] = _row_dot(indptr, indices, values, W, i, j, ahead, last)
+
+
+@njit(cache=True, nogil=True)
+def csr_transpose_product(indptr, indices, values, D, out, lo, hi, ahead=0):
     """out += X[lo:hi]^T D[lo:hi] for CSR X (D n x k, out d x k), a scatter from the rows: the full
     passes' X^T D where X^T is not built (data.TRANSPOSE_MAX_ENTRIES). One or two columns (the
     gradient, and the curvature probe) have their own loops, the row's coefficients held in
     registers: on 10^8 entries, two threads over halves of the rows match torch's product of X^T
-    (0.29-0.37 s against 0.30-0.34 s for 2 columns; the generic loop took 0.49-0.84 s)."""
+    (0.29-0.37 s against 0.30-0.34 s for 2 columns; the generic loop took 0.49-0.84 s). With `ahead`
+    > 0 the row of `out` that the entry `ahead` places on scatters to is prefetched."""
     k = D.shape[1]
+    last = indptr[hi]
     if k == 1:
         for i in range(lo, hi):
             a = D[i, 0]
             for p in range(indptr[i], indptr[i + 1]):
+                if ahead and p + ahead < last:
+                    prefetch_row(out, indices[p + ahead])
                 out[indices[p], 0] += values[p] * a
     elif k == 2:
         for i in range(lo, hi):
             a, b = D[i, 0], D[i, 1]
             for p in range(indptr[i], indptr[i + 1]):
+                if ahead and p + ahead < last:
+                    prefetch_row(out, indices[p + ahead])
                 c, v = indices[p], values[p]
                 out[c, 0] += v * a
                 out[c, 1] += v * b
     else:
         for i in range(lo, hi):
             for p in range(indptr[i], indptr[i + 1]):
+                if ahead and p + ahead < last:
+                    prefetch_row(out, indices[p + ahead])
                 c, v = indices[p], values[p]
                 for j in range(k):
                     out[c, j] += v * D[i, j]

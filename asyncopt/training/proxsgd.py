@@ -22,6 +22,7 @@ from asyncopt.engines.base import Monitor, Schedule, torch_threads
 from asyncopt.engines.telemetry import Telemetry
 from asyncopt.errors import TrainingDiverged
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+from asyncopt.proxsgd.data import pass_threads
 from asyncopt.training.checkpoints import Checkpointing
 from asyncopt.training.history import EntryMapping
 from asyncopt.training.launch import continue_monitor, launch
@@ -124,7 +125,8 @@ def run_proxsgd(
 
     def evaluate(params, samples, steps, seconds):
         summary = monitor.telemetry.staleness_summary() if hasattr(monitor, "telemetry") else {}
-        measures = algo.measures(params, eta_measure)
+        with pass_threads():  # (torch's OpenMP threads would spin on the workers' cores after it)
+            measures = algo.measures(params, eta_measure)
         entry = ProxHistoryEntry(
             epoch=samples / n,
             samples=samples,
@@ -161,6 +163,10 @@ def run_proxsgd(
         return callback(entry) if callback is not None else False
 
     def refresh(params, samples):  # with workers drained, before the evaluation (timed as training)
+        with pass_threads():
+            _refresh(params, samples)
+
+    def _refresh(params, samples):
         algo.flush(params)  # lazy updates: every row up to date before F is measured or the step changes
         # (evaluation points fall at rounded sample counts: a sample of slack)
         if algo.variance_reduction and samples - run.anchored_at >= settings.snapshot_epochs * n - 1:
@@ -169,7 +175,7 @@ def run_proxsgd(
             run.anchored_at = samples
 
     if resume is None and algo.variance_reduction:
-        with torch_threads(getattr(engine, "coordinator_threads", None)):  # (no worker started yet)
+        with torch_threads(getattr(engine, "coordinator_threads", None)), pass_threads():  # (no worker yet)
             algo.refresh_snapshot(algo.init_params())  # the anchor at the starting point
     if run.start_objective is None:  # F(x0), what divergence is measured against (x0 = 0, as init_params)
         start = algo.objective(algo.init_params())  # (from the anchor's pass, when there is one)

@@ -97,6 +97,7 @@ class _Sent:
     origin: int  # the id the servers' ledgers know the pushes by (kept when the tasks are reissued)
     seqs: list[int]  # each task's sequence number
     redo: bool = False  # tasks run again after a restart lost their updates: counted once, when first done
+    restarts: int = 0  # the servers' restarts when it was sent: a reply from before one may be lost
 
 
 class _ServerDied(Exception):
@@ -389,6 +390,7 @@ class RayEngine:
         # (the rule's state since the last evaluation point rides on the slot's first call after it)
         rule = self._worker_rule.pop(sent.slot, None)
         extra = () if rule is None else (rule[0], rule[1])  # (a list of refs: Ray does not wait for them)
+        sent.restarts = sum(self._generation)
         in_flight[self._workers[sent.slot].run_tasks.remote(sent.tasks, sent.origin, sent.seqs, *extra)] = sent
 
     def _send_next(self, slot: int, stream: BatchStream, until: int, batch_size: int, in_flight: dict) -> None:
@@ -541,6 +543,14 @@ class RayEngine:
                     self._submit(sent, in_flight)
                     continue
                 self._settle(sent, reply, telemetry)
+                if sent.restarts != sum(self._generation):
+                    # done before a restart that this reply had not yet told of: its pushes may have
+                    # reached only the servers' lost states, so run it again (the ledgers refuse
+                    # what was kept)
+                    for seq, task in zip(sent.seqs, sent.tasks, strict=True):
+                        self._redo[(sent.origin, seq)] = (sent.slot, task)
+                    for redo in self._redo_calls():
+                        self._submit(redo, in_flight)
                 if sent.redo:  # (its samples and updates were counted when it was first done)
                     continue
                 applied += reply["samples"]

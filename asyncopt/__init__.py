@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 # public name -> the module defining it
 _LAZY = {
+    "ActorFailureWarning": "asyncopt.errors",
     "ComputeOptions": "asyncopt.options",
     "EigenProClassifier": "asyncopt.estimators.eigenpro",
     "EigenProRegressor": "asyncopt.estimators.eigenpro",
@@ -29,6 +30,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ActorFailureWarning",
     "ComputeOptions",
     "EigenProClassifier",
     "EigenProRegressor",
@@ -46,7 +48,7 @@ __all__ = [
 if TYPE_CHECKING:  # (static tools see the names; at run time they come from __getattr__)
     from asyncopt.engines.pool import shutdown_worker_pool
     from asyncopt.engines.transports import start_worker_pool
-    from asyncopt.errors import TrainingDiverged
+    from asyncopt.errors import ActorFailureWarning, TrainingDiverged
     from asyncopt.estimators.eigenpro import EigenProClassifier, EigenProRegressor
     from asyncopt.estimators.model_files import load
     from asyncopt.estimators.proxsgd import ProxSGDClassifier, ProxSGDRegressor

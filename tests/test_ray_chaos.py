@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from asyncopt import ProxSGDClassifier
+from asyncopt import ActorFailureWarning, ProxSGDClassifier
 
 
 def _kill_during_run(ray, stop: threading.Event, plan: list, killed: list) -> None:
@@ -55,14 +55,17 @@ def test_killed_workers_and_a_killed_server_are_replaced_and_the_run_reaches_its
     killer = threading.Thread(target=_kill_during_run, args=(ray_session, stop, plan, killed))
     killer.start()
     try:
-        est = ProxSGDClassifier(
-            backend="ray", n_workers=2, threads_per_worker=1, evals_per_epoch=2,
-            checkpoint_dir=tmp_path if restart == "file" else None, checkpoint_every=None, push=push, **common,
-        ).fit(X, y)  # fmt: skip
+        with pytest.warns(ActorFailureWarning) as caught:  # (each death, as it is handled)
+            est = ProxSGDClassifier(
+                backend="ray", n_workers=2, threads_per_worker=1, evals_per_epoch=2,
+                checkpoint_dir=tmp_path if restart == "file" else None, checkpoint_every=None, push=push, **common,
+            ).fit(X, y)  # fmt: skip
     finally:
         stop.set()
         killer.join()
     t = est.telemetry_
+    told = [str(w.message) for w in caught if w.category is ActorFailureWarning]
+    assert len(told) == len(t["failures"]) and sum("server actor" in m for m in told) == 1, told
     kinds = [f["actor"] for f in t["failures"]]
     assert len(killed) == 3, killed  # the run lasted past the last planned kill
     assert kinds.count("worker") == 2 and kinds.count("server") == 1, t["failures"]
@@ -118,13 +121,16 @@ def test_eigenpro_whole_reads_survive_a_killed_server_and_worker(ray_session, mn
     killer = threading.Thread(target=_kill_after_updates, args=(ray_session, stop, plan, killed))
     killer.start()
     try:
-        clf = EigenProClassifier(
-            bandwidth=10.0, epochs=4, random_state=0, n_servers=2, backend="ray", n_workers=2, threads_per_worker=1
-        ).fit(X, y)
+        with pytest.warns(ActorFailureWarning) as caught:
+            clf = EigenProClassifier(
+                bandwidth=10.0, epochs=4, random_state=0, n_servers=2, backend="ray", n_workers=2, threads_per_worker=1
+            ).fit(X, y)
     finally:
         stop.set()
         killer.join()
     t = clf.telemetry_
+    told = sorted(str(w.message) for w in caught if w.category is ActorFailureWarning)
+    assert len(told) == 2 and "rolled back with it" in told[0] and "worker actor" in told[1], told
     assert len(killed) == 2, killed  # the run lasted past the last planned kill
     assert sorted(f["actor"] for f in t["failures"]) == ["server", "worker"], t["failures"]
     assert all(f["samples"] > 0 for f in t["failures"]), t["failures"]  # (mid-training)
@@ -162,7 +168,9 @@ def test_a_server_dead_at_a_drained_point_has_the_updates_it_lost_run_again(ray_
     y = np.where(X @ w + 0.05 * rng.normal(size=2000) > 0, 1, 0)
     common = dict(penalty="l1", alpha=1e-3, max_epochs=10, tol=None, n_blocks=2, random_state=0, push="full")
     serial = ProxSGDClassifier(**common).fit(X, y)
-    est = ProxSGDClassifier(backend="ray", n_workers=2, threads_per_worker=1, evals_per_epoch=2, **common).fit(X, y)
+    told = r"server actor 0 \(servers \[0, 2\]\) died after 1,000 samples; restarted from the drained point, [1-9]"
+    with pytest.warns(ActorFailureWarning, match=told):
+        est = ProxSGDClassifier(backend="ray", n_workers=2, threads_per_worker=1, evals_per_epoch=2, **common).fit(X, y)
     t = est.telemetry_
     servers = [f for f in t["failures"] if f["actor"] == "server"]
     assert len(servers) == 1 and servers[0]["restored_from"] == "drained point", t["failures"]

@@ -35,6 +35,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ from asyncopt.engines.base import (
 )
 from asyncopt.engines.ray_actors import Ledger, ServerActor, ShardSpec, WorkerActor, write_rows, write_server_file
 from asyncopt.engines.telemetry import Telemetry
+from asyncopt.errors import ActorFailureWarning
 
 TASKS_PER_WORKER = 2  # tasks per worker between two evaluation points, at least (with task_samples)
 CALLS_PER_SLOT = 4  # calls per worker and in-flight slot between two evaluation points, at least
@@ -102,6 +104,20 @@ class _Sent:
 
 class _ServerDied(Exception):
     pass
+
+
+def _failure_message(record: dict) -> str:
+    """What the run did about a dead actor, in words (the record: telemetry_["failures"])."""
+    when = f"after {record['samples']:,} samples"
+    if record["actor"] == "worker":
+        return f"Ray worker actor {record['index']} died {when}; replaced, its tasks in flight sent again"
+    rolled = record.get("rolled_back")
+    also = f" (and server actors {rolled}, rolled back with it)" if rolled else ""
+    lost = f", {record['lost_updates']} lost" if record["lost_updates"] else ""
+    return (
+        f"Ray server actor {record['index']} (servers {record['servers']}) died {when}; restarted from the "
+        f"{record['restored_from']}{also}, {record['redone_updates']} acknowledged updates run again{lost}"
+    )
 
 
 @dataclasses.dataclass
@@ -237,6 +253,7 @@ class RayEngine:
             raise WorkerFailed(
                 f"{len(telemetry.failures)} Ray actor failures (max_failures={self.max_failures}); the last: {record}"
             )
+        warnings.warn(_failure_message(record), ActorFailureWarning, stacklevel=2)
 
     def _replace_worker(self, ray, algo, slot: int, in_flight: dict, telemetry, applied: int) -> None:
         """A new actor for `slot`, and the slot's tasks in flight reissued to it with their numbers."""

@@ -220,3 +220,15 @@ def test_python_dash_m_asyncopt_is_the_command_line():
     assert run.returncode == 0 and run.stdout.startswith("usage: asyncopt")
     run = subprocess.run([sys.executable, "-m", "asyncopt", "fit"], capture_output=True, text=True, env=env)
     assert run.returncode == 2 and "--model" in run.stderr
+
+
+def test_a_warning_is_one_line_on_stderr(tmp_path, capsys):
+    """A fit stopped short of its tolerance: scikit-learn's ConvergenceWarning as one line, without the
+    code's path and source line (--debug keeps Python's own format)."""
+    model = tmp_path / "digits.model"
+    argv = ["fit", "--model", "proxsgd", "--data", "sklearn:digits", "--output", str(model), "--max-epochs", "1"]
+    assert main([*argv, "--quiet"]) == 0
+    err = capsys.readouterr().err
+    told = [line for line in err.splitlines() if "ConvergenceWarning" in line]
+    assert told and all(line.startswith("asyncopt fit: warning: ConvergenceWarning: ") for line in told), err
+    assert "max_epochs=1" in told[0] and ".py:" not in err

@@ -6,13 +6,15 @@ at the machine.
     asyncopt info
 
 A mistake prints one line on stderr and exits non-zero (2 for a usage error, 1 for bad data or a
-failed run, 130 when interrupted); --debug shows the traceback.
+failed run, 130 when interrupted); --debug shows the traceback. A warning (a fit that stopped short
+of its tolerance, a Ray actor that died) is one line on stderr too.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from asyncopt.cli.errors import UsageError
 
@@ -44,6 +46,9 @@ def main(argv=None) -> int:
         argv = [*argv, "demo"]
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
+    shown = warnings.showwarning
+    if not debug:  # (a warning is a line too, not the code's path and source line)
+        warnings.showwarning = _warning_line(args.command)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt as exc:
@@ -57,6 +62,17 @@ def main(argv=None) -> int:
         status = 2 if _is_usage(exc) else 1
         print(f"asyncopt {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return status
+    finally:
+        warnings.showwarning = shown
+
+
+def _warning_line(command: str):
+    """warnings.showwarning that prints `asyncopt COMMAND: warning: Category: message` on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"asyncopt {command}: warning: {category.__name__}: {message}", file=sys.stderr)
+
+    return show
 
 
 def _is_usage(exc: BaseException) -> bool:

@@ -318,7 +318,7 @@ class RayEngine:
                 "actor": "server", "index": h, "servers": list(self._placement[h]), "samples": applied,
                 "lost_updates": lost, "redone_updates": redone, "restored_from": source,
             }  # fmt: skip
-            if whole:  # (the hosts restored with it: not failures, their updates since counted lost)
+            if whole:  # (the hosts restored with it: not failures; their updates since run again too)
                 record["rolled_back"] = [other for other in range(len(self._hosts)) if other not in dead]
             if h in dead:
                 self._failed(telemetry, record)

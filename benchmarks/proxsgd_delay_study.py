@@ -153,6 +153,11 @@ class ProbedProxSGD(ProxSGDAlgorithm):
     (which also drive the plateau schedule, so their frequency must stay at the library default).
     Raises _TargetReached once `stop(rel)` is true."""
 
+    # every update through `apply`, where the probe is: at delay 0 the serial engine would otherwise run
+    # the batches in the compiled task loop (the same updates), and the probe never fired (the study's
+    # tau=0 column read "> 60 ep (best inf)" from the serial engine's compiled path, 531790f, to session 29)
+    compiled_tasks = False
+
     def setup_probe(self, probe_samples, fstar, target):
         self._probe = {"every": probe_samples, "next": probe_samples, "samples": 0, "steps": 0, "curve": [],
                        "fstar": fstar, "target": target}  # fmt: skip

@@ -158,7 +158,14 @@ def test_a_server_dead_at_a_drained_point_has_the_updates_it_lost_run_again(ray_
     def killing_snapshot(engine, ray, algo, params):
         calls.append(len(calls))
         if len(calls) == 2:  # (the first is the run's start; the second its first evaluation point)
-            ray.kill(engine._hosts[0], no_restart=True)
+            host = engine._hosts[0]
+            ray.kill(host, no_restart=True)
+            while True:  # (ray.kill returns before the actor is gone: it could still answer the snapshot)
+                try:
+                    ray.get(host.ping.remote(), timeout=10)
+                except ray.exceptions.RayActorError:
+                    break
+                time.sleep(0.02)
         return take_snapshot(engine, ray, algo, params)
 
     monkeypatch.setattr(ray_engine.RayEngine, "_take_snapshot", killing_snapshot)

@@ -195,16 +195,18 @@ class RayEngine:
         clocks: list | None = None,
         ledgers: list | None = None,
         restarted: bool = False,
+        aligned: bool = False,
     ):
         """Host h's actor: each of its servers b from `params` (rows lo..hi), `clocks[b]` and
-        `ledgers[b]`, or from its file (`params` None); `restarted`: after a failure."""
+        `ledgers[b]`, or from its file (`params` None); `restarted`: after a failure; `aligned`: with
+        every other host from the same drained point (ServerShard)."""
         specs = []
         for b in self._placement[h]:
             lo, hi = self._rows[b]
             rows = None if params is None else params[lo:hi].cpu().numpy()
             file = None if self._files is None else self._files[b]
             clock, ledger = (0, None) if params is None else (clocks[b], ledgers[b])
-            specs.append(ShardSpec(b, lo, hi, rows, clock, ledger, file, self.server_save_seconds, restarted))
+            specs.append(ShardSpec(b, lo, hi, rows, clock, ledger, file, self.server_save_seconds, restarted, aligned))
         name = f"asyncopt-{self._run}-server-{h}-{self._generation[h]}"
         cls = ray.remote(num_cpus=0)(ServerActor).options(name=name)
         return cls.remote(specs, *(self._server_refs[b] for b in self._placement[h]))
@@ -295,7 +297,7 @@ class RayEngine:
             else:  # from the coordinator's copy of the last drained point
                 state = self._snapshot["servers"]
                 params, clocks, ledgers = self._snapshot["params"], state["clocks"], state["ledgers"]
-                self._hosts[h] = self._new_host(ray, h, params, clocks, ledgers, restarted=True)
+                self._hosts[h] = self._new_host(ray, h, params, clocks, ledgers, restarted=True, aligned=whole)
             self._call(ray, self._hosts[h].set_rule_state.remote(algo.state_dict()), algo)
             # lost: the updates a server acknowledged that its restored ledger does not hold (those of
             # tasks in flight were not acknowledged: they are sent again, and applied then)

@@ -306,7 +306,7 @@ class _ProxSGDBase(AsyncEstimator):
             self.positive,
         )
         regularizer = NonconvexRegularizer(float(self.nonconvex_strength))
-        problem = LinearProblem(data, loss, penalty, regularizer, self.fit_intercept, bounds)
+        problem = LinearProblem(data, loss, penalty, regularizer, self.fit_intercept, bounds).start_intercept()
         engine = make_engine(
             self.backend,
             self.n_workers,

@@ -33,6 +33,11 @@ class Loss:
         """d^2 loss / dz^2 per sample (<= curvature), for the local step; None: only the bound is known."""
         return None
 
+    def best_constant(self, y: torch.Tensor) -> torch.Tensor | None:
+        """The margin b (k,) that minimizes the mean loss with no features, z = b for every sample:
+        where a fit with an intercept starts. None: zero (no closed form)."""
+        return None
+
 
 class LogisticLoss(Loss):
     def value(self, z, y):
@@ -45,6 +50,10 @@ class LogisticLoss(Loss):
         p = torch.sigmoid(y * z)
         return p * (1 - p)
 
+    def best_constant(self, y):
+        p = (y > 0).to(torch.float64).mean(0).clamp(1e-12, 1 - 1e-12)  # (one class only: a large, finite b)
+        return torch.log(p / (1 - p)).to(y.dtype)
+
 
 class SquaredLoss(Loss):
     def value(self, z, y):
@@ -52,6 +61,9 @@ class SquaredLoss(Loss):
 
     def derivative(self, z, y):
         return z - y
+
+    def best_constant(self, y):
+        return y.to(torch.float64).mean(0).to(y.dtype)
 
 
 class SmoothedHingeLoss(Loss):
@@ -91,6 +103,10 @@ class MultinomialLoss(Loss):
 
     def derivative(self, z, y):
         return torch.softmax(z, dim=1) - y
+
+    def best_constant(self, y):
+        log_p = torch.log(y.to(torch.float64).mean(0).clamp(min=1e-12))
+        return (log_p - log_p.mean()).to(y.dtype)  # (softmax ignores a common shift: centred)
 
 
 # sup |d^2/dm^2 sigmoid(-m)| = 1 / (6 sqrt 3), attained where sigmoid = 1/2 -+ 1/(2 sqrt 3)

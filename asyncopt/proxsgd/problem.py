@@ -76,6 +76,16 @@ class LinearProblem:
     regularizer: NonconvexRegularizer
     fit_intercept: bool
     bounds: np.ndarray  # block boundaries over rows 0..d (len M + 1)
+    # the intercept a run starts from (k,): the loss's best constant (`start_intercept`), so that a
+    # target far from 0 (house prices) is not left to the step, which is set by X's scale; None: 0
+    initial_intercept: torch.Tensor | None = None
+
+    def start_intercept(self) -> LinearProblem:
+        """This problem starting from the loss's best constant intercept (with fit_intercept)."""
+        if not self.fit_intercept or self.data.n == 0:
+            return self
+        best = self.loss.best_constant(self.data.Y)
+        return self if best is None else dataclasses.replace(self, initial_intercept=best.to(self.data.device))
 
     @property
     def n_blocks(self) -> int:
@@ -86,7 +96,10 @@ class LinearProblem:
         return self.data.Y.shape[1]
 
     def init_params(self) -> torch.Tensor:
-        return torch.zeros(self.data.d + 1, self.k, dtype=self.data.dtype, device=self.data.device)
+        params = torch.zeros(self.data.d + 1, self.k, dtype=self.data.dtype, device=self.data.device)
+        if self.fit_intercept and self.initial_intercept is not None:
+            params[self.data.d] = self.initial_intercept.to(params.dtype)
+        return params
 
     # -- minibatch pieces (workers) --------------------------------------------------------
     def batch_loss_derivative(self, batch: MiniBatch, params: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -177,7 +177,7 @@ def run_proxsgd(
     if resume is None and algo.variance_reduction:
         with torch_threads(getattr(engine, "coordinator_threads", None)), pass_threads():  # (no worker yet)
             algo.refresh_snapshot(algo.init_params())  # the anchor at the starting point
-    if run.start_objective is None:  # F(x0), what divergence is measured against (x0 = 0, as init_params)
+    if run.start_objective is None:  # F(x0), what divergence is measured against (x0: init_params)
         start = algo.objective(algo.init_params())  # (from the anchor's pass, when there is one)
         run.start_objective = start if math.isfinite(start) else math.inf
     monitor = Monitor(evaluate, stop, started, refresh)

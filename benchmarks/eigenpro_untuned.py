@@ -30,7 +30,7 @@ import torch
 
 from asyncopt import EigenProClassifier, EigenProRegressor
 from asyncopt.datasets import data_home, load_california_housing
-from asyncopt.kernels.functions import make_kernel
+from asyncopt.kernels.functions import make_kernel, roundoff_floor
 
 
 def _standardized(X_train, X_test):
@@ -81,8 +81,9 @@ def targets(y, classes):
 def interpolant(X_train, Y, X_test, bandwidth):
     """Predictions on X_test of alpha = K^-1 Y (float64, Cholesky; a tiny jitter if K is singular)."""
     kernel = make_kernel("laplacian", bandwidth)
-    A = torch.as_tensor(X_train, dtype=torch.float64)
-    K = kernel(A, A)
+    A, B = torch.as_tensor(X_train, dtype=torch.float64), torch.as_tensor(X_test, dtype=torch.float64)
+    floor = roundoff_floor(float(torch.cat([A, B]).pow(2).sum(1).max()), torch.float64)
+    K = kernel.block(A, A, zero_below=floor)
     jitter = 0.0
     while True:
         L, info = torch.linalg.cholesky_ex(K + jitter * torch.eye(len(K), dtype=K.dtype))
@@ -91,7 +92,7 @@ def interpolant(X_train, Y, X_test, bandwidth):
         jitter = max(1e-12, 10 * jitter)
     alpha = torch.cholesky_solve(torch.as_tensor(Y, dtype=torch.float64), L)
     del K, L
-    return (kernel(torch.as_tensor(X_test, dtype=torch.float64), A) @ alpha).numpy(), jitter
+    return (kernel.block(B, A, zero_below=floor) @ alpha).numpy(), jitter
 
 
 def metric(task, scores, y, classes):

@@ -463,7 +463,7 @@ class WorkerActor:
         wanted = self._wanted(task.rows)
         since = [r if w is None else None for r, w in zip(self.replica, wanted, strict=True)]
         # algorithms whose steps must not see part of an update (EigenPro) read whole pushes: a push
-        # that some servers applied and others not yet is waited for (docs/architecture.md)
+        # that some servers applied and others not yet is waited for (docs/design.md)
         whole = getattr(self.algo, "snapshot_reads", False) and len(self.hosts) > 1
         refs, groups = self._send("pull", {b: (wanted[b], since[b], whole) for b in range(self.n_servers)})
         if pending is None:

@@ -458,7 +458,7 @@ class EigenProRegressor(RegressorMixin, _EigenProBase):
         backend="ray": the cluster to join (None: start or reuse a local Ray), each worker actor's
         Ray resources (default ``{"num_cpus": threads_per_worker}``), and the weight servers (row
         shards; a worker re-pulls a shard that has not yet applied a push another shard has, so its
-        reads hold whole updates, docs/architecture.md).
+        reads hold whole updates, docs/design.md).
     n_workers : int
         Parallel workers (threads, processes and ray backends; backend="serial" refuses n_workers > 1).
         More than 4 per core is warned about.

@@ -85,3 +85,30 @@ def load_news20(path=None, test_size=0.2, random_state=0):
     X, y = _svmlight(data_home(path) / "news20" / "news20_bydate_all_comp_vs_rest.svm.bz2", n_features=130_108)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, random_state=random_state)
     return X_train, y_train, X_test, y_test
+
+
+def load_keel(name: str, path=None):
+    """A KEEL set of the data folder's ``keel/`` ("magic": 19,020 x 10, gamma vs hadron; "penbased":
+    10,992 x 16, ten digits) as (X, y): features as floats, y the class labels as given."""
+    file = data_home(path) / "keel" / f"{name}.dat.gz"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found; pass path= or set ASYNCOPT_DATA")
+    with gzip.open(file, "rt") as f:  # (CSV without header; lines of '@' attributes skipped if present)
+        rows = [line.strip().split(",") for line in f if line.strip() and not line.startswith("@")]
+    X = np.array([[float(v) for v in row[:-1]] for row in rows])
+    return X, np.array([row[-1].strip() for row in rows])
+
+
+def load_uci(name: str, path=None, split: int | None = 0):
+    """A UCI regression set of the data folder ("uci-elevators", "uci-bike", "uci-pol") as
+    (X_train, y_train, X_test, y_test), split number `split` (0-9) of its fixed test masks; with
+    split=None, the whole set as (X, y)."""
+    root = data_home(path) / name
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} not found; pass path= or set ASYNCOPT_DATA")
+    data = np.loadtxt(root / "data.csv.gz", delimiter=",")
+    if split is None:
+        return data[:, :-1], data[:, -1]
+    test = np.loadtxt(root / "test_mask.csv.gz", delimiter=",")[:, split].astype(bool)
+    X, y = data[:, :-1], data[:, -1]
+    return X[~test], y[~test], X[test], y[test]

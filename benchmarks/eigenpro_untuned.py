@@ -20,7 +20,6 @@ metric is accuracy or RMSE. Seconds: the whole fit, setup included, serial engin
 from __future__ import annotations
 
 import argparse
-import gzip
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from asyncopt import EigenProClassifier, EigenProRegressor
-from asyncopt.datasets import data_home, load_california_housing
+from asyncopt.datasets import load_california_housing, load_keel, load_uci
 from asyncopt.kernels.functions import make_kernel, roundoff_floor
 
 
@@ -45,26 +44,13 @@ def _split(X, y, seed=0, test=0.2):
     return X[order[:cut]], y[order[:cut]], X[order[cut:]], y[order[cut:]]
 
 
-def _keel(name):
-    with gzip.open(data_home() / "keel" / f"{name}.dat.gz", "rt") as f:
-        rows = [line.strip().split(",") for line in f if line.strip() and not line.startswith("@")]
-    return np.array([[float(v) for v in r[:-1]] for r in rows]), np.array([r[-1].strip() for r in rows])
-
-
-def _uci(name):
-    data = np.loadtxt(data_home() / name / "data.csv.gz", delimiter=",")
-    test = np.loadtxt(data_home() / name / "test_mask.csv.gz", delimiter=",")[:, 0].astype(bool)
-    X, y = data[:, :-1], data[:, -1]
-    return X[~test], y[~test], X[test], y[test]
-
-
 def load(name):
     if name in ("magic", "penbased"):
-        parts = _split(*_keel(name))
+        parts = _split(*load_keel(name))
     elif name == "california":
         parts = _split(*load_california_housing())
     else:
-        parts = _uci(name)
+        parts = load_uci(name)
     X_train, y_train, X_test, y_test = parts
     X_train, X_test = _standardized(X_train, X_test)
     return X_train, y_train, X_test, y_test

@@ -24,7 +24,6 @@ whole fit as a user waits for it (serial engine, setup included).
 from __future__ import annotations
 
 import argparse
-import gzip
 import sys
 import time
 import warnings
@@ -36,19 +35,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression, Ridge
 
 from asyncopt import ProxSGDClassifier, ProxSGDRegressor
-from asyncopt.datasets import data_home, load_california_housing
-
-
-def _keel(name: str):
-    with gzip.open(data_home() / "keel" / f"{name}.dat.gz", "rt") as f:
-        rows = [line.strip().split(",") for line in f if line.strip() and not line.startswith("@")]
-    X = np.array([[float(v) for v in r[:-1]] for r in rows])
-    return X, np.array([r[-1].strip() for r in rows])
-
-
-def _uci(name: str):
-    data = np.loadtxt(data_home() / name / "data.csv.gz", delimiter=",")
-    return data[:, :-1], data[:, -1]
+from asyncopt.datasets import load_california_housing, load_keel, load_uci
 
 
 def _standardized(X):
@@ -58,17 +45,18 @@ def _standardized(X):
 
 def load(name: str):
     if name == "magic":
-        X, y = _keel("magic")
+        X, y = load_keel("magic")
         return _standardized(X), y
     if name == "penbased":
-        X, y = _keel("penbased")
+        X, y = load_keel("penbased")
         return _standardized(X), y
     if name == "california (raw)":
         return load_california_housing()
     if name == "california":
         X, y = load_california_housing()
         return _standardized(X), y
-    return (lambda X, y: (_standardized(X), y))(*_uci(name))
+    X, y = load_uci(name, split=None)  # (the whole set: training objectives)
+    return _standardized(X), y
 
 
 CASES = [  # (set, task)

@@ -33,12 +33,12 @@ def seconds_to(model, f_star: float, target: float) -> float:
     return next((h["seconds"] for h in model.history_ if h["objective"] <= f_star * (1 + target)), float("inf"))
 
 
-def fit(X, y, alpha, f_star, workers, batch, seed):
+def fit(X, y, alpha, f_star, workers, batch, seed, backend="processes"):
     return ProxSGDClassifier(
         penalty="l1",
         alpha=alpha,
         fit_intercept=False,
-        backend="processes",
+        backend=backend,
         n_workers=workers,
         threads_per_worker=1,
         batch_size=batch,
@@ -61,6 +61,7 @@ def main():
     parser.add_argument("--datasets", default="a9a,news20")
     parser.add_argument("--alphas", default="1e-4,1e-5")
     parser.add_argument("--optima", default="benchmarks/results/proxsgd_optima.json")
+    parser.add_argument("--backend", default="processes", choices=["processes", "threads"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -72,8 +73,9 @@ def main():
         "# The automatic batch's floor: default configuration at each batch, 1 and 2 workers",
         "",
         f"Command: `python benchmarks/proxsgd_batch_floor.py --rounds {args.rounds} --batches {args.batches} "
-        f"--datasets {args.datasets} --alphas {args.alphas}`  ",
-        "processes engine (pool warm), 1 torch thread a worker, 2 cores; whole fit timed (setup included, "
+        f"--datasets {args.datasets} --alphas {args.alphas} --backend {args.backend}`  ",
+        f"{args.backend} engine ({'pool warm, ' if args.backend == 'processes' else ''}no intercept), "
+        "1 torch thread a worker, 2 cores; whole fit timed (setup included, "
         f"evaluations excluded); medians of {args.rounds} rounds, arms alternating in each. "
         "Cells: seconds to relative suboptimality 1e-2 / 1e-3; 2w/1w: the 1-worker fit's time over the 2-worker "
         "fit's at the same batch, to 1e-2.",
@@ -83,14 +85,14 @@ def main():
     ]
     for name in args.datasets.split(","):
         X, y, _, _ = LOADERS[name]()
-        fit(X, y, 1e-4, 1.0, 2, 32, 0)  # the pool's processes started and their kernels loaded
+        fit(X, y, 1e-4, 1.0, 2, 32, 0, args.backend)  # the pool's processes started and their kernels loaded
         for alpha in map(float, args.alphas.split(",")):
             f_star = optima[f"{name}/alpha={alpha:g}"]["objective"]
             times = {arm: {t: [] for t in TARGETS} for arm in arms}
             epochs = {arm: [] for arm in arms}
             for seed in range(args.rounds):
                 for arm in arms:
-                    model = fit(X, y, alpha, f_star, *arm, seed)
+                    model = fit(X, y, alpha, f_star, *arm, seed, args.backend)
                     for t in TARGETS:
                         times[arm][t].append(seconds_to(model, f_star, t))
                     epochs[arm].append(

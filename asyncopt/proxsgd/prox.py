@@ -6,6 +6,11 @@ with ``argmin_u h(u) + ||u - v||^2 / (2 eta)`` restricted to the block; ``value(
 whole parameter matrix. Groups (group L1) are contiguous row ranges that never straddle a block.
 ``positive=True`` adds the constraint u >= 0; for these penalties prox(h + indicator) = max(prox_h(v), 0)
 (L1, L2^2, elastic net are symmetric and increasing in |u|; for the group norm the clipping comes first).
+
+``row_scale`` (s, one positive number per row, or None): the run solves for u = s * x, its columns of X
+divided by s (the estimators' `column_scaling`), so the penalty is h(u / s). The separable penalties
+(none, L1, L2^2, elastic net, box) take it: the prox of a coordinate's h(u / s) is the unscaled
+prox with eta / s (L1), eta / s^2 (L2^2) or the bounds times s (box). Group L1 does not.
 """
 
 from __future__ import annotations
@@ -18,9 +23,20 @@ import torch
 @dataclasses.dataclass
 class Penalty:
     positive: bool = False
+    row_scale: torch.Tensor | None = dataclasses.field(default=None, kw_only=True)
 
     def value(self, x: torch.Tensor) -> float:
         return 0.0
+
+    def _scale(self, v: torch.Tensor, lo: int, hi: int, power: int = 1) -> torch.Tensor | float:
+        """s^power of rows [lo, hi) as a column to broadcast over v's k columns (1.0 without scaling)."""
+        if self.row_scale is None:
+            return 1.0
+        return self.row_scale[lo:hi].to(v.device, v.dtype).pow(power).unsqueeze(1)
+
+    def _unscaled(self, x: torch.Tensor) -> torch.Tensor:
+        """x / s (the user's coefficients) for value(): x holds every row."""
+        return x if self.row_scale is None else x / self._scale(x, 0, len(x))
 
     def prox(self, v: torch.Tensor, eta: float, lo: int, hi: int) -> None:
         if self.positive:
@@ -32,10 +48,10 @@ class L1(Penalty):
     alpha: float = 0.0
 
     def value(self, x):
-        return float(self.alpha * x.abs().sum())
+        return float(self.alpha * self._unscaled(x).abs().sum())
 
     def prox(self, v, eta, lo, hi):
-        t = eta * self.alpha
+        t = eta * self.alpha / self._scale(v, lo, hi)
         if self.positive:
             v.sub_(t).clamp_(min=0.0)
         else:  # soft threshold: sign(v) max(|v| - t, 0)
@@ -49,10 +65,11 @@ class SquaredL2(Penalty):
     alpha: float = 0.0
 
     def value(self, x):
+        x = self._unscaled(x)
         return float(0.5 * self.alpha * (x * x).sum())
 
     def prox(self, v, eta, lo, hi):
-        v.div_(1.0 + eta * self.alpha)
+        v.div_(1.0 + eta * self.alpha / self._scale(v, lo, hi, 2))
         super().prox(v, eta, lo, hi)
 
 
@@ -64,12 +81,12 @@ class ElasticNet(Penalty):
     l1_ratio: float = 0.5
 
     def value(self, x):
-        a, r = self.alpha, self.l1_ratio
+        a, r, x = self.alpha, self.l1_ratio, self._unscaled(x)
         return float(a * r * x.abs().sum() + 0.5 * a * (1 - r) * (x * x).sum())
 
     def prox(self, v, eta, lo, hi):
-        L1(self.positive, self.alpha * self.l1_ratio).prox(v, eta, lo, hi)
-        v.div_(1.0 + eta * self.alpha * (1 - self.l1_ratio))
+        L1(self.positive, self.alpha * self.l1_ratio, row_scale=self.row_scale).prox(v, eta, lo, hi)
+        v.div_(1.0 + eta * self.alpha * (1 - self.l1_ratio) / self._scale(v, lo, hi, 2))
 
 
 @dataclasses.dataclass
@@ -83,6 +100,8 @@ class GroupL1(Penalty):
     group_of_row: torch.Tensor | None = None
 
     def __post_init__(self):
+        if self.row_scale is not None:
+            raise ValueError("group L1 takes no row_scale: its prox has no closed form on scaled rows")
         sizes = torch.bincount(self.group_of_row)
         self.weights = sizes.to(torch.float64).sqrt()
 
@@ -120,11 +139,17 @@ class Box(Penalty):
     upper: float = 1.0
 
     def value(self, x):
+        x = self._unscaled(x)
         inside = bool(((x >= self.lower) & (x <= self.upper)).all())
         return 0.0 if inside else float("inf")
 
     def prox(self, v, eta, lo, hi):
-        v.clamp_(min=max(self.lower, 0.0) if self.positive else self.lower, max=self.upper)
+        lower = max(self.lower, 0.0) if self.positive else self.lower
+        if self.row_scale is None:
+            v.clamp_(min=lower, max=self.upper)
+        else:
+            s = self._scale(v, lo, hi)
+            v.copy_(torch.minimum(torch.maximum(v, lower * s), self.upper * s))
 
 
 PENALTIES = ("l1", "l2", "elasticnet", "group_l1", "box", "none")

@@ -1,0 +1,98 @@
+"""column_scaling="auto": on dense data the run standardizes X's columns itself (the Jacobi
+preconditioner) and solves the same problem: the penalty is taken on the user's coefficients, and
+coef_ / intercept_ come back in the user's coordinates."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import Lasso
+
+from asyncopt import ProxSGDClassifier, ProxSGDRegressor
+
+
+def badly_scaled(n=2000, seed=0):
+    """Columns on scales 0.01 to 10^4, some far from 0, and a target on an offset."""
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((n, 6))
+    scales = np.array([1e-2, 1.0, 30.0, 1e3, 1e4, 5.0])
+    offsets = np.array([0.0, 50.0, -100.0, 0.0, 1e5, 3.0])
+    X = Z * scales + offsets
+    y = 1e3 + Z @ np.array([2.0, 0.0, -1.5, 1.0, 0.5, 0.0]) + 0.1 * rng.standard_normal(n)
+    return X, y
+
+
+def lasso_objective(X, y, alpha, coef, intercept):
+    return 0.5 * np.mean((X @ coef + intercept - y) ** 2) + alpha * np.abs(coef).sum()
+
+
+def fit_quietly(model, X, y, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X, y, **kwargs)
+
+
+def test_the_scaled_run_solves_the_users_problem_and_faster():
+    X, y = badly_scaled()
+    alpha = 0.05
+    ref = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(X, y)
+    f_star = lasso_objective(X, y, alpha, ref.coef_, ref.intercept_)
+    runs = {}
+    for scaling in ("auto", "none"):
+        model = fit_quietly(ProxSGDRegressor(penalty="l1", alpha=alpha, column_scaling=scaling, random_state=0), X, y)
+        runs[scaling] = (lasso_objective(X, y, alpha, model.coef_, model.intercept_) - f_star) / f_star, model
+    gap, scaled = runs["auto"]
+    assert gap < 1e-6, gap
+    np.testing.assert_allclose(scaled.coef_, ref.coef_, rtol=1e-3, atol=1e-6)
+    assert np.isclose(scaled.intercept_, ref.intercept_, rtol=1e-6)
+    # the run's own F is the user's objective (the penalty on the user's coefficients)
+    assert np.isclose(scaled.history_[-1]["objective"], lasso_objective(X, y, alpha, scaled.coef_, scaled.intercept_))
+    unscaled_gap, unscaled = runs["none"]
+    assert unscaled_gap > 100 * gap  # (measured: the columns as given stay far off within the budget)
+
+
+@pytest.mark.parametrize("penalty", ["l2", "elasticnet", "none"])
+def test_other_separable_penalties_reach_scikit_learns_solution(penalty):
+    from sklearn.linear_model import ElasticNet, LinearRegression, Ridge
+
+    X, y = badly_scaled(800, seed=1)
+    n, alpha = len(y), 0.05
+    reference = {
+        "l2": Ridge(alpha=n * alpha, solver="cholesky"),  # (||y - Xw||^2 + n alpha ||w||^2, halved over n)
+        "elasticnet": ElasticNet(alpha=alpha, l1_ratio=0.5, tol=1e-12, max_iter=100_000),
+        "none": LinearRegression(),
+    }[penalty].fit(X, y)
+    model = fit_quietly(ProxSGDRegressor(penalty=penalty, alpha=alpha, l1_ratio=0.5, tol=1e-10, random_state=0), X, y)
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-4, atol=1e-8)
+    assert np.isclose(model.intercept_, reference.intercept_, rtol=1e-6)
+
+
+def test_bounds_and_signs_hold_for_the_users_coefficients():
+    X, y = badly_scaled(800, seed=2)
+    box = fit_quietly(ProxSGDRegressor(penalty="box", bounds=(-0.5, 0.5), random_state=0), X, y)
+    assert np.all(np.abs(box.coef_) <= 0.5 + 1e-12)
+    assert np.any(np.abs(box.coef_) > 0.4)  # (the bound binds on the columns of scale ~1)
+    positive = fit_quietly(ProxSGDRegressor(penalty="l1", alpha=0.01, positive=True, random_state=0), X, y)
+    assert np.all(positive.coef_ >= 0)
+
+
+def test_validation_metric_is_taken_in_the_users_coordinates():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((600, 4)) * [1.0, 100.0, 0.1, 10.0] + [0.0, 500.0, 1.0, -20.0]
+    labels = (X[:, 0] + (X[:, 1] - 500.0) / 100.0 > 0).astype(int)
+    clf = fit_quietly(ProxSGDClassifier(penalty="l1", alpha=1e-3, max_epochs=20, random_state=0), X[:400], labels[:400],
+                      X_val=X[400:], y_val=labels[400:])  # fmt: skip
+    assert clf.history_[-1]["val_metric"] == pytest.approx(clf.score(X[400:], labels[400:]))
+    assert clf.score(X[400:], labels[400:]) > 0.9
+
+
+def test_sparse_input_and_group_l1_keep_the_columns_as_given():
+    import scipy.sparse as sp
+
+    X, y = badly_scaled(300, seed=4)
+    sparse = fit_quietly(ProxSGDRegressor(penalty="l1", alpha=0.05, max_epochs=2, random_state=0), sp.csr_matrix(X), y)
+    groups = fit_quietly(
+        ProxSGDRegressor(penalty="group_l1", groups=[0, 0, 1, 1, 2, 2], alpha=0.05, max_epochs=2, random_state=0), X, y
+    )
+    assert sparse.coef_.shape == groups.coef_.shape == (6,)  # (fits run; no row_scale reaches their kernels)

@@ -96,3 +96,40 @@ def test_sparse_input_and_group_l1_keep_the_columns_as_given():
         ProxSGDRegressor(penalty="group_l1", groups=[0, 0, 1, 1, 2, 2], alpha=0.05, max_epochs=2, random_state=0), X, y
     )
     assert sparse.coef_.shape == groups.coef_.shape == (6,)  # (fits run; no row_scale reaches their kernels)
+
+
+def test_the_smoothness_of_centred_columns_with_an_intercept_is_not_the_intercepts():
+    # centred columns sum to 0: the power iteration's start was the intercept's direction (eigenvalue
+    # 1), and it stopped there: lambda_1 1.0 against 3.9 on standardized California
+    import torch
+
+    from asyncopt.proxsgd.data import LinearData
+    from asyncopt.proxsgd.stepsize import estimate_smoothness
+
+    rng = np.random.default_rng(5)
+    common = rng.standard_normal((3000, 1))
+    X = 0.3 * common + rng.standard_normal((3000, 20))  # mildly correlated columns: lambda_1 2.7 (the old start: 1.05)
+    X -= X.mean(axis=0)
+    A = np.hstack([X, np.ones((3000, 1))])
+    true = float(np.linalg.eigvalsh(A.T @ A / 3000)[-1])
+    data = LinearData.from_array(X, np.zeros((3000, 1)), dtype=torch.float64, device=torch.device("cpu"))
+    estimate = estimate_smoothness(data, fit_intercept=True).top_eigenvalue
+    assert true <= estimate <= 1.06 * true, (estimate, true)
+
+
+@pytest.mark.realdata
+def test_two_asynchronous_workers_solve_the_standardized_california_lasso():
+    from tests.conftest import require_data
+
+    require_data("california_housing")
+    from asyncopt.datasets import load_california_housing
+
+    X, y = load_california_housing()
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    alpha = 794.0
+    ref = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(X, y)
+    f_star = lasso_objective(X, y, alpha, ref.coef_, ref.intercept_)
+    model = ProxSGDRegressor(penalty="l1", alpha=alpha, backend="threads", n_workers=2, random_state=0)
+    model = fit_quietly(model, X, y)
+    gap = (lasso_objective(X, y, alpha, model.coef_, model.intercept_) - f_star) / f_star
+    assert gap < 1e-3, gap  # (with the underestimated lambda_1: 27% off, or diverged)

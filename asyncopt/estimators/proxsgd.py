@@ -593,7 +593,8 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         unchanged (the penalty stays on the user's coefficients; ``coef_`` and ``intercept_`` are in
         the user's units), unlike a StandardScaler in front of the model. Sparse data, group L1, a
         smooth regularizer and a given step_size keep the columns as given, as does "none".
-        ``step_size_``, ``batch_size_`` and ``smoothness_`` describe the run's (scaled) columns.
+        ``step_size_``, ``batch_size_``, ``smoothness_`` and history_'s ``grad_mapping_sq`` describe the
+        run's (scaled) columns; history_'s ``objective`` is the user's F.
     schedule : {"plateau", "constant"}
         "plateau" halves the step when the objective has not reached a new best for two evaluations
         and at least one epoch (SGD noise dominates); "constant" keeps it.

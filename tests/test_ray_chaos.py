@@ -190,3 +190,40 @@ def test_a_server_dead_at_a_drained_point_has_the_updates_it_lost_run_again(ray_
     # first segment's updates, and ran them again
     assert t["lost_updates"] == [0, 0, 0] and t["server_updates"] == [steps] * 3, t
     assert abs(est.history_[-1]["objective"] - serial.history_[-1]["objective"]) < 0.02
+
+
+def _kill_each_as_it_appears(ray, stop: threading.Event, names: list, killed: list) -> None:
+    """Kill the actors whose names end as `names` do, each as soon as it is listed (in its start)."""
+    for suffix in names:
+        while not stop.is_set():
+            found = [n for n in _names(ray, "-worker-") if n.endswith(suffix)]
+            if found:
+                try:
+                    ray.kill(ray.get_actor(found[0]), no_restart=True)
+                    killed.append(found[0])
+                except ValueError:  # gone meanwhile
+                    pass
+                break
+            time.sleep(0.01)
+
+
+def test_a_replacement_worker_killed_in_its_start_is_replaced_again(ray_session):
+    # CI once killed a replacement that had waited 3 s for its CPU: the error of its start escaped the
+    # handler that was replacing the first one, and the fit failed with ActorDiedError
+    rng = np.random.default_rng(1)
+    X = sp.random(600, 30, density=0.2, random_state=1, format="csr")
+    y = np.where(X @ rng.normal(size=30) > 0, 1, 0)
+    stop, killed = threading.Event(), []
+    plan = ["-worker-1-1", "-worker-1-2"]  # worker 1 (named by slot and origin), then its replacement
+    killer = threading.Thread(target=_kill_each_as_it_appears, args=(ray_session, stop, plan, killed))
+    killer.start()
+    try:
+        with pytest.warns(ActorFailureWarning):
+            est = ProxSGDClassifier(penalty="l1", alpha=1e-3, max_epochs=3, tol=None, backend="ray", n_workers=2,
+                                    threads_per_worker=1, random_state=0).fit(X, y)  # fmt: skip
+    finally:
+        stop.set()
+        killer.join()
+    assert killed and killed[0].endswith("-worker-1-1"), killed
+    assert [f["actor"] for f in est.telemetry_["failures"]].count("worker") == len(killed)
+    assert est.history_[-1]["epoch"] == 3

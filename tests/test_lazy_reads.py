@@ -24,7 +24,7 @@ def _race(module, updates=200_000):
         def write(P, mu, ticks, last, block_of, n):
             index, values, slot = np.zeros(1, dtype=np.int64), np.zeros((1, 1)), np.full(1, -1)
             for _ in range(n):
-                lazy_apply(P, index, values, 0.01, 0.0, mu, ticks, last, block_of, 0, 0, slot)
+                lazy_apply(P, index, values, 0.01, 0.0, mu, ticks, last, block_of, 0, 0, slot, np.zeros(0))
 
     else:  # the kernel before the slot scratch (to show the test fails on it)
 
@@ -33,6 +33,8 @@ def _race(module, updates=200_000):
             index, values = np.zeros(1, dtype=np.int64), np.zeros((1, 1))
             for _ in range(n):
                 lazy_apply(P, index, values, 0.01, 0.0, mu, ticks, last, block_of, 0, 0)
+
+    rw = np.zeros(0)  # (one threshold for every row)
 
     @njit(nogil=True)
     def read(P, mu, ticks, last, block_of, n, done):
@@ -44,7 +46,7 @@ def _race(module, updates=200_000):
         )
         worst = 0.0
         for _ in range(n):
-            z = margins(indptr, indices, values, rows, P, mu, 0.01, 0.0, ticks, last, block_of, True, True)[0, 0]
+            z = margins(indptr, indices, values, rows, P, mu, 0.01, 0.0, ticks, last, block_of, True, True, rw)[0, 0]
             worst = max(worst, z / 0.01 - ticks[0])
             if done[0]:
                 break

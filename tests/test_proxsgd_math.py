@@ -1,5 +1,7 @@
 """The pure pieces of AsyB-ProxSGD: prox operators against scalar references, loss gradients."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -192,6 +194,13 @@ def test_the_setups_serial_products_and_the_first_anchor_need_no_transposed_copy
     np.testing.assert_allclose(taken.margins.numpy(), np.full((n, 1), float(params[d])))
 
 
+def _rows_scaled(penalty, d, scaled):
+    """The penalty on rows scaled by 0.1 to 10 (prox.Penalty.row_scale), or as it is."""
+    if not scaled:
+        return penalty
+    return dataclasses.replace(penalty, row_scale=torch.logspace(-1, 1, d, dtype=torch.float64))
+
+
 def test_block_bounds_never_cut_a_group():
     groups = np.repeat(np.arange(6), [5, 1, 1, 8, 2, 3])
     bounds = block_bounds(len(groups), 4, groups)
@@ -238,10 +247,11 @@ def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("loss", ["logistic", "squared", "smoothed_hinge", "sigmoid"])
-@pytest.mark.parametrize("penalty", ["l1", "l1-positive", "none"])
+@pytest.mark.parametrize("penalty", ["l1", "l1-positive", "none", "l1-rows-scaled"])
 def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, penalty, vr):
     """The sparse fast path does the whole step in two kernels (fast.sparse_block_step and
-    eager_l1_apply), with its own copy of each loss derivative: checked against losses.py."""
+    eager_l1_apply), with its own copy of each loss derivative: checked against losses.py. With
+    rows scaled (column_scaling on sparse data), each row's threshold is its own: against prox.py's."""
     import scipy.sparse as sp
 
     from asyncopt.proxsgd import fast
@@ -256,7 +266,7 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
     problem = LinearProblem(
         LinearData.from_array(X, Y),
         LOSSES[loss],
-        make_penalty(name, 0.03, positive=positive),
+        _rows_scaled(make_penalty(name, 0.03, positive=positive), d, penalty == "l1-rows-scaled"),
         NonconvexRegularizer(0.0),
         True,
         block_bounds(d, 2),
@@ -276,11 +286,12 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
     assert not torch.equal(results[0], start)
 
 
+@pytest.mark.parametrize("scaled", [False, True])
 @pytest.mark.parametrize("blocks", [1, 3, 4])
 @pytest.mark.parametrize("lazy", [False, True])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
-def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr, lazy, blocks):
+def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr, lazy, blocks, scaled):
     """The engine's compiled task loop (the servers-in-workers fast path: no torch per step) against
     the step-by-step eager rule, with an intercept, 3 outputs and a task of 7 batches, eager or lazy (then flushed); the
     version counter counts every update."""
@@ -296,7 +307,7 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
     problem = LinearProblem(
         LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k))),
         LOSSES["logistic"],
-        make_penalty("l1", 0.02),
+        _rows_scaled(make_penalty("l1", 0.02), d, scaled),
         NonconvexRegularizer(0.0),
         True,
         block_bounds(d, blocks),
@@ -503,11 +514,12 @@ def test_svrg_step_at_the_anchor_is_an_exact_proximal_gradient_step(push, sparse
     np.testing.assert_allclose(stepped.numpy(), expected.numpy(), atol=1e-12)
 
 
+@pytest.mark.parametrize("scaled", [False, True])
 @pytest.mark.parametrize("blocks", [1, 3])
 @pytest.mark.parametrize("k", [1, 2])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
-def test_lazy_updates_equal_eager_ones_after_a_flush(push, vr, k, blocks):
+def test_lazy_updates_equal_eager_ones_after_a_flush(push, vr, k, blocks, scaled):
     """Just-in-time prox (only the rows a minibatch touches, the rest caught up in closed form when
     read or flushed) gives the parameters of applying the prox to whole blocks at every update."""
     import scipy.sparse as sp
@@ -519,9 +531,8 @@ def test_lazy_updates_equal_eager_ones_after_a_flush(push, vr, k, blocks):
     X = sp.random(n, d, density=0.08, random_state=1, format="csr")
     y = rng.choice([-1.0, 1.0], size=(n, k))
     data = LinearData.from_array(X, y)
-    problem = LinearProblem(
-        data, LOSSES["logistic"], make_penalty("l1", 0.01), NonconvexRegularizer(0.0), True, block_bounds(d, blocks)
-    )
+    penalty = _rows_scaled(make_penalty("l1", 0.01), d, scaled)
+    problem = LinearProblem(data, LOSSES["logistic"], penalty, NonconvexRegularizer(0.0), True, block_bounds(d, blocks))
     start = torch.tensor(rng.normal(size=(d + 1, k))) * (
         torch.rand(d + 1, k, generator=torch.Generator().manual_seed(0)) < 0.5
     )

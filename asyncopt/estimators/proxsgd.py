@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from asyncopt.engines import make_engine
 from asyncopt.estimators.base import AsyncEstimator, data_fingerprint
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+from asyncopt.proxsgd.column_scales import dense_scales, divided_columns, large_column_scales
 from asyncopt.proxsgd.data import LinearData, column_counts
 from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds, feature_order
@@ -38,9 +39,6 @@ from asyncopt.training.proxsgd import (
 # Below the critical batch size (beta / lambda_1, about 2-3 on a9a and 20 Newsgroups) a larger
 # batch buys no progress per sample; 32 keeps the per-update Python overhead small against the work.
 AUTO_BATCH_MIN, AUTO_BATCH_MAX = 32, 4096
-# column_scaling: a column's scale is at least this fraction of the largest (near-empty columns are
-# not blown up by the division)
-COLUMN_SCALE_FLOOR = 1e-6
 # sparse data with this many columns or more runs in its own feature order (`_frequency_order`)
 FREQUENCY_ORDER_COLUMNS = 2**15
 
@@ -266,20 +264,14 @@ class _ProxSGDBase(AsyncEstimator):
         return score
 
     def _column_scaling(self, X) -> tuple[np.ndarray | None, np.ndarray] | None:
-        """(shift, scale) where the run standardizes X's columns itself (column_scaling="auto"): each
-        column minus its mean (with an intercept, which absorbs the shift) over its spread (standard
-        deviation, or root mean square without an intercept): the Jacobi preconditioner. One step
-        serves every coordinate and X's largest direction sets it, so on columns of very different
-        scales or far from 0 the others' coefficients crawl (California's raw columns: the lasso took
-        53 epochs at alpha_max/100 against 12 standardized). The problem is unchanged, unlike a user's
-        StandardScaler: the run solves for u = s * w with the penalty h(u / s)
-        (prox.Penalty.row_scale); coef_ is u / s and intercept_ the run's minus shift . coef_.
-        Dense data only (the compiled sparse kernels take one threshold for all rows, and a shift
-        would fill the zeros), not group L1 (its prox has no closed form then), not with a smooth
-        regularizer or a given step_size (both in the user's coordinates)."""
+        """(shift, scale) where the run scales X's columns itself (column_scaling="auto"; the rules and
+        why: proxsgd/column_scales.py): dense columns standardized (shift: their means with an
+        intercept, else None), sparse ones as given but for columns far larger than the typical entry
+        (shift None). The run solves for u = s * w with the penalty h(u / s) (prox.Penalty.row_scale);
+        coef_ is u / s and intercept_ the run's minus shift . coef_. Not for group L1 (its prox has no
+        closed form then), a smooth regularizer or a given step_size (both in the user's coordinates)."""
         if (
             self.column_scaling == "none"
-            or sp.issparse(X)
             or self.penalty == "group_l1"
             or self.nonconvex_strength
             or self.step_size != "auto"
@@ -287,13 +279,10 @@ class _ProxSGDBase(AsyncEstimator):
             or X.shape[1] == 0
         ):
             return None
-        shift = X.mean(axis=0, dtype=np.float64) if self.fit_intercept else None
-        centred = X if shift is None else X - shift
-        spread = np.sqrt(np.einsum("ij,ij->j", centred, centred, dtype=np.float64) / X.shape[0])
-        top = float(spread.max())
-        if not (top > 0 and math.isfinite(top)):
-            return None
-        return shift, np.maximum(spread, top * COLUMN_SCALE_FLOOR)
+        if sp.issparse(X):
+            scale = large_column_scales(X)
+            return None if scale is None else (None, scale)
+        return dense_scales(X, centre=self.fit_intercept)
 
     def _frequency_order(self, X, ray: bool) -> bool:
         """The run keeps sparse features most entries first (problem.feature_order) where the
@@ -339,11 +328,15 @@ class _ProxSGDBase(AsyncEstimator):
         group_of_row = None if codes is None else codes[order]
         dtype = torch.float64 if self.dtype == "float64" else torch.float32
         device = torch.device(self.device)
-        scaling = self._column_scaling(X)  # (None on sparse data: its order above is the only change)
+        scaling = self._column_scaling(X)  # (in the user's feature order; the run's below)
         if scaling is not None:
             shift, scale = scaling
-            X = X - shift if shift is not None else X.astype(np.float64)  # (a copy, then scaled in place)
-            X /= scale
+            if sp.issparse(X):
+                X = divided_columns(X, scale)
+            else:
+                X = X - shift if shift is not None else X.astype(np.float64)  # (a copy, then scaled in place)
+                X /= scale
+            scaling = (shift, scale if order is None else scale[order])
         # (processes: the workers' arrays copied into shared memory beside the setup)
         data = LinearData.from_array(
             X, Y, dtype=dtype, device=device, shared=self.backend == "processes", column_order=order, counts=counts
@@ -452,7 +445,8 @@ class _ProxSGDBase(AsyncEstimator):
         )
         rng = np.random.default_rng(seed)
         derived = {"batch_size": N, "step_size": eta, "n_blocks": self.n_blocks_, "feature_order": order_kind,
-                   "column_scaling": "none" if scaling is None else "standardized"}  # fmt: skip
+                   "column_scaling": "none" if scaling is None else "standardized" if not sp.issparse(X)
+                   else "large columns"}  # fmt: skip
         # (checkpoints written before the run had its own feature order kept the user's; before
         # column_scaling, the columns as given)
         self._check_derived(state, derived, missing={"feature_order": "given", "column_scaling": "none"})
@@ -589,9 +583,11 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         stability bound of delayed gradient steps (M = n_blocks for push="block", 1 for "full").
     column_scaling : {"auto", "none"}
         "auto": on dense data the run standardizes X's columns itself (minus their means when
-        fit_intercept, over their spread): one step then suits every coefficient. The problem is
-        unchanged (the penalty stays on the user's coefficients; ``coef_`` and ``intercept_`` are in
-        the user's units), unlike a StandardScaler in front of the model. Sparse data, group L1, a
+        fit_intercept, over their spread): one step then suits every coefficient. On sparse data it
+        keeps the zeros and most columns, and scales down only those far larger than the typical
+        entry (a raw numeric column among one-hot or text columns: proxsgd/column_scales.py). The
+        problem is unchanged (the penalty stays on the user's coefficients; ``coef_`` and
+        ``intercept_`` are in the user's units), unlike a scaler in front of the model. Group L1, a
         smooth regularizer and a given step_size keep the columns as given, as does "none".
         ``step_size_``, ``batch_size_``, ``smoothness_`` and history_'s ``grad_mapping_sq`` describe the
         run's (scaled) columns; history_'s ``objective`` is the user's F.

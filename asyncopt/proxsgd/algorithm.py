@@ -98,6 +98,12 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
         self._support = self._make_support() if self.problem.data.sparse and self._lazy_state is None else None
 
     @property
+    def compiled_penalty(self) -> bool:
+        """The penalty is one the compiled kernels apply: L1 (its thresholds weighted per row where it
+        has a row_scale: `_numpy_views`' "rw") or none."""
+        return type(self.problem.penalty) in (L1, Penalty)
+
+    @property
     def lazy_active(self) -> bool:
         """Lazy updates apply: compiled CPU kernels, sparse data, plain L1 (or no) penalty, no smooth
         regularizer, and a step that is constant between evaluation points (not delay-adaptive)."""
@@ -107,7 +113,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             self.lazy != "off"
             and self.fast
             and problem.data.sparse
-            and type(penalty) in (L1, Penalty)
+            and self.compiled_penalty
             and not penalty.positive
             and not problem.regularizer.strength
             and not self.delay_adaptive
@@ -188,6 +194,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
                 st["ticks"].numpy(),
                 st["last"].numpy(),
                 st["block_of"].numpy(),
+                self._numpy_views()["rw"],
             )
 
     def refresh_snapshot(self, params: torch.Tensor) -> None:
@@ -336,6 +343,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
                 st["block_of"].numpy(),
                 self.variance_reduction,
                 self.problem.n_blocks == 1,
+                v["rw"],
             )
         elif data.sparse:
             Z = fast.csr_batch_margins(v["indptr"], v["indices"], v["values"], rows, P[:d])
@@ -394,6 +402,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             v["snap_mu"] if self.variance_reduction else v["Y"],  # (unused without SVRG)
             self.variance_reduction, lo, hi,
             intercept if intercept is not None else v["values"], intercept is not None, self._eager_scratch(hi - lo),
+            v["rw"],
         )  # fmt: skip
 
     @property
@@ -405,7 +414,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             self.fast
             and problem.data.sparse
             and self._loss_code is not None
-            and type(problem.penalty) in (L1, Penalty)
+            and self.compiled_penalty
             and not problem.regularizer.strength
             # lazy counts are per block: a full push over several blocks goes part by part (compute / apply)
             and (self._lazy_state is None or self.push == "block" or problem.n_blocks == 1)
@@ -447,7 +456,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
         snap_D, mu = (v["snap_D"], v["snap_mu"]) if vr else (v["Y"], v["Y"])  # (unused without SVRG)
         worker = (
             v["indptr"], v["indices"], v["values"], v["Y"], P, self._loss_code, snap_D, vr, bounds,
-            self.push == "block", lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"],
+            self.push == "block", lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], v["rw"],
         )  # fmt: skip
         server = (
             P, bounds, penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive, mu, vr,
@@ -455,6 +464,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
             self._eager_scratch(self._largest_block), _eager_marks(self._largest_block), *self._support_views(),
+            v["rw"],
         )  # fmt: skip
         return worker, server
 
@@ -516,6 +526,11 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             names = ("Y", "dense", "indptr", "indices", "values")
             views = {n: getattr(data, n).numpy() for n in names if getattr(data, n) is not None}
             views["eta"] = self._eta.numpy()
+            # the compiled kernels' per-row threshold weights (fast.row_weight): 1 / s for an L1 penalty
+            # on scaled rows, else empty (one threshold)
+            penalty = self.problem.penalty
+            scaled = type(penalty) is L1 and penalty.row_scale is not None
+            views["rw"] = (1.0 / penalty.row_scale.double()).numpy() if scaled else np.zeros(0, dtype=np.float64)
             if self.variance_reduction:
                 views["snap_D"], views["snap_mu"] = self._snap_D.numpy(), self._snap_mu.numpy()
             self._views = views
@@ -548,7 +563,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             self._apply_lazy(params, update, eta)
             return
         self._invalidate_support()  # (this path sweeps; the compiled task loop's updates list the support again)
-        if self.fast and update.index is not None and type(problem.penalty) in (L1, Penalty):  # one kernel
+        if self.fast and update.index is not None and self.compiled_penalty:  # one kernel
             intercept = update.intercept.numpy() if update.intercept is not None else None
             self._fused_apply(params.numpy(), update.index.numpy(), update.values.numpy(), intercept, eta, lo, hi)
             return
@@ -583,7 +598,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
         if update.block < self.problem.n_blocks:  # (not the intercept server's part: it has no block to tick)
             fast.lazy_apply(params.numpy(), update.index.numpy(), update.values.numpy(), eta, thr, st["mu"].numpy(),
                             st["ticks"].numpy(), st["last"].numpy(), st["block_of"].numpy(), first, last,
-                        st["slot"].numpy())  # fmt: skip
+                            st["slot"].numpy(), self._numpy_views()["rw"])  # fmt: skip
         if update.intercept is not None:
             d = self.problem.data.d
             params[d].sub_(update.intercept + st["mu"][d], alpha=eta)
@@ -675,7 +690,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             st = self._lazy_state
             eta, thr = self._lazy_step()
             fast.lazy_flush(saved.numpy(), st["mu"].numpy(), eta, thr, st["ticks"].numpy().copy(),
-                            st["last"].numpy().copy(), st["block_of"].numpy())  # fmt: skip
+                            st["last"].numpy().copy(), st["block_of"].numpy(), self._numpy_views()["rw"])  # fmt: skip
         return saved
 
     def share_memory(self, pack=None) -> None:

@@ -192,6 +192,15 @@ def csr_column_counts(indices, out):
 
 
 @njit(cache=True, nogil=True)
+def csr_column_square_sums(indices, values, counts, out):
+    """counts[c] += column c's stored entries, out[c] += the sum of their squares (CSR indices, values)."""
+    for p in range(indices.shape[0]):
+        c = indices[p]
+        counts[c] += 1
+        out[c] += values[p] * values[p]
+
+
+@njit(cache=True, nogil=True)
 def csr_rows_renumbered(indptr, indices, values, position, bucket, n_buckets, out_indices, out_values, lo, hi):
     """Rows lo..hi-1 of X with column c renumbered position[c], each row's columns ascending, into the
     caller's (shared) arrays at the same offsets; returns the pairs of equal columns met in a row
@@ -347,20 +356,40 @@ def soft(x, t, positive):
     return 0.0
 
 
-@njit(cache=True, nogil=True)
-def soft_step(v, a, eta, t, positive):
-    """In place: soft(v - eta a, t, positive) on every entry (a: the summed gradient, 0 off the pairs)."""
-    flat, g = v.reshape(-1), a.reshape(-1)
-    for q in range(flat.shape[0]):
-        flat[q] = soft(flat[q] - eta * g[q], t, positive)
+@njit(cache=True, nogil=True, inline="always")
+def row_weight(rw, c):
+    """Row c's threshold weight: rw[c], or 1 where rw is empty (one threshold for every row). rw holds
+    1 / s for the penalty's row_scale s (prox.Penalty.row_scale: L1 on u / s thresholds at eta alpha / s)."""
+    return 1.0 if rw.shape[0] == 0 else rw[c]
 
 
 @njit(cache=True, nogil=True)
-def soft_step_shifted(v, a, mu, eta, t, positive):
-    """In place: soft(v - eta (a + mu), t, positive) on every entry."""
-    flat, g, m = v.reshape(-1), a.reshape(-1), mu.reshape(-1)
-    for q in range(flat.shape[0]):
-        flat[q] = soft(flat[q] - eta * (g[q] + m[q]), t, positive)
+def soft_step(v, a, eta, t, positive, rw, lo):
+    """In place: soft(v - eta a, t, positive) on every entry (a: the summed gradient, 0 off the pairs);
+    v holds rows lo.. of the parameters, row r's threshold t * row_weight(rw, lo + r)."""
+    if rw.shape[0] == 0:  # (the flat loop: one threshold)
+        flat, g = v.reshape(-1), a.reshape(-1)
+        for q in range(flat.shape[0]):
+            flat[q] = soft(flat[q] - eta * g[q], t, positive)
+        return
+    for r in range(v.shape[0]):
+        tr = t * rw[lo + r]
+        for j in range(v.shape[1]):
+            v[r, j] = soft(v[r, j] - eta * a[r, j], tr, positive)
+
+
+@njit(cache=True, nogil=True)
+def soft_step_shifted(v, a, mu, eta, t, positive, rw, lo):
+    """In place: soft(v - eta (a + mu), t, positive) on every entry (thresholds as soft_step's)."""
+    if rw.shape[0] == 0:
+        flat, g, m = v.reshape(-1), a.reshape(-1), mu.reshape(-1)
+        for q in range(flat.shape[0]):
+            flat[q] = soft(flat[q] - eta * (g[q] + m[q]), t, positive)
+        return
+    for r in range(v.shape[0]):
+        tr = t * rw[lo + r]
+        for j in range(v.shape[1]):
+            v[r, j] = soft(v[r, j] - eta * (a[r, j] + mu[r, j]), tr, positive)
 
 
 # -- lazy (just-in-time) updates for sparse data -----------------------------------------------
@@ -405,7 +434,7 @@ def repeat_soft(x, a, b, k):
 
 
 @njit(cache=True, nogil=True)
-def lazy_batch_margins(indptr, indices, values, rows, W, mu, eta, thr, ticks, last, block_of, has_mu, one_block):
+def lazy_batch_margins(indptr, indices, values, rows, W, mu, eta, thr, ticks, last, block_of, has_mu, one_block, rw):
     """Z = X[rows] @ W where each W row read is first brought up to date (not written back). Lazy
     updates are for wide data, where W, `last` and mu exceed the caches and a batch's rows lie far
     apart: two rows ahead the row's entries are prefetched, one row ahead the rows of W, last and mu
@@ -439,13 +468,13 @@ def lazy_batch_margins(indptr, indices, values, rows, W, mu, eta, thr, ticks, la
             for j in range(k):
                 w = row[j]
                 if behind > 0 and (w != 0.0 or has_mu):  # 0 stays 0 under T when there is no mu
-                    w = repeat_soft(w, eta * mu[c, j] if has_mu else 0.0, thr, behind)
+                    w = repeat_soft(w, eta * mu[c, j] if has_mu else 0.0, thr * row_weight(rw, c), behind)
                 Z[r, j] += v * w
     return Z
 
 
 @njit(cache=True, nogil=True)
-def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_block, last_block, slot):
+def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_block, last_block, slot, rw):
     """One server update of blocks first_block..last_block: for each touched row, catch up, then
     x <- soft(x - eta (g + mu), eta alpha); untouched rows fall one more tick behind.
 
@@ -471,8 +500,9 @@ def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_bloc
             rows[s] = c
             n += 1
             behind = ticks[first_block if one else block_of[c]] - last[c]
+            tc = thr * row_weight(rw, c)
             for j in range(k):
-                x[s, j] = repeat_soft(P[c, j], eta * mu[c, j], thr, behind) if behind > 0 else P[c, j]
+                x[s, j] = repeat_soft(P[c, j], eta * mu[c, j], tc, behind) if behind > 0 else P[c, j]
         for j in range(k):
             x[s, j] -= eta * values[q, j]
     for s in range(n):  # the prox of this tick, then the row, once
@@ -480,22 +510,23 @@ def lazy_apply(P, index, values, eta, thr, mu, ticks, last, block_of, first_bloc
         # its tick before the row: a reader that sees the new row then sees its tick (x86-TSO); one
         # that sees the new tick and the old row reads it stale, as held
         last[c] = ticks[first_block if one else block_of[c]] + 1
+        tc = thr * row_weight(rw, c)
         for j in range(k):
-            P[c, j] = soft(x[s, j] - eta * mu[c, j], thr, False)
+            P[c, j] = soft(x[s, j] - eta * mu[c, j], tc, False)
         slot[c] = -1
     for b in range(first_block, last_block + 1):
         ticks[b] += 1
 
 
 @njit(cache=True, nogil=True)
-def lazy_flush(P, mu, eta, thr, ticks, last, block_of):
+def lazy_flush(P, mu, eta, thr, ticks, last, block_of, rw):
     """Bring every row up to date and restart the counts (with no update in flight)."""
     k = P.shape[1]
     for c in range(block_of.shape[0]):
         behind = ticks[block_of[c]] - last[c]
         if behind > 0:
             for j in range(k):
-                P[c, j] = repeat_soft(P[c, j], eta * mu[c, j], thr, behind)
+                P[c, j] = repeat_soft(P[c, j], eta * mu[c, j], thr * row_weight(rw, c), behind)
         last[c] = 0
     ticks[:] = 0
 
@@ -585,11 +616,11 @@ def intercept_step(P, intercept, eta, mu, has_mu):
 
 
 @njit(cache=True, nogil=True)
-def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept, acc):
+def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept, acc, rw):
     """The server's rule on rows lo..hi of P: x <- soft(x - eta (g + mu), thr) (thr = eta alpha; 0
-    for no penalty), g given as (row, value) pairs (those outside lo..hi are skipped; duplicates add
-    up); rows without a pair take only mu and the prox. The intercept (the last row, unpenalized)
-    takes eta (its gradient + its mu).
+    for no penalty; row c's times row_weight(rw, c)), g given as (row, value) pairs (those outside
+    lo..hi are skipped; duplicates add up); rows without a pair take only mu and the prox. The
+    intercept (the last row, unpenalized) takes eta (its gradient + its mu).
 
     Each row is written once, its final value, so a lock-free reader sees a row as held before or
     after the update, never stepped and not yet proxed: the pairs are summed aside in `acc` (the
@@ -606,9 +637,9 @@ def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, int
             for j in range(k):
                 acc[c - lo, j] += values[q, j]
     if has_mu:  # the anchor's mean, the step and the prox in one pass over the block
-        soft_step_shifted(P[lo:hi], acc[: hi - lo], mu[lo:hi], eta, thr, positive)
+        soft_step_shifted(P[lo:hi], acc[: hi - lo], mu[lo:hi], eta, thr, positive, rw, lo)
     elif thr > 0.0 or positive:
-        soft_step(P[lo:hi], acc[: hi - lo], eta, thr, positive)
+        soft_step(P[lo:hi], acc[: hi - lo], eta, thr, positive, rw, lo)
     else:  # no prox: only the touched rows change (each written once: later pairs of a row find 0)
         for q in range(index.shape[0]):
             c = index[q]
@@ -654,7 +685,7 @@ def _anchor_moves(mu, c, k, alpha, positive):
 
 @njit(cache=True, nogil=True)
 def eager_support_apply(
-    P, index, values, eta, thr, alpha, positive, mu, has_mu, lo, hi, acc, mark, rows, member, state
+    P, index, values, eta, thr, alpha, positive, mu, has_mu, lo, hi, acc, mark, rows, member, state, rw
 ):
     """eager_l1_apply on rows lo..hi (no intercept) visiting only the block's support (rows, member:
     the block's list and marks; state: its [count, mode] line); the same arithmetic on each row it
@@ -663,11 +694,12 @@ def eager_support_apply(
     k = P.shape[1]
     mode = state[1]
     if mode != SUPPORT_SPARSE or not (thr > 0.0 or positive or has_mu):  # (no prox, no mu: pairs' rows only)
-        eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, acc[0], False, acc)  # (no intercept)
+        # (no intercept)
+        eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, acc[0], False, acc, rw)
         if mode == SUPPORT_REBUILD:
             count = 0
             for c in range(lo, hi):
-                listed = (has_mu and _anchor_moves(mu, c, k, alpha, positive)) or P[c].any()
+                listed = (has_mu and _anchor_moves(mu, c, k, alpha * row_weight(rw, c), positive)) or P[c].any()
                 member[c] = listed
                 if listed:
                     rows[lo + count] = c
@@ -690,8 +722,9 @@ def eager_support_apply(
     i = lo  # the listed rows, their pairs' sums included
     while i < lo + count:
         c = rows[i]
-        nonzero = _support_row_step(P, c, acc, mu, has_mu, eta, thr, positive, lo, k)
-        if nonzero or (has_mu and _anchor_moves(mu, c, k, alpha, positive)):
+        w = row_weight(rw, c)
+        nonzero = _support_row_step(P, c, acc, mu, has_mu, eta, thr * w, positive, lo, k)
+        if nonzero or (has_mu and _anchor_moves(mu, c, k, alpha * w, positive)):
             i += 1
         else:  # at 0 and staying there: off the list (the last listed row takes its place)
             member[c] = False
@@ -700,7 +733,7 @@ def eager_support_apply(
     for t in range(m):  # the pairs' rows off the list: at 0 (or just taken off it, their sum used)
         c = touched[t]
         mark[c - lo] = False
-        if not member[c] and _support_row_step(P, c, acc, mu, has_mu, eta, thr, positive, lo, k):
+        if not member[c] and _support_row_step(P, c, acc, mu, has_mu, eta, thr * row_weight(rw, c), positive, lo, k):
             member[c] = True
             rows[lo + count] = c
             count += 1
@@ -768,7 +801,7 @@ def _inlined_copies(names):
  _batch_coefficients, _group_by_block, _block_pairs) = _inlined_copies(
     ["csr_batch_margins", "lazy_batch_margins", "sparse_block_step", "lazy_apply",
      "csr_block_gradient", "batch_coefficients", "group_by_block", "block_pairs", "_first_at_least",
-     "loss_derivative", "_sigmoid", "repeat_soft"]
+     "loss_derivative", "_sigmoid", "repeat_soft", "row_weight"]
 )[:8]  # fmt: skip
 
 
@@ -777,7 +810,7 @@ def task_worker_step(w, batch, key):
     """One batch's update from the parameters as read: (status, (block j or -1, pair rows, pair
     values, intercept gradient)); j = key % M with block pushes, every block (-1) otherwise."""
     (indptr, indices, values, Y, P, code, snap_D, has_vr, bounds, block_push,
-     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of) = w  # fmt: skip
+     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, rw) = w  # fmt: skip
     M = bounds.shape[0] - 1
     d, k = P.shape[0] - 1, P.shape[1]
     j, lo, hi = -1, 0, d
@@ -786,7 +819,8 @@ def task_worker_step(w, batch, key):
         lo, hi = bounds[j], bounds[j + 1]
     if lazy:
         Z = _lazy_batch_margins(
-            indptr, indices, values, batch, P[:d], lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, has_vr, M == 1
+            indptr, indices, values, batch, P[:d], lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, has_vr, M == 1,
+            rw,
         )  # fmt: skip
     else:
         Z = _csr_batch_margins(indptr, indices, values, batch, P[:d])
@@ -825,13 +859,13 @@ def task_server_apply(s, server, update, eta):
     take the constant lazy step); or, for the intercept server (index M), row d."""
     (P, bounds, alpha, positive, mu, has_vr, fit_intercept, step, unit, delay, adaptive, delay_blocks, weight,
      lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot, acc, mark, support_rows, support_member,
-     support_state) = s  # fmt: skip
+     support_state, rw) = s  # fmt: skip
     _, index, grad, intercept = update
     M = bounds.shape[0] - 1
     if server == M:  # row d has one owner: the intercept server
         intercept_step(P, intercept, eta, lazy_mu if lazy else mu, lazy or has_vr)
     elif lazy:
-        _lazy_apply(P, index, grad, eta, lazy_thr, lazy_mu, ticks, last, block_of, server, server, slot)
+        _lazy_apply(P, index, grad, eta, lazy_thr, lazy_mu, ticks, last, block_of, server, server, slot, rw)
     else:
         lo, hi = bounds[server], bounds[server + 1]
         # (two calls, not the slices rebound to index / grad: numba would unify the 2-d slice's layout
@@ -839,7 +873,7 @@ def task_server_apply(s, server, update, eta):
         if update[0] < 0 and M >= GROUPED_BLOCKS:  # a full push's pairs come grouped by block (task_worker_step)
             first, stop = _block_pairs(index, lo, hi)
             eager_support_apply(P, index[first:stop], grad[first:stop], eta, eta * alpha, alpha, positive, mu, has_vr,
-                                lo, hi, acc, mark, support_rows, support_member, support_state[server])  # fmt: skip
+                                lo, hi, acc, mark, support_rows, support_member, support_state[server], rw)  # fmt: skip
         else:
             eager_support_apply(P, index, grad, eta, eta * alpha, alpha, positive, mu, has_vr, lo, hi, acc, mark,
-                                support_rows, support_member, support_state[server])  # fmt: skip
+                                support_rows, support_member, support_state[server], rw)  # fmt: skip

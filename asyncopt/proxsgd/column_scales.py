@@ -1,0 +1,84 @@
+"""Column scales for the estimators' ``column_scaling="auto"``.
+
+One step serves every coefficient and X's largest direction sets it (1 / L), so the coefficients of
+columns on a much smaller scale crawl: a fit ends far from its optimum, or runs out of epochs. The run
+then solves on X's columns divided by s (and, dense with an intercept, centred), for u = s * w, with
+the penalty kept on the user's coefficients (prox.Penalty.row_scale): the problem is unchanged.
+
+- Dense data: every column standardized (the Jacobi preconditioner): minus its mean with an intercept
+  (which absorbs the shift), over its spread.
+- Sparse data: the zeros stay (no centring), and only columns whose entries are far larger than the
+  data's typical entry are scaled down to it. Standardizing every sparse column would scale rare ones
+  up: on news20 (TF-IDF, a column's largest entry 1e-4 to 0.66) a MaxAbsScaler in front of the default
+  fit left it 0.2 and 1.08 above the optimum after 100 epochs, against 1e-2 in 6 and 58 epochs as
+  given. Columns as given are the right scale for indicators and normalized text; what slows a sparse
+  fit is a raw numeric column among them (an income, an age beside one-hot columns).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+# dense: a column's scale is at least this fraction of the largest (near-empty columns are not blown
+# up by the division)
+COLUMN_SCALE_FLOOR = 1e-6
+# sparse: a column is scaled down when the root mean square of its entries exceeds the typical
+# entry's by this factor (its share of X^T X is then over 900x that of a typical column as frequent).
+# news20's largest ratio is 11, a9a's 1: both keep their columns.
+LARGE_COLUMN_FACTOR = 30.0
+
+
+def dense_scales(X: np.ndarray, centre: bool) -> tuple[np.ndarray | None, np.ndarray] | None:
+    """(shift, scale): each column's mean (with `centre`, else None) and its spread about it (standard
+    deviation, or root mean square without centring); None when every column is constant 0."""
+    shift = X.mean(axis=0, dtype=np.float64) if centre else None
+    centred = X if shift is None else X - shift
+    spread = np.sqrt(np.einsum("ij,ij->j", centred, centred, dtype=np.float64) / X.shape[0])
+    top = float(spread.max())
+    if not (top > 0 and np.isfinite(top)):
+        return None
+    return shift, np.maximum(spread, top * COLUMN_SCALE_FLOOR)
+
+
+def entry_magnitudes(X) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, rms): each column's stored entries and their root mean square (0 for empty columns)."""
+    from asyncopt.proxsgd import fast
+
+    X = sp.csr_matrix(X)
+    d = X.shape[1]
+    counts = np.zeros(d, dtype=np.int64)
+    squares = np.zeros(d, dtype=np.float64)
+    fast.csr_column_square_sums(X.indices, X.data, counts, squares)
+    rms = np.sqrt(squares / np.maximum(counts, 1))
+    return counts, rms
+
+
+def large_column_scales(X) -> np.ndarray | None:
+    """Each column's divisor for sparse X (1 for most), or None when no column is large. A column is
+    large when the root mean square of its stored entries exceeds LARGE_COLUMN_FACTOR times the
+    typical entry's (the median over X's stored entries of their column's root mean square); it is
+    divided by its ratio to the typical entry, which brings it to that entry's magnitude."""
+    counts, rms = entry_magnitudes(X)
+    stored = counts > 0
+    if not stored.any():
+        return None
+    r, c = rms[stored], counts[stored]
+    order = np.argsort(r, kind="stable")
+    cumulative = np.cumsum(c[order])
+    typical = float(r[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+    if not (typical > 0 and np.isfinite(typical)):
+        return None
+    large = rms > LARGE_COLUMN_FACTOR * typical
+    if not large.any():
+        return None
+    scale = np.ones(X.shape[1], dtype=np.float64)
+    scale[large] = rms[large] / typical
+    return scale
+
+
+def divided_columns(X, scale: np.ndarray):
+    """Sparse X with column j divided by scale[j] (CSR; new values, X's index arrays)."""
+    X = sp.csr_matrix(X)
+    values = X.data / scale[X.indices]
+    return sp.csr_matrix((values, X.indices, X.indptr), shape=X.shape)

@@ -43,22 +43,27 @@ def test_proxsgd_on_ray_agrees_with_serial_on_small_sparse_data(ray_session):
     assert sum(t["server_updates"][:2]) == t["updates"] and t["server_updates"][2] == t["updates"]
 
 
-@pytest.mark.parametrize("layout", ["sparse", "dense"])
+@pytest.mark.parametrize("layout", ["sparse", "dense", "sparse-large-column"])
 def test_a_ray_task_of_several_batches_reads_its_own_updates(ray_session, layout):
     """One worker, tasks of 10 batches: each batch reads the task's earlier updates (the worker
     applies them to its copy with the servers' rule), so the run is sequential SGD, the serial
     engine's, and no update is stale. (Read from the pull alone, batches 2-10 of a task would
     take other steps.) Sparse data runs a task in one compiled call and pushes bundles
-    (proxsgd/bundles.py; tests/test_proxsgd_math.py), dense data batch by batch."""
+    (proxsgd/bundles.py; tests/test_proxsgd_math.py), dense data batch by batch; a sparse column far
+    larger than the rest is scaled down (column_scaling), its row's L1 threshold its own in both."""
     rng = np.random.default_rng(1)
     X = sp.random(400, 40, density=0.15, random_state=1, format="csr")
     y = np.where(X @ rng.normal(size=40) > 0, 1, 0)
-    X = X if layout == "sparse" else X.toarray()
+    if layout == "sparse-large-column":
+        X = sp.hstack([X, X[:, :1] * 1000.0]).tocsr()
+    X = X.toarray() if layout == "dense" else X
     common = dict(penalty="l1", alpha=1e-3, max_epochs=4, tol=None, n_blocks=2, push="block", batch_size=16,
                   random_state=0)  # fmt: skip
     serial = ProxSGDClassifier(**common).fit(X, y)
     one = dict(backend="ray", n_workers=1, threads_per_worker=1)
     on_ray = ProxSGDClassifier(**one, task_samples=160, **common).fit(X, y)
+    if layout == "sparse-large-column":
+        assert serial._column_scaling(X)[1][-1] > 100  # (the large column is scaled)
     assert on_ray.telemetry_["updates"] == serial.telemetry_["updates"]
     assert on_ray.telemetry_["staleness"]["max"] == 0
     np.testing.assert_allclose(on_ray.coef_, serial.coef_, rtol=1e-9, atol=1e-12)

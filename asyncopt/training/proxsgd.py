@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from asyncopt.engines.base import Monitor, Schedule, torch_threads
 from asyncopt.engines.telemetry import Telemetry
@@ -44,6 +46,9 @@ DIVERGENCE_FACTOR = 1e6
 # (benchmarks/results/anchor_interval.md)
 ANCHOR_SAMPLES = 2**16
 MAX_ANCHORS_PER_EPOCH = 4
+# A run whose last comparable F (at an SVRG anchor, or any point without SVRG) rose back above the best
+# by more than this share of the progress from F(x0) to the best ended unstable: ConvergenceWarning
+UNSTABLE_SHARE = 0.5
 
 
 def auto_anchor_epochs(n: int) -> float:
@@ -173,6 +178,9 @@ def run_proxsgd(
             algo.refresh_snapshot(params)  # SVRG: move the anchor (every snapshot_epochs)
             algo.adapt_step(params)  # and the step bound to the curvature there (local_steps)
             run.anchored_at = samples
+            anchor_points.add(samples)
+
+    anchor_points = set()  # (this call's: F there is comparable from anchor to anchor)
 
     if resume is None and algo.variance_reduction:
         with torch_threads(getattr(engine, "coordinator_threads", None)), pass_threads():  # (no worker yet)
@@ -187,7 +195,35 @@ def run_proxsgd(
         algo, schedule, rng, monitor, engine=engine, time_limit=settings.time_limit, progress=progress,
         params=params, resume=resume, checkpointing=checkpointing, run_state=run.as_dict,
     )  # fmt: skip
+    comparable = [e for e in monitor.history if not algo.variance_reduction or e.samples in anchor_points]
+    warn_if_unstable(comparable, run.start_objective)
     return params, monitor.history, telemetry
+
+
+def warn_if_unstable(points: list[ProxHistoryEntry], start_objective: float | None) -> None:
+    """ConvergenceWarning when the last of these points' F rose back above their best by more than
+    UNSTABLE_SHARE of the progress from F(x0) to that best: steps too long for the data or the delays
+    (a divergence that had not yet reached DIVERGENCE_FACTOR, or a run swinging around the optimum). The
+    points must be comparable: SVRG anchors (between anchors an SVRG run sits above them, by far on small
+    data: a 400-row fit went 0.26, 0.45, 0.08 at points half an epoch apart), or every point without SVRG."""
+    if len(points) < 2 or start_objective is None or not math.isfinite(start_objective):
+        return
+    best = min(points, key=lambda e: e.objective)
+    last = points[-1]
+    rise, progress = last.objective - best.objective, start_objective - best.objective
+    if rise > UNSTABLE_SHARE * max(progress, 0.0) and rise > 1e-3 * abs(best.objective):  # (and above noise)
+        how = (
+            f"rose from its best {best.objective:.6g} (epoch {best.epoch:.3g}) to {last.objective:.6g} (epoch "
+            f"{last.epoch:.3g}), over {UNSTABLE_SHARE:g} of the way back to {start_objective:.6g} at the start"
+            if progress > 0
+            else f"never fell below {start_objective:.6g} at the start and ended at {last.objective:.6g}"
+        )
+        warnings.warn(
+            f"the fit ended unstable: its objective {how}; the model is the last point's. Lower step_size (or "
+            f"max_delay, or n_workers)",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
 
 
 @dataclasses.dataclass

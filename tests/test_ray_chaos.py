@@ -227,3 +227,56 @@ def test_a_replacement_worker_killed_in_its_start_is_replaced_again(ray_session)
     assert killed and killed[0].endswith("-worker-1-1"), killed
     assert [f["actor"] for f in est.telemetry_["failures"]].count("worker") == len(killed)
     assert est.history_[-1]["epoch"] == 3
+
+
+def _arm_mid_push_death(ray, stop: threading.Event, suffix: str, armed: list) -> None:
+    """Arm the worker whose name ends with `suffix` to die in the middle of its next push, once the
+    run's servers have applied some updates (WorkerActor.arm_push_fault: its parts reach the first
+    host only)."""
+    while not stop.is_set():
+        found = [n for n in _names(ray, "-worker-") if n.endswith(suffix)]
+        if found and any(_clock(ray, name) >= 200 for name in _names(ray, "-server-")):
+            ray.get_actor(found[0]).arm_push_fault.remote(1)
+            armed.append(found[0])
+            return
+        time.sleep(0.05)
+
+
+def _clock(ray, name: str) -> int:
+    try:
+        return max(state["clock"] for state in ray.get(ray.get_actor(name).state.remote(), timeout=10).values())
+    except Exception:  # (gone meanwhile)
+        return 0
+
+
+def test_a_worker_dead_in_the_middle_of_a_push_has_it_completed_once_by_its_replacement(ray_session):
+    """A worker that dies after its push reached one server host and not the other: its replacement
+    runs the task again with the same numbers, so the host that applied the push refuses it by its
+    ledger and the other applies it. Every update ends up held once by each of its servers (none
+    lost, none twice), and the run ends where an undisturbed one does."""
+    rng = np.random.default_rng(2)
+    X = sp.random(2000, 60, density=0.1, random_state=2, format="csr")
+    w = rng.normal(size=60) * (rng.random(60) < 0.3)
+    y = np.where(X @ w + 0.05 * rng.normal(size=2000) > 0, 1, 0)
+    common = dict(penalty="l1", alpha=1e-3, max_epochs=20, tol=None, n_blocks=2, push="full", random_state=0)
+    serial = ProxSGDClassifier(**common).fit(X, y)
+    stop, armed = threading.Event(), []
+    arming = threading.Thread(target=_arm_mid_push_death, args=(ray_session, stop, "-worker-1-1", armed))
+    arming.start()
+    try:
+        with pytest.warns(ActorFailureWarning, match="worker actor 1 died"):
+            est = ProxSGDClassifier(backend="ray", n_workers=2, threads_per_worker=1, **common).fit(X, y)
+    finally:
+        stop.set()
+        arming.join()
+    assert armed, "the run ended before the worker was armed"
+    t = est.telemetry_
+    assert [f["actor"] for f in t["failures"]] == ["worker"], t["failures"]
+    # the host that applied the dying worker's push refused its reissue (block 0's and the intercept's
+    # servers), the other applied it
+    assert t["refused_pushes"][0] >= 1 and t["refused_pushes"][2] >= 1 and t["refused_pushes"][1] == 0, t
+    steps = est.history_[-1]["steps"]
+    # server 0's host holds block 0 and the intercept server (the parts it applied before the death),
+    # server 1's host block 1 (the parts it never got): each update once at each
+    assert t["lost_updates"] == [0, 0, 0] and t["server_updates"] == [steps] * 3, t
+    assert abs(est.history_[-1]["objective"] - serial.history_[-1]["objective"]) < 0.02

@@ -396,9 +396,24 @@ class WorkerActor:
         # additive rules: the clock each server's rows in self.params are at (None: not a replica of
         # them, e.g. after the task's own updates were applied to the copy)
         self.replica: list[int | None] = [None] * self.n_servers
+        self.push_fault: int | None = None  # (fault injection: arm_push_fault)
 
     def ready(self) -> int:
         return os.getpid()
+
+    def arm_push_fault(self, hosts: int) -> None:
+        """Fault injection for the chaos tests: at its next push this worker's process sends the parts
+        for its first `hosts` hosts only, waits until they are applied, and exits, as a worker whose
+        node is lost in the middle of a push: some servers hold the push, the others never get it."""
+        self.push_fault = hosts
+
+    def _die_mid_push(self, requests: dict[int, tuple]) -> None:
+        import ray
+
+        kept = {b: r for b, r in requests.items() if self.host_of[b] < self.push_fault}
+        refs, _ = self._send("push", kept)
+        ray.get(refs)
+        os._exit(1)
 
     def set_rule_state(self, state: dict) -> None:
         self.algo.load_state_dict(state, self.params)
@@ -500,7 +515,10 @@ class WorkerActor:
         if self.loading:  # (the hosts hold the rule these pushes are applied with)
             ray.get(self.loading)
             self.loading = []
-        refs, groups = self._send("push", {b: (origin, seq, parts[b], bundled, stepped_at, targets) for b in targets})
+        requests = {b: (origin, seq, parts[b], bundled, stepped_at, targets) for b in targets}
+        if self.push_fault is not None:
+            self._die_mid_push(requests)
+        refs, groups = self._send("push", requests)
         idle = 0.0 if self.finished is None else max(0.0, t0 - self.finished)
         self.finished = time.perf_counter()
         reply = {

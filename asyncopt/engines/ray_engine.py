@@ -606,6 +606,7 @@ class RayEngine:
             telemetry.server_updates = final["clocks"]
             telemetry.server_busy_seconds = final["busy"]
             telemetry.lost_updates = final["lost"]
+            telemetry.refused_pushes = final["refused"]
             telemetry.server_actors = [list(servers) for servers in self._placement]
         finally:
             self._shutdown(ray)

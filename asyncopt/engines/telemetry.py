@@ -37,6 +37,9 @@ class Telemetry:
     )  # each parameter server's clock (servers in the workers)
     failures: list[dict] = dataclasses.field(default_factory=list)  # Ray: actors that died, and what was lost
     lost_updates: list[int] = dataclasses.field(default_factory=list)  # Ray: per server, updates lost to restarts
+    # Ray: per server, pushes its ledger answered without applying them again (a task reissued after a
+    # worker died mid-push, or a retry), since the server actor last started
+    refused_pushes: list[int] = dataclasses.field(default_factory=list)
     server_busy_seconds: list[float] = dataclasses.field(default_factory=list)  # Ray: per server, in pulls and pushes
     server_actors: list[list[int]] = dataclasses.field(default_factory=list)  # Ray: the servers each actor hosts
     # snapshot reads (engines/snapshots.py): reads a write overlapped, rows re-copied, reads under the lock
@@ -140,6 +143,7 @@ class Telemetry:
         t.server_updates = [int(c) for c in saved.get("server_updates", [])]
         t.failures = [dict(f) for f in saved.get("failures", [])]
         t.lost_updates = [int(c) for c in saved.get("lost_updates", [])]
+        t.refused_pushes = [int(c) for c in saved.get("refused_pushes", [])]
         t.server_busy_seconds = [float(c) for c in saved.get("server_busy_seconds", [])]
         t.server_actors = [[int(b) for b in servers] for servers in saved.get("server_actors", [])]
         reads = ("reads_repaired", "rows_recopied", "reads_locked", "reads_torn")
@@ -158,6 +162,7 @@ class Telemetry:
             "server_updates": list(self.server_updates),
             "failures": [dict(f) for f in self.failures],
             "lost_updates": list(self.lost_updates),
+            "refused_pushes": list(self.refused_pushes),
             "server_busy_seconds": list(self.server_busy_seconds),
             "server_actors": [list(servers) for servers in self.server_actors],
             "reads_repaired": self.reads_repaired,

@@ -36,6 +36,12 @@ def first_at(history, f_star, target):
     return None
 
 
+def target_cells(history, f_star, targets=(1e-2, 1e-3)) -> list[str]:
+    """Per relative-suboptimality target, "epoch, seconds" of the first evaluation at it, or "-"."""
+    hits = [first_at(history, f_star, target) for target in targets]
+    return ["-" if hit is None else f"{hit[0]:.0f}, {hit[1]:.2f}" for hit in hits]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--optima", default=str(Path(__file__).parent / "results" / "proxsgd_optima.json"))
@@ -65,10 +71,7 @@ def main(argv=None):
             wall = time.perf_counter() - t0
             warned = any(issubclass(w.category, ConvergenceWarning) for w in caught)
             last = clf.history_[-1]
-            cells = []
-            for target in (1e-2, 1e-3):
-                hit = first_at(clf.history_, f_star, target)
-                cells.append("-" if hit is None else f"{hit[0]:.0f}, {hit[1]:.2f}")
+            cells = target_cells(clf.history_, f_star)
             row = (
                 f"| {name} | {alpha:g} | {label} | {clf.batch_size_} | {(last['objective'] - f_star) / f_star:.1e} "
                 f"| {last['epoch']:.0f} | {cells[0]} | {cells[1]} | {last['step_size'] / clf.step_size_:.2f} "

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from proxsgd_defaults import target_cells  # (benchmarks/ is the script's directory: on sys.path)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
@@ -64,13 +65,6 @@ def optimum(X, y, alpha):
     return objective(X, y, ref.coef_.ravel(), alpha)
 
 
-def first_at(history, f_star, target):
-    for h in history:
-        if (h["objective"] - f_star) / f_star <= target:
-            return h["epoch"], h["seconds"]
-    return None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None)
@@ -104,10 +98,7 @@ def main(argv=None):
                 wall = time.perf_counter() - t0
                 warned = any(issubclass(w.category, ConvergenceWarning) for w in caught)
                 final = (objective(X, y, clf.coef_.ravel(), alpha) - f_star) / f_star
-                cells = []
-                for target in (1e-2, 1e-3):
-                    hit = first_at(clf.history_, f_star, target)
-                    cells.append("-" if hit is None else f"{hit[0]:.0f}, {hit[1]:.2f}")
+                cells = target_cells(clf.history_, f_star)
                 row = (
                     f"| {name} + numeric | {scaled} | {alpha:g} | {scaling} | {final:.1e} | {clf.n_iter_:.0f} "
                     f"| {cells[0]} | {cells[1]} | {'yes' if warned else 'no'} | {wall:.1f} |"

@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 
 from asyncopt import ProxSGDClassifier
 from asyncopt.datasets import load_a9a, load_news20
-from asyncopt.proxsgd.column_scales import large_column_scales
+from asyncopt.proxsgd.column_scales import sparse_scales
 
 
 def with_numeric_columns(name: str):
@@ -80,11 +80,11 @@ def main(argv=None):
     ]
     for name in ("a9a", "news20"):
         shipped = (load_a9a if name == "a9a" else load_news20)()[0]
-        note = f"{name} as shipped: large_column_scales -> {'none' if large_column_scales(shipped) is None else 'some'}"
+        note = f"{name} as shipped: sparse_scales -> {'none' if sparse_scales(shipped) is None else 'some'}"
         print(note, flush=True)
         lines.insert(4, f"- {note}")
         X, y = with_numeric_columns(name)
-        scale = large_column_scales(X)
+        scale = sparse_scales(X)
         divisors = ", ".join(f"/{s:.3g}" for s in ([] if scale is None else scale[scale != 1]))
         scaled = "none" if scale is None else f"{int((scale != 1).sum())} ({divisors})"
         for alpha in (1e-4, 1e-5):

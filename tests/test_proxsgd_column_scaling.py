@@ -95,10 +95,10 @@ def test_group_l1_keeps_the_columns_as_given():
     assert fit_quietly(model, X, y).coef_.shape == (6,)  # (no row_scale reaches group L1's prox)
 
 
-def indicators_and_a_numeric_column(n=3000, seed=6):
+def indicators_and_a_numeric_column(n=3000, seed=6, units=1.0):
     """Sparse one-hot columns (5 features of 8 levels each) beside one raw numeric column, an income
     on a scale of 10^4 present in a third of the rows: the design a OneHotEncoder with a passthrough
-    column gives."""
+    column gives. `units`: the income in other units (1e-7: on a scale of 10^-3)."""
     import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
@@ -106,38 +106,42 @@ def indicators_and_a_numeric_column(n=3000, seed=6):
     rows = np.repeat(np.arange(n), 5)
     onehot = sp.csr_matrix((np.ones(5 * n), (rows, (levels + 8 * np.arange(5)).ravel())), shape=(n, 40))
     income = np.where(rng.random(n) < 1 / 3, rng.lognormal(9.5, 0.5, n), 0.0)
-    X = sp.hstack([onehot, sp.csr_matrix(income[:, None])]).tocsr()
     effect = rng.normal(size=40) * (rng.random(40) < 0.5)
     y = onehot @ effect + 2e-4 * income + 0.3 * rng.standard_normal(n)
-    return X, y
+    return sp.hstack([onehot, sp.csr_matrix(units * income[:, None])]).tocsr(), y
 
 
-def test_sparse_columns_far_above_the_typical_entry_are_scaled_down_alone():
+def test_sparse_columns_far_from_the_typical_entry_are_scaled_alone():
     import scipy.sparse as sp
 
-    from asyncopt.proxsgd.column_scales import LARGE_COLUMN_FACTOR, large_column_scales
+    from asyncopt.proxsgd.column_scales import LARGE_COLUMN_FACTOR, sparse_scales
 
     X, _ = indicators_and_a_numeric_column()
-    scale = large_column_scales(X)
+    scale = sparse_scales(X)
     income = X[:, 40].data
     assert np.all(scale[:40] == 1.0)  # the indicators stay
     assert scale[40] == pytest.approx(np.sqrt(np.mean(income**2)))  # brought to the typical entry's 1
-    # columns as alike as a9a's, or small ones (rare words of TF-IDF text) are not touched: no copy
-    assert large_column_scales(X[:, :40]) is None
-    small = sp.csr_matrix(X[:, :40].multiply(np.r_[np.full(20, 1e-4), np.ones(20)]))
-    assert large_column_scales(small) is None
+    # a small column in a third of the rows is scaled up alike
+    tiny, _ = indicators_and_a_numeric_column(units=1e-7)
+    np.testing.assert_allclose(sparse_scales(tiny), np.r_[scale[:40], scale[40] * 1e-7], rtol=1e-12)
+    # columns as alike as a9a's, or small ones in few rows (rare words of long TF-IDF documents) are
+    # not touched: no copy
+    assert sparse_scales(X[:, :40]) is None
+    rare = sp.random(X.shape[0], 10, density=0.005, random_state=0, format="csr") * 1e-4
+    assert sparse_scales(sp.hstack([X[:, :40], rare]).tocsr()) is None
     # the rule's factor: a column just under it stays, just over it is scaled
     for factor, expected in ((0.9, None), (1.1, True)):
         wide = sp.hstack([X[:, :40], X[:, :1] * (factor * LARGE_COLUMN_FACTOR)]).tocsr()
-        got = large_column_scales(wide)
+        got = sparse_scales(wide)
         assert (got is None) if expected is None else (got[40] > 1.0 and np.all(got[:40] == 1.0))
 
 
-@pytest.mark.parametrize("backend", ["serial", "threads"])
-def test_sparse_data_with_a_raw_numeric_column_reaches_the_lasso_optimum(backend):
+@pytest.mark.parametrize("backend, units", [("serial", 1.0), ("threads", 1.0), ("serial", 1e-7)])
+def test_sparse_data_with_a_raw_numeric_column_reaches_the_lasso_optimum(backend, units):
     # before sparse column scaling the income set L; the one-hot coefficients crawled and the fit ended
-    # near the constant model after its 100 epochs (the same on a9a with such columns: 80% above F*)
-    X, y = indicators_and_a_numeric_column()
+    # near the constant model after its 100 epochs (the same on a9a with such columns: 80% above F*).
+    # In tiny units its own coefficient crawls instead.
+    X, y = indicators_and_a_numeric_column(units=units)
     alpha = 1e-3
     ref = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(X, y)
     f_star = lasso_objective(X, y, alpha, ref.coef_, ref.intercept_)

@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from asyncopt.engines import make_engine
 from asyncopt.estimators.base import AsyncEstimator, data_fingerprint
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
-from asyncopt.proxsgd.column_scales import dense_scales, divided_columns, large_column_scales
+from asyncopt.proxsgd.column_scales import dense_scales, divided_columns, sparse_scales
 from asyncopt.proxsgd.data import LinearData, column_counts
 from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds, feature_order
@@ -280,7 +280,7 @@ class _ProxSGDBase(AsyncEstimator):
         ):
             return None
         if sp.issparse(X):
-            scale = large_column_scales(X)
+            scale = sparse_scales(X)
             return None if scale is None else (None, scale)
         return dense_scales(X, centre=self.fit_intercept)
 
@@ -329,6 +329,7 @@ class _ProxSGDBase(AsyncEstimator):
         dtype = torch.float64 if self.dtype == "float64" else torch.float32
         device = torch.device(self.device)
         scaling = self._column_scaling(X)  # (in the user's feature order; the run's below)
+        self.column_scale_ = None if scaling is None else scaling[1].copy()
         if scaling is not None:
             shift, scale = scaling
             if sp.issparse(X):
@@ -584,8 +585,8 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     column_scaling : {"auto", "none"}
         "auto": on dense data the run standardizes X's columns itself (minus their means when
         fit_intercept, over their spread): one step then suits every coefficient. On sparse data it
-        keeps the zeros and most columns, and scales down only those far larger than the typical
-        entry (a raw numeric column among one-hot or text columns: proxsgd/column_scales.py). The
+        keeps the zeros and most columns, and rescales only those far from the typical entry (a raw
+        numeric column among one-hot or text columns: proxsgd/column_scales.py; ``column_scale_``). The
         problem is unchanged (the penalty stays on the user's coefficients; ``coef_`` and
         ``intercept_`` are in the user's units), unlike a scaler in front of the model. Group L1, a
         smooth regularizer and a given step_size keep the columns as given, as does "none".
@@ -670,6 +671,9 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     telemetry_ : dict
         Staleness histogram and per-worker work of the run.
     n_blocks_, push_, batch_size_, step_size_, anchor_epochs_, smoothness_ : the values used.
+    column_scale_ : ndarray of shape (n_features,) or None
+        What the run divided X's columns by (column_scaling; 1 for a column kept as it is), None where
+        it took them as given.
     n_iter_ : float
         Epochs run. ``t_``: updates applied.
 
@@ -734,7 +738,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
     classes_ : ndarray of shape (n_classes,)
     coef_ : ndarray of shape (1, n_features) for two classes, else (n_classes, n_features)
     intercept_ : ndarray of shape (1,) or (n_classes,)
-    history_, telemetry_, n_blocks_, batch_size_, step_size_, anchor_epochs_, smoothness_, n_iter_, t_ :
+    history_, telemetry_, n_blocks_, batch_size_, step_size_, anchor_epochs_, smoothness_, column_scale_, n_iter_, t_ :
         as in `ProxSGDRegressor`.
 
     Examples

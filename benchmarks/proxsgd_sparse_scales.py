@@ -78,11 +78,12 @@ def main(argv=None):
         "| to 1e-3: epoch, s | ConvergenceWarning | whole fit s |",
         "|---|---|---:|---|---:|---:|---:|---:|---|---:|",
     ]
+    notes = []
     for name in ("a9a", "news20"):
         shipped = (load_a9a if name == "a9a" else load_news20)()[0]
         note = f"{name} as shipped: sparse_scales -> {'none' if sparse_scales(shipped) is None else 'some'}"
         print(note, flush=True)
-        lines.insert(4, f"- {note}")
+        notes.append(f"- {note}")
         X, y = with_numeric_columns(name)
         scale = sparse_scales(X)
         divisors = ", ".join(f"/{s:.3g}" for s in ([] if scale is None else scale[scale != 1]))
@@ -105,7 +106,7 @@ def main(argv=None):
                 )
                 print(row, flush=True)
                 lines.append(row)
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines[:4] + notes + [""] + lines[4:]) + "\n"
     if args.out:
         Path(args.out).write_text(text)
 

@@ -120,6 +120,24 @@ BAD = [
 ]  # fmt: skip
 
 
+def test_fit_says_which_columns_the_run_rescaled(tmp_path, capsys):
+    import scipy.sparse as sp
+    from sklearn.datasets import dump_svmlight_file
+
+    rng = np.random.default_rng(2)
+    onehot = sp.csr_matrix(np.eye(8)[rng.integers(0, 8, 400)])
+    income = rng.lognormal(9.0, 0.5, (400, 1))  # (among 0/1 columns: scaled down inside the run)
+    y = onehot @ rng.normal(size=8) + 1e-4 * income[:, 0]
+    data = tmp_path / "mixed.svm"
+    dump_svmlight_file(sp.hstack([onehot, income]).tocsr(), y, str(data))
+    model = str(tmp_path / "m.model")
+    argv = ["fit", "--model", "proxsgd", "--data", str(data), "--output", model, "--max-epochs", "5"]
+    assert main(argv) == 0
+    assert "columns: 1 of 9 rescaled inside the run" in capsys.readouterr().err
+    assert main([*argv, "--column-scaling", "none"]) == 0
+    assert "rescaled" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "status", "says"), BAD, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _, _) in enumerate(BAD)]
 )

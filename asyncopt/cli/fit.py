@@ -154,7 +154,19 @@ def _given_params(args, model: str) -> dict:
             other = next(m for m in MODELS if m != model)
             raise UsageError(f"--{name.replace('_', '-')} is an option of --model {other}, not of --model {model}")
         out[name] = parse_value(value, allowed[name])
+        if out[name] is None and _takes_the_word_none(model, name):
+            out[name] = "none"  # (--column-scaling none: the option "none", not Python's None)
     return out
+
+
+def _takes_the_word_none(model: str, name: str) -> bool:
+    """Whether the parameter has the string option "none" and does not take None (column_scaling,
+    variance_reduction): there "none" on the command line means the word."""
+    from sklearn.utils._param_validation import StrOptions
+
+    constraints = _estimators(model)[0]._parameter_constraints.get(name, [])
+    takes_word = any(isinstance(c, StrOptions) and "none" in c.options for c in constraints)
+    return takes_word and not any(c is None for c in constraints)
 
 
 def _task(y: np.ndarray, task: str) -> str:
@@ -254,6 +266,12 @@ def _report(est, wall: float) -> None:
         cells = " ".join(f"{h[k]:11.5g}" if isinstance(h[k], float) else f"{h[k]:>11}" for k in keys)
         lines.append(f"{h['epoch']:7.2f} {h['seconds']:8.2f} {cells}")
     lines.append(f"fit: {wall:.1f} s wall, {history[-1]['samples']:,} samples" if history else f"fit: {wall:.1f} s")
+    scale = getattr(est, "column_scale_", None)
+    if scale is not None and (scale != 1.0).any():  # (ProxSGD's column_scaling)
+        lines.append(
+            f"columns: {int((scale != 1.0).sum()):,} of {len(scale):,} rescaled inside the run (the model is in "
+            f"your units; --column-scaling none keeps them as given)"
+        )
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 

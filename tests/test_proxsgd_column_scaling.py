@@ -208,3 +208,22 @@ def test_the_shipped_sparse_sets_keep_their_columns(name):
     require_data(name)
     X = getattr(datasets, f"load_{name}")()[0]
     assert sparse_scales(X) is None
+
+
+def test_the_typical_entry_is_the_weighted_median():
+    # (found by a histogram of the logs and a sort of one bin: the same value as a sort of all)
+    from asyncopt.proxsgd.column_scales import weighted_median
+
+    def by_sorting(values, weights):
+        order = np.argsort(values, kind="stable")
+        cumulative = np.cumsum(weights[order])
+        return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        n = int(rng.integers(1, 60))
+        values = np.exp(rng.normal(0.0, 3.0, n)) * (rng.random(n) < 0.9)  # (zeros: columns of stored zeros)
+        if rng.random() < 0.3:
+            values = np.round(values, 1)  # ties
+        weights = rng.integers(1, 6, n).astype(np.float64)
+        assert weighted_median(values, weights) == by_sorting(values, weights)

@@ -32,6 +32,15 @@ SCALAR_PENALTIES = {
 }
 
 
+def _weights(n: int, weighted: bool) -> np.ndarray | None:
+    """Sample weights of mean 1 spread over 0..3.6 (a zero among them), or None."""
+    if not weighted:
+        return None
+    w = np.random.default_rng(n).uniform(0.0, 3.0, size=n)
+    w[1] = 0.0
+    return w * (n / w.sum())
+
+
 @pytest.mark.parametrize("positive", [False, True])
 @pytest.mark.parametrize("name", sorted(SCALAR_PENALTIES))
 def test_prox_matches_scalar_reference(name, positive):
@@ -121,13 +130,14 @@ def test_full_gradient_passes_check_grad(loss_name, sparse):
     assert scipy.optimize.check_grad(f, g, rng.normal(size=(d + 1) * k)) < 1e-6
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("fit_intercept", [False, True])
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("loss_name", ["logistic", "smoothed_hinge"])
-def test_a_full_pass_with_a_probe_is_the_gradient_and_one_curvature_product(loss_name, sparse, fit_intercept):
+def test_a_full_pass_with_a_probe_is_the_gradient_and_one_curvature_product(loss_name, sparse, fit_intercept, weighted):
     """The shared pass an evaluation point takes (SVRG anchor, F's gradient, the local step's first
-    power-iteration product riding as a second column) against dense numpy; the measures it saves
-    equal the ones computed from scratch."""
+    power-iteration product riding as a second column) against dense numpy, with sample weights
+    (F = mean of w_i f_i) or without; the measures it saves equal the ones computed from scratch."""
     import scipy.sparse as sp
 
     rng = np.random.default_rng(4)
@@ -135,7 +145,9 @@ def test_a_full_pass_with_a_probe_is_the_gradient_and_one_curvature_product(loss
     X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5)
     loss = LOSSES[loss_name]
     y = rng.choice([-1.0, 1.0], size=(n, 1)) if loss.labels == "binary" else rng.normal(size=(n, 1))
-    data = LinearData.from_array(sp.csr_matrix(X) if sparse else X, y)
+    w = _weights(n, weighted)
+    data = LinearData.from_array(sp.csr_matrix(X) if sparse else X, y, weights=w)
+    w = np.ones(n) if w is None else w
     problem = LinearProblem(
         data, loss, make_penalty("l1", 0.01), NonconvexRegularizer(0.0), fit_intercept, block_bounds(d, 3)
     )
@@ -153,8 +165,15 @@ def test_a_full_pass_with_a_probe_is_the_gradient_and_one_curvature_product(loss
     np.testing.assert_allclose(taken.margins.numpy(), z, rtol=1e-12, atol=1e-12)
     value, grad = problem.smooth_value_and_gradient(params)
     assert taken.loss_value == pytest.approx(value, rel=1e-12)
+    zt, yt = torch.tensor(z), torch.tensor(y)
+    assert value == pytest.approx(float((w * loss.value(zt, yt).numpy().ravel()).mean()), rel=1e-12)
+    D = w * loss.derivative(zt, yt).numpy().ravel()
+    gradient = A.T @ D / n
+    if not fit_intercept:
+        gradient[d] = 0.0
+    np.testing.assert_allclose(grad.numpy().ravel(), gradient, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(taken.loss_gradient.numpy(), grad.numpy(), rtol=1e-10, atol=1e-14)
-    c = loss.second_derivative(torch.tensor(z), torch.tensor(y)).abs().numpy().reshape(-1)
+    c = w * loss.second_derivative(zt, yt).abs().numpy().reshape(-1)
     expected = A.T @ (c * (A @ probe.numpy()).ravel()) / n
     np.testing.assert_allclose(taken.probe_product.numpy().ravel(), expected, rtol=1e-10, atol=1e-14)
 
@@ -209,11 +228,12 @@ def test_block_bounds_never_cut_a_group():
     assert bounds[0] == 0 and bounds[-1] == len(groups)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("penalty_name", ["l1", "elasticnet"])
-def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_name, vr):
+def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_name, vr, weighted):
     import scipy.sparse as sp
 
     from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
@@ -222,7 +242,7 @@ def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_
     n, d = 60, 11
     X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4)
     y = rng.choice([-1.0, 1.0], size=(n, 1))
-    data = LinearData.from_array(sp.csr_matrix(X) if sparse else X, y)
+    data = LinearData.from_array(sp.csr_matrix(X) if sparse else X, y, weights=_weights(n, weighted))
     problem = LinearProblem(
         data, LOSSES["logistic"], make_penalty(penalty_name, 0.05), NonconvexRegularizer(0.0), True, block_bounds(d, 3)
     )
@@ -244,14 +264,16 @@ def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_
     assert not torch.equal(results[0][0], results[0][1])  # the steps moved the parameters
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("loss", ["logistic", "squared", "smoothed_hinge", "sigmoid"])
 @pytest.mark.parametrize("penalty", ["l1", "l1-positive", "none", "l1-rows-scaled"])
-def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, penalty, vr):
+def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, penalty, vr, weighted):
     """The sparse fast path does the whole step in two kernels (fast.sparse_block_step and
     eager_l1_apply), with its own copy of each loss derivative: checked against losses.py. With
-    rows scaled (column_scaling on sparse data), each row's threshold is its own: against prox.py's."""
+    rows scaled (column_scaling on sparse data), each row's threshold is its own: against prox.py's.
+    With sample weights, each sample's derivative is weighted: against problem.batch_weighted."""
     import scipy.sparse as sp
 
     from asyncopt.proxsgd import fast
@@ -264,7 +286,7 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
     Y = rng.normal(size=(n, k)) if loss == "squared" else rng.choice([-1.0, 1.0], size=(n, k))
     name, positive = ("none", False) if penalty == "none" else ("l1", penalty == "l1-positive")
     problem = LinearProblem(
-        LinearData.from_array(X, Y),
+        LinearData.from_array(X, Y, weights=_weights(n, weighted)),
         LOSSES[loss],
         _rows_scaled(make_penalty(name, 0.03, positive=positive), d, penalty == "l1-rows-scaled"),
         NonconvexRegularizer(0.0),
@@ -286,12 +308,13 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
     assert not torch.equal(results[0], start)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("scaled", [False, True])
 @pytest.mark.parametrize("blocks", [1, 3, 4])
 @pytest.mark.parametrize("lazy", [False, True])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
-def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr, lazy, blocks, scaled):
+def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr, lazy, blocks, scaled, weighted):
     """The engine's compiled task loop (the servers-in-workers fast path: no torch per step) against
     the step-by-step eager rule, with an intercept, 3 outputs and a task of 7 batches, eager or lazy (then flushed); the
     version counter counts every update."""
@@ -305,7 +328,7 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
     n, d, k = 50, 12, 3
     X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4))
     problem = LinearProblem(
-        LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k))),
+        LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k)), weights=_weights(n, weighted)),
         LOSSES["logistic"],
         _rows_scaled(make_penalty("l1", 0.02), d, scaled),
         NonconvexRegularizer(0.0),
@@ -343,13 +366,16 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
     assert not torch.equal(fused, start)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("kind", ["pairs", "samples"])
 @pytest.mark.parametrize("adaptive", [False, True])
 @pytest.mark.parametrize("blocks", [1, 3, 4])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
 @pytest.mark.parametrize("penalty", ["l1", "positive l1", "none"])
-def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(penalty, push, vr, blocks, adaptive, kind):
+def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(
+    penalty, push, vr, blocks, adaptive, kind, weighted
+):
     """Ray's bundles (proxsgd/bundles.py): the task computed in one compiled call on a worker's copy
     (each update applied to it before the next batch), split by server, and each server's bundle
     applied in one call, against the same steps one by one with compute / apply / server_parts. Both
@@ -365,9 +391,9 @@ def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(penalty, 
     n, d, k = 60, 12, 2
     X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4))
     problem = LinearProblem(
-        LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k))), LOSSES["logistic"],
-        make_penalty(penalty.split()[-1], 0.02, positive=penalty.startswith("positive")), NonconvexRegularizer(0.0),
-        True, block_bounds(d, blocks),
+        LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k)), weights=_weights(n, weighted)),
+        LOSSES["logistic"], make_penalty(penalty.split()[-1], 0.02, positive=penalty.startswith("positive")),
+        NonconvexRegularizer(0.0), True, block_bounds(d, blocks),
     )  # fmt: skip
     algo = ProxSGDAlgorithm(
         problem, 5, 0.4, push, delay=2.0, delay_adaptive=adaptive, variance_reduction=vr, bundle_pushes=kind

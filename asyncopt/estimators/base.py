@@ -49,8 +49,9 @@ RESUME_FREE = frozenset(
 )
 
 
-def data_fingerprint(X, Y) -> dict:
-    """Shape and a BLAKE2b digest of the training data and targets (a resumed fit must see the same)."""
+def data_fingerprint(X, Y, weights=None) -> dict:
+    """Shape and a BLAKE2b digest of the training data, targets and sample weights (a resumed fit must
+    see the same; without weights the digest is that of data and targets alone, as before weights)."""
     h = hashlib.blake2b(digest_size=16)
     if sp.issparse(X):
         X = X.tocsr()
@@ -59,6 +60,8 @@ def data_fingerprint(X, Y) -> dict:
     else:
         h.update(np.ascontiguousarray(X).tobytes())
     h.update(np.ascontiguousarray(Y).tobytes())
+    if weights is not None:
+        h.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
     return {"shape": [int(s) for s in X.shape], "dtype": str(X.dtype), "digest": h.hexdigest()}
 
 

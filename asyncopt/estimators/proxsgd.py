@@ -23,7 +23,7 @@ from asyncopt.engines import make_engine
 from asyncopt.estimators.base import AsyncEstimator, data_fingerprint
 from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 from asyncopt.proxsgd.column_scales import dense_scales, divided_columns, sparse_scales
-from asyncopt.proxsgd.data import LinearData, column_counts
+from asyncopt.proxsgd.data import LinearData, column_counts, sample_weights
 from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds, feature_order
 from asyncopt.proxsgd.prox import PENALTIES, make_penalty
@@ -118,6 +118,15 @@ def feature_groups(groups, n_features: int) -> np.ndarray:
             f"got an array of shape {labels.shape}"
         )
     return np.unique(labels, return_inverse=True)[1]
+
+
+def _checked_weights(sample_weight, X) -> np.ndarray | None:
+    """sample_weight as float64 (n,), or None: one finite, non-negative weight per sample, not all 0."""
+    if sample_weight is None:
+        return None
+    from sklearn.utils.validation import _check_sample_weight
+
+    return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True, copy=True)
 
 
 MAX_TARGET = 1e150  # largest |y| a regressor takes: its square, summed over samples, stays finite in float64
@@ -298,10 +307,11 @@ class _ProxSGDBase(AsyncEstimator):
             return False
         return switch == "frequency" or (not ray and X.shape[1] >= FREQUENCY_ORDER_COLUMNS)
 
-    def _fit_linear(self, X, Y, loss_name, resume=False, validation=None):
+    def _fit_linear(self, X, Y, loss_name, resume=False, validation=None, sample_weight=None):
         started = time.perf_counter()
+        weights = sample_weights(sample_weight, X.shape[0])  # (mean 1; None when all are equal)
         # (hashing full MNIST takes ~0.2 s: only when checkpoints are written or read)
-        fingerprint = data_fingerprint(X, Y) if self.checkpoint_dir is not None else None
+        fingerprint = data_fingerprint(X, Y, weights) if self.checkpoint_dir is not None else None
         state = self._load_resume(resume, fingerprint)
         seed = self._seed(state)
         loss = get_loss(loss_name)
@@ -340,8 +350,9 @@ class _ProxSGDBase(AsyncEstimator):
             scaling = (shift, scale if order is None else scale[order])
         # (processes: the workers' arrays copied into shared memory beside the setup)
         data = LinearData.from_array(
-            X, Y, dtype=dtype, device=device, shared=self.backend == "processes", column_order=order, counts=counts
-        )
+            X, Y, dtype=dtype, device=device, shared=self.backend == "processes", column_order=order, counts=counts,
+            weights=weights,
+        )  # fmt: skip
         bounds = block_bounds(d, M, group_of_row)
         penalty = make_penalty(
             self.penalty,
@@ -690,11 +701,14 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     """
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, X_val=None, y_val=None, resume=False):
+    def fit(self, X, y, X_val=None, y_val=None, resume=False, sample_weight=None):
         """Fit to (X, y); optional (X_val, y_val) is scored (R^2, as `EigenProRegressor` does) at every
         history entry (``val_metric``). ``resume=True`` continues from the latest checkpoint in
-        ``checkpoint_dir`` (refused when it is of other data or settings); ``"auto"`` does so when there is one."""
+        ``checkpoint_dir`` (refused when it is of other data, weights or settings); ``"auto"`` does so
+        when there is one. ``sample_weight`` (n_samples,): each sample's weight in the loss, F =
+        sum_i w_i f_i / sum_i w_i + penalty (integer weights act as repeated samples)."""
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32], y_numeric=True)
+        sample_weight = _checked_weights(sample_weight, X)
         largest = float(np.max(np.abs(y))) if len(y) else 0.0
         if largest > MAX_TARGET:  # (the loss at w = 0 squares y: inf, reported later as a divergence)
             raise ValueError(
@@ -704,7 +718,8 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         if self.loss != "squared":
             raise ValueError(f"ProxSGDRegressor supports loss='squared'; got loss={self.loss!r}")
         validation = self._validation_set(X_val, y_val, 1)
-        self._fit_linear(X, np.asarray(y, dtype=np.float64).reshape(-1, 1), "squared", resume, validation)
+        Y = np.asarray(y, dtype=np.float64).reshape(-1, 1)
+        self._fit_linear(X, Y, "squared", resume, validation, sample_weight)
         self.coef_, self.intercept_ = self._coef[:, 0], self._intercept[:1]
         return self
 
@@ -732,6 +747,9 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         The margin loss (labels coded -1/+1); "sigmoid" is smooth and nonconvex.
     multi_class : {"ovr", "multinomial"}
         More than two classes: one-vs-rest columns, or softmax cross-entropy (loss="logistic" only).
+    class_weight : dict, "balanced" or None
+        Weights of the classes' samples in the loss (``{label: weight}``; "balanced": n_samples /
+        (n_classes * count of the class), as scikit-learn computes them); they multiply ``sample_weight``.
 
     Attributes
     ----------
@@ -756,6 +774,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
     _parameter_constraints: dict = {
         **_ProxSGDBase._parameter_constraints,
         "multi_class": [StrOptions({"ovr", "multinomial"})],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
     }
 
     def __init__(
@@ -763,6 +782,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         loss="logistic",
         *,
         multi_class="ovr",
+        class_weight=None,
         penalty="l2",
         alpha=1e-4,
         l1_ratio=0.15,
@@ -846,14 +866,24 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
             checkpoint_every=checkpoint_every,
         )
         self.multi_class = multi_class
+        self.class_weight = class_weight
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, X_val=None, y_val=None, resume=False):
+    def fit(self, X, y, X_val=None, y_val=None, resume=False, sample_weight=None):
         """Fit to (X, y); optional (X_val, y_val) is scored (accuracy) at every history entry
-        (``val_metric``); ``resume``: as in `ProxSGDRegressor.fit`."""
+        (``val_metric``); ``resume`` and ``sample_weight``: as in `ProxSGDRegressor.fit` (the weights
+        multiply those of ``class_weight``)."""
         X, y = validate_data(self, X, y, accept_sparse=("csr", "csc"), dtype=[np.float64, np.float32])
+        sample_weight = _checked_weights(sample_weight, X)
         self._check_engine_params()
         check_classification_targets(y)
+        if self.class_weight is not None:
+            from sklearn.utils.class_weight import compute_sample_weight
+
+            by_class = compute_sample_weight(self.class_weight, y)
+            sample_weight = by_class if sample_weight is None else sample_weight * by_class
+            if not np.any(sample_weight > 0):
+                raise ValueError("class_weight gives every sample weight 0: nothing is left to fit")
         self.classes_ = np.unique(y)
         codes = np.searchsorted(self.classes_, y)  # (unique's inverse, 3x faster on 2*10^6 labels)
         K = len(self.classes_)
@@ -875,7 +905,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         else:
             Y, loss = np.where(np.eye(K)[codes] == 1, 1.0, -1.0), self.loss
         validation = self._validation_set(X_val, y_val, Y.shape[1])
-        self._fit_linear(X, Y, loss, resume, validation)
+        self._fit_linear(X, Y, loss, resume, validation, sample_weight)
         self.coef_, self.intercept_ = self._coef.T.copy(), self._intercept.copy()
         return self
 

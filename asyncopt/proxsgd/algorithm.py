@@ -308,7 +308,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
         D, loss_sum = problem.batch_loss_derivative(mb, params)
         if self.variance_reduction:
             D = D - self._anchor_derivative(mb.rows, D)
-        D /= mb.size
+        D = problem.batch_weighted(D, mb.rows) / mb.size
         j, lo, hi = self._block_range(key)
         if data.sparse:
             mask = (mb.cols >= lo) & (mb.cols < hi) if j >= 0 else slice(None)
@@ -366,7 +366,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
         D = problem.loss.derivative(z, y)
         if self.variance_reduction:
             D -= self._anchor_derivative(batch, D)
-        D /= len(rows)
+        D = problem.batch_weighted(D, batch) / len(rows)
         loss_sum = float(Z.sum())  # only its finiteness is used
         if data.sparse:
             index, values = fast.csr_block_gradient(v["indptr"], v["indices"], v["values"], rows, D.numpy(), lo, hi)
@@ -389,7 +389,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
         snap_D = v["snap_D"] if self.variance_reduction else v["Y"]  # (unused without SVRG)
         return fast.sparse_block_step(
             v["indptr"], v["indices"], v["values"], v["Y"], rows, Z, self._loss_code, snap_D,
-            self.variance_reduction, lo, hi,
+            self.variance_reduction, lo, hi, v["sw"],
         )  # fmt: skip
 
     def _fused_apply(self, P, index, values, intercept, eta, lo, hi) -> None:
@@ -457,6 +457,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
         worker = (
             v["indptr"], v["indices"], v["values"], v["Y"], P, self._loss_code, snap_D, vr, bounds,
             self.push == "block", lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], v["rw"],
+            v["sw"],
         )  # fmt: skip
         server = (
             P, bounds, penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive, mu, vr,
@@ -531,6 +532,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             penalty = self.problem.penalty
             scaled = type(penalty) is L1 and penalty.row_scale is not None
             views["rw"] = (1.0 / penalty.row_scale.double()).numpy() if scaled else np.zeros(0, dtype=np.float64)
+            views["sw"] = data.weights_array()  # the sample weights (empty: all 1)
             if self.variance_reduction:
                 views["snap_D"], views["snap_mu"] = self._snap_D.numpy(), self._snap_mu.numpy()
             self._views = views

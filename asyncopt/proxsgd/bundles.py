@@ -150,6 +150,7 @@ def _compute_samples(worker, server, rows, sizes, keys, staleness):
     last update's pairs are not formed here: its servers form them)."""
     indptr, indices, values, Y, P = worker[0], worker[1], worker[2], worker[3], worker[4]
     code, snap_D, has_vr, bounds, block_push = worker[5], worker[6], worker[7], worker[8], worker[9]
+    sw = worker[18]  # (the sample weights: task_worker_step's tuple)
     n = sizes.shape[0]
     d, k = P.shape[0] - 1, P.shape[1]
     M = bounds.shape[0] - 1
@@ -167,7 +168,7 @@ def _compute_samples(worker, server, rows, sizes, keys, staleness):
         for r in range(Z.shape[0]):
             for c in range(k):
                 Z[r, c] += P[d, c]
-        intercept, finite = _batch_coefficients(Y, batch, Z, code, snap_D, has_vr)
+        intercept, finite = _batch_coefficients(Y, batch, Z, code, snap_D, has_vr, sw)
         if not finite:
             return STEP_NOT_FINITE, blocks[:0], coefs[:0], intercepts[:0]
         coefs[start : start + sizes[t]] = Z

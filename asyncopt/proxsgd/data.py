@@ -183,6 +183,17 @@ def _writable(a) -> np.ndarray:
     return np.require(np.asarray(a), requirements="W")
 
 
+def sample_weights(sample_weight, n: int) -> np.ndarray | None:
+    """The run's weights from a user's (validated: finite, >= 0, not all 0): scaled to mean 1, so that
+    F keeps its scale and integer weights mean repeated samples; None when all are equal (no weights)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if n == 0 or np.all(w == w[0]):
+        return None
+    return w * (n / w.sum())
+
+
 def column_counts(X) -> np.ndarray:
     """The stored entries of each column of sparse X (CSR or CSC)."""
     if X.format == "csc":
@@ -243,17 +254,30 @@ class LinearData:
     # thread, before X^T, while the setup goes on (15-20 ms on news20, seconds on 10^8 entries):
     # `share_memory` puts the copies in place of the originals
     sharing: concurrent.futures.Future | None = dataclasses.field(default=None, repr=False, compare=False)
+    # each sample's weight in F = (1/n) sum_i w_i f_i + h (n,), of mean 1 (`sample_weights`); None: all 1
+    weights: torch.Tensor | None = None
 
     @classmethod
     def from_array(
-        cls, X, Y: np.ndarray, dtype=torch.float64, device="cpu", shared: bool = False, column_order=None, counts=None
+        cls,
+        X,
+        Y: np.ndarray,
+        dtype=torch.float64,
+        device="cpu",
+        shared: bool = False,
+        column_order=None,
+        counts=None,
+        weights: np.ndarray | None = None,
     ) -> LinearData:
         """X (dense, or sparse: kept CSR) and Y as tensors. `shared`: the arrays the workers read are
         also copied into shared memory beside the setup (for worker processes: `share_memory`).
         `column_order`: X's columns in this order (problem.feature_order; column j is X[:, order[j]]).
-        `counts`: X's `column_counts` where the caller has them (the order was made from them)."""
+        `counts`: X's `column_counts` where the caller has them (the order was made from them).
+        `weights`: the samples' weights (`sample_weights`), or None."""
         share = shared and torch.device(device).type == "cpu"
         data, transpose = cls._from_array(X, Y, dtype, device, column_order, share, counts)
+        if weights is not None:
+            data.weights = torch.as_tensor(_writable(weights), dtype=dtype, device=device)
         # (the copies first: the workers start after the setup, X^T is needed at the first evaluation;
         # sparse data in a column order on the CPU was written straight into shared arrays)
         if share and not (column_order is not None and sp.issparse(X)):
@@ -378,7 +402,7 @@ class LinearData:
         return self.Y.device
 
     def _worker_fields(self) -> dict[str, torch.Tensor]:
-        names = ("Y", "dense", "indptr", "indices", "values")
+        names = ("Y", "dense", "indptr", "indices", "values", "weights")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def share_memory(self) -> None:
@@ -403,6 +427,7 @@ class LinearData:
             self.t_indices,
             self.t_values,
             self.product_indptr,
+            self.weights,
         )
         return [t for t in fields if t is not None]
 
@@ -420,13 +445,15 @@ class LinearData:
         """Samples `rows` as data of their own (X's and Y's rows; no X^T): the power iteration's sample
         where the compiled passes, which read the rows in place, do not serve (dense data, GPUs)."""
         rows = rows.to(self.device)
+        weights = None if self.weights is None else self.weights[rows]
         if not self.sparse:
-            return LinearData(len(rows), self.d, self.Y[rows], self.dense[rows])
+            return LinearData(len(rows), self.d, self.Y[rows], self.dense[rows], weights=weights)
         batch = self.minibatch(rows)
         indptr = torch.zeros(len(rows) + 1, dtype=torch.int64, device=self.device)
         torch.cumsum(self.indptr[rows + 1] - self.indptr[rows], 0, out=indptr[1:])
         product = indptr.to(torch.int32) if batch.cols.dtype == torch.int32 else None
-        return LinearData(len(rows), self.d, self.Y[rows], None, indptr, batch.cols, batch.vals, product_indptr=product)
+        return LinearData(len(rows), self.d, self.Y[rows], None, indptr, batch.cols, batch.vals,
+                          product_indptr=product, weights=weights)  # fmt: skip
 
     def minibatch(self, rows: torch.Tensor) -> MiniBatch:
         rows = rows.to(self.device)
@@ -529,7 +556,8 @@ class LinearData:
     def gram_product(
         self, v: torch.Tensor, shift: float = 0.0, rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, float]:
-        """(X^T u, sum(u)) for u = X v + shift (v: d x 1), over the samples `rows` (sorted) when given:
+        """(X^T u, sum(u)) for u = W (X v + shift) (v: d x 1; W the sample weights), over the samples
+        `rows` (sorted) when given:
         a power iteration's two products. On the CPU one compiled pass over X's rows (those `rows`, read
         in place), without X^T: on this thread while X^T is being built on the setup's, else on both
         (halves of the rows, each into its own output)."""
@@ -542,6 +570,7 @@ class LinearData:
             vec = np.ascontiguousarray(v.numpy()[:, 0], dtype=out.dtype)
             indptr, indices = self._product_index()
             arrays = (_unsigned(indptr.numpy()), _unsigned(indices.numpy()), self.values.numpy())
+            arrays += (self.weights_array(),)
             row_list = self._row_list(rows)
             if not self._without_transpose() or len(row_list) < 2:
                 total = fast.csr_gram_product(*arrays, row_list, vec, shift, out)
@@ -553,9 +582,25 @@ class LinearData:
             out += other
             return torch.from_numpy(out).reshape(-1, 1), float(total)
         u = self.margins(v, serial=True) + shift
+        if self.weights is not None:
+            u = u * self.weights.unsqueeze(1)
         return self.transpose_product(u, serial=True), float(u.sum())
 
+    def weights_array(self) -> np.ndarray:
+        """The sample weights as the compiled kernels take them: float64, empty when all are 1."""
+        if self.weights is None:
+            return np.zeros(0, dtype=np.float64)
+        return self.weights.cpu().numpy().astype(np.float64, copy=False)
+
+    def weighted(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-sample values (n, ...) times the sample weights (the values themselves when all are 1)."""
+        if self.weights is None:
+            return values
+        w = self.weights.to(values.dtype)
+        return values * (w if values.dim() == 1 else w.reshape(-1, *([1] * (values.dim() - 1))))
+
     def row_sq_norms(self) -> torch.Tensor:
+        """||a_i||^2 per sample (unweighted)."""
         if not self.sparse:
             return (self.dense * self.dense).sum(1)
         if self.device.type == "cpu":

@@ -328,16 +328,20 @@ def csr_transpose_product(indptr, indices, values, D, out, lo, hi, ahead=0):
 
 
 @njit(cache=True, nogil=True)
-def csr_gram_product(indptr, indices, values, rows, v, shift, out):
-    """out += X_S^T (X_S v + shift) for the rows S = `rows` of CSR X in one pass over them (a power
+def csr_gram_product(indptr, indices, values, sw, rows, v, shift, out):
+    """out += X_S^T W (X_S v + shift) for the rows S = `rows` of CSR X in one pass over them (a power
     iteration's products: each row is read once, its scatter from cache, and a sample of the rows
-    needs no copy); returns sum_{i in S} (x_i . v + shift), the intercept's part."""
+    needs no copy); W the sample weights `sw` (empty: all 1); returns sum_{i in S} w_i (x_i . v +
+    shift), the intercept's part."""
     total = 0.0
+    weighted = sw.shape[0] > 0
     for r in range(rows.shape[0]):
         i = rows[r]
         u = shift
         for p in range(indptr[i], indptr[i + 1]):
             u += values[p] * v[indices[p]]
+        if weighted:
+            u *= sw[i]
         for p in range(indptr[i], indptr[i + 1]):
             out[indices[p]] += u * values[p]
         total += u
@@ -562,14 +566,16 @@ def loss_derivative(z, y, code):
 
 
 @njit(cache=True, nogil=True)
-def batch_coefficients(Y, rows, Z, code, snap_D, has_vr):
-    """From the batch margins Z (intercept included): the samples' coefficients D = (loss'(Z) -
-    D~[rows]) / N, written over Z (the batch's gradient is X[rows]^T D), the intercept gradient
-    sum(D), and whether Z was finite."""
+def batch_coefficients(Y, rows, Z, code, snap_D, has_vr, sw):
+    """From the batch margins Z (intercept included): the samples' coefficients D = w (loss'(Z) -
+    D~[rows]) / N (w: the sample weights `sw`, empty: all 1), written over Z (the batch's gradient
+    is X[rows]^T D), the intercept gradient sum(D), and whether Z was finite."""
     N, k = Z.shape
     finite = True
+    weighted = sw.shape[0] > 0
     for r in range(N):
         i = rows[r]
+        scale = (sw[i] if weighted else 1.0) / N
         for j in range(k):
             z = Z[r, j]
             if not np.isfinite(z):
@@ -577,7 +583,7 @@ def batch_coefficients(Y, rows, Z, code, snap_D, has_vr):
             g = loss_derivative(z, Y[i, j], code)
             if has_vr:
                 g -= snap_D[i, j]
-            Z[r, j] = g / N
+            Z[r, j] = g * scale
     intercept = np.zeros(k, dtype=Z.dtype)
     for r in range(N):
         for j in range(k):
@@ -586,17 +592,17 @@ def batch_coefficients(Y, rows, Z, code, snap_D, has_vr):
 
 
 @njit(cache=True, nogil=True)
-def sparse_block_step(indptr, indices, values, Y, rows, Z, code, snap_D, has_vr, lo, hi):
+def sparse_block_step(indptr, indices, values, Y, rows, Z, code, snap_D, has_vr, lo, hi, sw):
     """From the batch margins Z (intercept included): the coefficients D (batch_coefficients, over
-    Z), the block gradient as (row, value) pairs of X[rows][:, lo:hi]^T D, the intercept gradient
-    sum(D), and whether Z was finite."""
-    intercept, finite = batch_coefficients(Y, rows, Z, code, snap_D, has_vr)
+    Z; sw the sample weights), the block gradient as (row, value) pairs of X[rows][:, lo:hi]^T D,
+    the intercept gradient sum(D), and whether Z was finite."""
+    intercept, finite = batch_coefficients(Y, rows, Z, code, snap_D, has_vr, sw)
     index, out = csr_block_gradient(indptr, indices, values, rows, Z, lo, hi)
     return index, out, intercept, finite
 
 
 @njit(cache=True, nogil=True)
-def sparse_step(indptr, indices, values, Y, rows, P, code, snap_D, has_vr, lo, hi):
+def sparse_step(indptr, indices, values, Y, rows, P, code, snap_D, has_vr, lo, hi, sw):
     """sparse_block_step from the parameters P (coefficient rows, then the intercept row): the pull,
     the margins and the block gradient in one call."""
     d = P.shape[0] - 1
@@ -604,7 +610,7 @@ def sparse_step(indptr, indices, values, Y, rows, P, code, snap_D, has_vr, lo, h
     for r in range(Z.shape[0]):
         for j in range(Z.shape[1]):
             Z[r, j] += P[d, j]
-    return sparse_block_step(indptr, indices, values, Y, rows, Z, code, snap_D, has_vr, lo, hi)
+    return sparse_block_step(indptr, indices, values, Y, rows, Z, code, snap_D, has_vr, lo, hi, sw)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -810,7 +816,7 @@ def task_worker_step(w, batch, key):
     """One batch's update from the parameters as read: (status, (block j or -1, pair rows, pair
     values, intercept gradient)); j = key % M with block pushes, every block (-1) otherwise."""
     (indptr, indices, values, Y, P, code, snap_D, has_vr, bounds, block_push,
-     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, rw) = w  # fmt: skip
+     lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, rw, sw) = w  # fmt: skip
     M = bounds.shape[0] - 1
     d, k = P.shape[0] - 1, P.shape[1]
     j, lo, hi = -1, 0, d
@@ -828,7 +834,7 @@ def task_worker_step(w, batch, key):
         for c in range(k):
             Z[r, c] += P[d, c]
     index, grad, intercept, finite = _sparse_block_step(
-        indptr, indices, values, Y, batch, Z, code, snap_D, has_vr, lo, hi
+        indptr, indices, values, Y, batch, Z, code, snap_D, has_vr, lo, hi, sw
     )
     if j < 0 and M >= GROUPED_BLOCKS and not lazy:  # a full push: each block's server finds its pairs (block_pairs)
         index, grad = _group_by_block(index, grad, bounds)

@@ -33,10 +33,20 @@ class Loss:
         """d^2 loss / dz^2 per sample (<= curvature), for the local step; None: only the bound is known."""
         return None
 
-    def best_constant(self, y: torch.Tensor) -> torch.Tensor | None:
-        """The margin b (k,) that minimizes the mean loss with no features, z = b for every sample:
-        where a fit with an intercept starts. None: zero (no closed form)."""
+    def best_constant(self, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The margin b (k,) that minimizes the mean loss with no features, z = b for every sample (the
+        weighted mean with sample `weights`): where a fit with an intercept starts. None: zero (no
+        closed form)."""
         return None
+
+
+def _mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The column means of values (n x k) in float64, weighted by `weights` (n,) when given."""
+    values = values.to(torch.float64)
+    if weights is None:
+        return values.mean(0)
+    w = weights.to(torch.float64).reshape(-1, 1)
+    return (values * w).sum(0) / w.sum()
 
 
 class LogisticLoss(Loss):
@@ -50,8 +60,8 @@ class LogisticLoss(Loss):
         p = torch.sigmoid(y * z)
         return p * (1 - p)
 
-    def best_constant(self, y):
-        p = (y > 0).to(torch.float64).mean(0).clamp(1e-12, 1 - 1e-12)  # (one class only: a large, finite b)
+    def best_constant(self, y, weights=None):
+        p = _mean(y > 0, weights).clamp(1e-12, 1 - 1e-12)  # (one class only: a large, finite b)
         return torch.log(p / (1 - p)).to(y.dtype)
 
 
@@ -62,8 +72,8 @@ class SquaredLoss(Loss):
     def derivative(self, z, y):
         return z - y
 
-    def best_constant(self, y):
-        return y.to(torch.float64).mean(0).to(y.dtype)
+    def best_constant(self, y, weights=None):
+        return _mean(y, weights).to(y.dtype)
 
 
 class SmoothedHingeLoss(Loss):
@@ -104,8 +114,8 @@ class MultinomialLoss(Loss):
     def derivative(self, z, y):
         return torch.softmax(z, dim=1) - y
 
-    def best_constant(self, y):
-        log_p = torch.log(y.to(torch.float64).mean(0).clamp(min=1e-12))
+    def best_constant(self, y, weights=None):
+        log_p = torch.log(_mean(y, weights).clamp(min=1e-12))
         return (log_p - log_p.mean()).to(y.dtype)  # (softmax ignores a common shift: centred)
 
 

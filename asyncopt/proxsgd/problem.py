@@ -84,7 +84,7 @@ class LinearProblem:
         """This problem starting from the loss's best constant intercept (with fit_intercept)."""
         if not self.fit_intercept or self.data.n == 0:
             return self
-        best = self.loss.best_constant(self.data.Y)
+        best = self.loss.best_constant(self.data.Y, self.data.weights)
         return self if best is None else dataclasses.replace(self, initial_intercept=best.to(self.data.device))
 
     @property
@@ -109,14 +109,19 @@ class LinearProblem:
         y = self.data.Y[batch.rows]
         return self.loss.derivative(z, y), float(z.sum())
 
+    def batch_weighted(self, D: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """A batch's per-sample derivatives D (N x k) times the samples' weights (D itself without weights)."""
+        w = self.data.weights
+        return D if w is None else D * w[rows.to(w.device)].to(D.dtype).unsqueeze(1)
+
     # -- full-data measures (evaluation points) --------------------------------------------
     def curvature(self, z: torch.Tensor) -> torch.Tensor | None:
         """Each sample's d^2 loss / dz^2 at margins z (n,), the largest over the columns (they share a
-        step); None where the loss only knows its bound."""
+        step), times its weight (its curvature in F); None where the loss only knows its bound."""
         c = self.loss.second_derivative(z, self.data.Y)
         if c is None:
             return None
-        return c.abs().amax(1) if c.dim() == 2 else c.abs()
+        return self.data.weighted(c.abs().amax(1) if c.dim() == 2 else c.abs())
 
     def full_pass(self, params: torch.Tensor, probe: torch.Tensor | None = None) -> FullPass:
         """One product with X and one with X^T at params: the SVRG anchor (per-sample D~ and the mean
@@ -139,11 +144,12 @@ class LinearProblem:
         columns = params[:d] if probe is None else torch.cat([params[:d], probe[:d]], 1)
         products = torch.zeros(n, k, dtype=params.dtype, device=params.device) if start else self.data.margins(columns)
         z = products[:, :k] + params[d]
-        D = self.loss.derivative(z, self.data.Y)
-        value = float(self.loss.value(z, self.data.Y).sum()) / n if n else 0.0
+        D = self.loss.derivative(z, self.data.Y)  # (unweighted: the SVRG anchor's D~, weighted where used)
+        value = float(self.data.weighted(self.loss.value(z, self.data.Y)).sum()) / n if n else 0.0
         c = self.curvature(z) if probe is not None else None
         # the 1 / n applied to the n rows going in, not to the d rows coming out (d >> n on news20)
-        columns = D if c is None else torch.cat([D, (products[:, k:] + probe[d]) * c.unsqueeze(1)], 1)
+        weighted = self.data.weighted(D)
+        columns = weighted if c is None else torch.cat([weighted, (products[:, k:] + probe[d]) * c.unsqueeze(1)], 1)
         columns = columns / max(n, 1)
         back = self.data.transpose_product(columns, serial=start)
         grad = torch.empty_like(params)
@@ -160,8 +166,8 @@ class LinearProblem:
         d, n = self.data.d, self.data.n
         z = self.data.margins(params[:d]) + params[d]
         y = self.data.Y
-        value = float(self.loss.value(z, y).sum()) / n
-        D = self.loss.derivative(z, y) / n
+        value = float(self.data.weighted(self.loss.value(z, y)).sum()) / n
+        D = self.data.weighted(self.loss.derivative(z, y)) / n
         grad = torch.zeros_like(params)
         grad[:d] = self.data.transpose_product(D)
         if self.fit_intercept:

@@ -94,7 +94,8 @@ class StepControl:
         """With one curvature c0 for every sample (the logistic loss at zero coefficients: 1/4),
         A^T diag(c) A = c0 A^T A: the local estimate is the global one times c0, no power iteration."""
         smoothness = getattr(self, "_global_smoothness", None)
-        if smoothness is None or not bool((c == c[0]).all()):
+        # (weighted samples: c holds w_i c_i, and the global estimate is already of A^T W A)
+        if smoothness is None or self.problem.data.weights is not None or not bool((c == c[0]).all()):
             return None
         c0 = float(c[0])
         return stepsize.Smoothness(c0 * smoothness.top_eigenvalue, c0 * smoothness.max_row_sq_norm)

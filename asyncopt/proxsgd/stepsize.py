@@ -83,7 +83,8 @@ def estimate_smoothness(
             sample = torch.randperm(data.n, generator=gen)[:sample_rows].sort().values
         lam, v = _top_eigenpair(data, sample, fit_intercept, iterations, gen, rtol)
         rows = data.row_sq_norms()
-    beta = float(rows.max()) + (1.0 if fit_intercept else 0.0) if data.n else 0.0
+    # (a weighted sample's smoothness: w_i (||a_i||^2 + 1 with an intercept))
+    beta = float(data.weighted(rows + (1.0 if fit_intercept else 0.0)).max()) if data.n else 0.0
     # the Rayleigh quotient approaches lambda_1 from below: a 5% margin keeps the step safe
     return Smoothness(1.05 * max(lam, 0.0), beta, v, rows)
 
@@ -146,11 +147,11 @@ def local_smoothness(
 ) -> tuple[Smoothness, torch.Tensor]:
     """The minibatch smoothness at the current iterate: lambda_1(A^T diag(c) A / n) and max_i c_i ||a_i||^2,
     with c_i the loss's second derivative at sample i's margin (logistic: p (1 - p), far below its bound
-    1/4 once most samples are classified with confidence). `v` (d + 1, 1) warm-starts the power
-    iteration and is returned updated; `row_sq_norms` (data.row_sq_norms(), a pass over the data) may be
-    given by a caller that keeps it, and `first_product` the first iteration's product for the unit
-    vector v (LinearProblem.full_pass computes it with the anchor). Returned with curvature folded in
-    (use `minibatch(1.0, N)`)."""
+    1/4 once most samples are classified with confidence) times its weight (LinearProblem.curvature).
+    `v` (d + 1, 1) warm-starts the power iteration and is returned updated; `row_sq_norms`
+    (data.row_sq_norms(), a pass over the data) may be given by a caller that keeps it, and
+    `first_product` the first iteration's product for the unit vector v (LinearProblem.full_pass
+    computes it with the anchor). Returned with curvature folded in (use `minibatch(1.0, N)`)."""
     d, n = data.d, data.n
     c = curvatures.reshape(-1, 1)
     lam = 0.0

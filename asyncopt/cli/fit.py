@@ -249,13 +249,13 @@ def run_fit(args) -> int:
         raise KeyboardInterrupt(f"fit stopped; {where}") from None
     wall = time.perf_counter() - t0
     if not args.quiet:
-        _report(est, wall)
+        _report(est, wall, data.X.shape[0])
     written = est.save(output)
     _say(args, f"model written to {written} ({Path(written).stat().st_size:,} bytes)")
     return 0
 
 
-def _report(est, wall: float) -> None:
+def _report(est, wall: float, n_rows: int) -> None:
     """The history as a table, on stderr (stdout stays free for data)."""
     history = est.history_
     keys = [k for k in ("train_mse", "objective", "val_metric", "nnz") if history and history[-1].get(k) is not None]
@@ -271,6 +271,12 @@ def _report(est, wall: float) -> None:
         lines.append(
             f"columns: {int((scale != 1.0).sum()):,} of {len(scale):,} rescaled inside the run (the model is in "
             f"your units; --column-scaling none keeps them as given)"
+        )
+    draws = getattr(est, "draws_per_epoch_", None)
+    if draws is not None and draws > n_rows:  # (ProxSGD's row_splitting)
+        lines.append(
+            f"rows: the heaviest drawn more often, {draws - n_rows:,} extra draws an epoch of {draws:,} (an epoch "
+            f"counts them; --row-splitting none draws each row once)"
         )
     print("\n".join(lines), file=sys.stderr, flush=True)
 

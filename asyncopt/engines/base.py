@@ -189,10 +189,13 @@ class Schedule:
     exact sample counts.
     """
 
-    n_samples: int
+    n_samples: int  # draws an epoch
     batch_size: int
     epochs: float
     evals_per_epoch: int = 1
+    # the rows one epoch draws, in any order (n_samples of them, a row possibly more than once: an
+    # algorithm's weighted draws); None: each of n_samples rows once
+    draws: np.ndarray | None = None
 
     def evaluation_points(self) -> list[int]:
         n, per = self.n_samples, max(1, self.evals_per_epoch)
@@ -277,7 +280,12 @@ class BatchStream:
         """Up to `batches` batches, at most `limit` samples, none crossing the end of an epoch: the
         same batches and keys as that many calls of `next`."""
         if len(self.order) == 0:
-            self.order = self.rng.permutation(self.schedule.n_samples)
+            draws = self.schedule.draws
+            self.order = (
+                self.rng.permutation(self.schedule.n_samples)
+                if draws is None
+                else draws[self.rng.permutation(len(draws))]
+            )
         B = self.schedule.batch_size
         take = min(len(self.order), limit, batches * B)
         count = -(-take // B)

@@ -27,7 +27,8 @@ from asyncopt.proxsgd.data import LinearData, column_counts, sample_weights
 from asyncopt.proxsgd.losses import NonconvexRegularizer, get_loss
 from asyncopt.proxsgd.problem import LinearProblem, block_bounds, feature_order
 from asyncopt.proxsgd.prox import PENALTIES, make_penalty
-from asyncopt.proxsgd.stepsize import base_step, estimate_smoothness
+from asyncopt.proxsgd.row_splits import epoch_draws, heavy_row_counts, split_threshold
+from asyncopt.proxsgd.stepsize import base_step, estimate_smoothness, largest_draw
 from asyncopt.training.proxsgd import (
     ProxSGDSettings,
     anchor_schedule,
@@ -151,6 +152,7 @@ class _ProxSGDBase(AsyncEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "step_size": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "column_scaling": [StrOptions({"auto", "none"})],
+        "row_splitting": [StrOptions({"auto", "none"})],
         "schedule": [StrOptions({"plateau", "constant"})],
         "variance_reduction": [StrOptions({"auto", "none", "svrg"})],
         "anchor_epochs": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
@@ -192,6 +194,7 @@ class _ProxSGDBase(AsyncEstimator):
         batch_size="auto",
         step_size="auto",
         column_scaling="auto",
+        row_splitting="auto",
         schedule="plateau",
         variance_reduction="auto",
         anchor_epochs="auto",
@@ -233,6 +236,7 @@ class _ProxSGDBase(AsyncEstimator):
         self.batch_size = batch_size
         self.step_size = step_size
         self.column_scaling = column_scaling
+        self.row_splitting = row_splitting
         self.schedule = schedule
         self.variance_reduction = variance_reduction
         self.anchor_epochs = anchor_epochs
@@ -292,6 +296,16 @@ class _ProxSGDBase(AsyncEstimator):
             scale = sparse_scales(X)
             return None if scale is None else (None, scale)
         return dense_scales(X, centre=self.fit_intercept)
+
+    def _heavy_rows(self, data: LinearData, row_norms, top_eigenvalue: float) -> np.ndarray | None:
+        """How often each row is drawn an epoch where some rows dwarf the rest (row_splitting="auto":
+        proxsgd/row_splits.py), else None (each row once)."""
+        if self.row_splitting == "none" or row_norms is None:
+            return None
+        rows = data.weighted(row_norms + (1.0 if self.fit_intercept else 0.0)).cpu().numpy()
+        batch = None if self.batch_size == "auto" else int(self.batch_size)
+        bounds = (AUTO_BATCH_MIN, AUTO_BATCH_MAX)
+        return heavy_row_counts(rows, split_threshold(float(rows.mean()), top_eigenvalue, data.n, batch, bounds))
 
     def _frequency_order(self, X, ray: bool) -> bool:
         """The run keeps sparse features most entries first (problem.feature_order) where the
@@ -380,9 +394,16 @@ class _ProxSGDBase(AsyncEstimator):
             server_folder=self._server_folder() if self.backend == "ray" else None,
             task_samples=self.task_samples,
         )
+        row_norms = data.row_sq_norms() if n else None
         # (serial products, on one core, while another thread builds X^T where it is: LinearData.from_array;
         # on a sample of the rows beyond stepsize.POWER_ITERATION_ROWS)
-        smoothness = estimate_smoothness(data, self.fit_intercept)
+        smoothness = estimate_smoothness(data, self.fit_intercept, row_sq_norms=row_norms)
+        counts = self._heavy_rows(data, row_norms, smoothness.top_eigenvalue)
+        self.draws_per_epoch_ = n if counts is None else int(counts.sum())
+        if counts is not None:  # heavy rows drawn more often (proxsgd/row_splits.py): beta is a draw's
+            data.set_draws(epoch_draws(counts), counts)
+            beta = largest_draw(data, row_norms, self.fit_intercept)
+            smoothness = dataclasses.replace(smoothness, max_row_sq_norm=beta)
         N = int(min(auto_batch_size(smoothness) if self.batch_size == "auto" else self.batch_size, n))
         eta = base_step(smoothness, loss.curvature, N, regularizer.smoothness)
         if self.step_size != "auto":
@@ -439,9 +460,10 @@ class _ProxSGDBase(AsyncEstimator):
         self.batch_size_, self.step_size_ = N, eta
         self.smoothness_ = {"top_eigenvalue": smoothness.top_eigenvalue, "max_row_sq_norm": smoothness.max_row_sq_norm}
         anchor, evals = None, self.evals_per_epoch
+        draws = data.n_draws  # (an epoch's: n, and more where heavy rows are drawn more often)
         if svrg:  # (the anchor moves at evaluation points: the grid holds its moves)
-            interval = auto_anchor_epochs(n) if self.anchor_epochs == "auto" else float(self.anchor_epochs)
-            interval = max(interval, N / max(n, 1))  # (at least a batch between moves)
+            interval = auto_anchor_epochs(draws) if self.anchor_epochs == "auto" else float(self.anchor_epochs)
+            interval = max(interval, N / max(draws, 1))  # (at least a batch between moves)
             anchor, evals = anchor_schedule(self.evals_per_epoch, interval)
         self.anchor_epochs_ = anchor
         self._points_per_evaluation = evals / self.evals_per_epoch  # (the tol rule's unit: ProxSGDSettings)
@@ -458,13 +480,15 @@ class _ProxSGDBase(AsyncEstimator):
         rng = np.random.default_rng(seed)
         derived = {"batch_size": N, "step_size": eta, "n_blocks": self.n_blocks_, "feature_order": order_kind,
                    "column_scaling": "none" if scaling is None else "standardized" if not sp.issparse(X)
-                   else "large columns"}  # fmt: skip
+                   else "large columns",
+                   "row_splitting": f"{draws - n} extra draws" if draws > n else "none"}  # fmt: skip
         # (checkpoints written before the run had its own feature order kept the user's; before
-        # column_scaling, the columns as given)
-        self._check_derived(state, derived, missing={"feature_order": "given", "column_scaling": "none"})
+        # column_scaling, the columns as given; before row_splitting, each row drawn once)
+        missing = {"feature_order": "given", "column_scaling": "none", "row_splitting": "none"}
+        self._check_derived(state, derived, missing=missing)
         checkpointing = self._checkpointing(seed, fingerprint, derived)
         validate = None if validation is None else self._validation_scorer(*validation, d, order, scaling)
-        progress = self._progress(int(math.ceil(self.max_epochs * n)), state.samples if state is not None else 0)
+        progress = self._progress(int(math.ceil(self.max_epochs * draws)), state.samples if state is not None else 0)
         try:
             with self._interruptible(checkpointing):
                 params, history, telemetry = run_proxsgd(
@@ -603,6 +627,13 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         smooth regularizer and a given step_size keep the columns as given, as does "none".
         ``step_size_``, ``batch_size_``, ``smoothness_`` and history_'s ``grad_mapping_sq`` describe the
         run's (scaled) columns; history_'s ``objective`` is the user's F.
+    row_splitting : {"auto", "none"}
+        "auto": where a few rows (times their sample weights) are so long that they would set the
+        step and leave the automatic batch with fewer than 64 updates an epoch, those rows are drawn
+        several times an epoch, each draw weighted down to match (importance sampling:
+        proxsgd/row_splits.py). The problem is unchanged. uci-elevators' lasso: batch 3,249 -> 251,
+        1.4-2.4x faster to 1e-2 of the optimum. An epoch is then ``draws_per_epoch_`` draws (at most
+        n / 8 more than n). "none": each row drawn once.
     schedule : {"plateau", "constant"}
         "plateau" halves the step when the objective has not reached a new best for two evaluations
         and at least one epoch (SGD noise dominates); "constant" keeps it.
@@ -685,6 +716,8 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     column_scale_ : ndarray of shape (n_features,) or None
         What the run divided X's columns by (column_scaling; 1 for a column kept as it is), None where
         it took them as given.
+    draws_per_epoch_ : int
+        Rows an epoch draws: n_samples, plus the extra draws of heavy rows (row_splitting).
     n_iter_ : float
         Epochs run. ``t_``: updates applied.
 
@@ -756,7 +789,8 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
     classes_ : ndarray of shape (n_classes,)
     coef_ : ndarray of shape (1, n_features) for two classes, else (n_classes, n_features)
     intercept_ : ndarray of shape (1,) or (n_classes,)
-    history_, telemetry_, n_blocks_, batch_size_, step_size_, anchor_epochs_, smoothness_, column_scale_, n_iter_, t_ :
+    history_, telemetry_, n_blocks_, batch_size_, step_size_, anchor_epochs_, smoothness_, column_scale_,
+    draws_per_epoch_, n_iter_, t_ :
         as in `ProxSGDRegressor`.
 
     Examples
@@ -798,6 +832,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         batch_size="auto",
         step_size="auto",
         column_scaling="auto",
+        row_splitting="auto",
         schedule="plateau",
         variance_reduction="auto",
         anchor_epochs="auto",
@@ -840,6 +875,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
             batch_size=batch_size,
             step_size=step_size,
             column_scaling=column_scaling,
+            row_splitting=row_splitting,
             schedule=schedule,
             variance_reduction=variance_reduction,
             anchor_epochs=anchor_epochs,

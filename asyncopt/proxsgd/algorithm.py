@@ -229,7 +229,13 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
 
     @property
     def n_samples(self) -> int:
-        return self.problem.data.n
+        """Draws an epoch: the samples, heavy rows counted as often as they are drawn (proxsgd/row_splits.py)."""
+        return self.problem.data.n_draws
+
+    @property
+    def draws(self) -> np.ndarray | None:
+        """The rows an epoch draws (engines.base.Schedule.draws), or None: each sample once."""
+        return self.problem.data.draws
 
     @property
     def n_locks(self) -> int:
@@ -532,7 +538,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             penalty = self.problem.penalty
             scaled = type(penalty) is L1 and penalty.row_scale is not None
             views["rw"] = (1.0 / penalty.row_scale.double()).numpy() if scaled else np.zeros(0, dtype=np.float64)
-            views["sw"] = data.weights_array()  # the sample weights (empty: all 1)
+            views["sw"] = data.draw_weights_array()  # a draw's weight in its batch (empty: all 1)
             if self.variance_reduction:
                 views["snap_D"], views["snap_mu"] = self._snap_D.numpy(), self._snap_mu.numpy()
             self._views = views

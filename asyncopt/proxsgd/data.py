@@ -183,6 +183,11 @@ def _writable(a) -> np.ndarray:
     return np.require(np.asarray(a), requirements="W")
 
 
+def _float64_or_empty(w: torch.Tensor | None) -> np.ndarray:
+    """Per-sample weights as the compiled kernels take them: float64, empty for None (all 1)."""
+    return np.zeros(0, dtype=np.float64) if w is None else w.cpu().numpy().astype(np.float64, copy=False)
+
+
 def sample_weights(sample_weight, n: int) -> np.ndarray | None:
     """The run's weights from a user's (validated: finite, >= 0, not all 0): scaled to mean 1, so that
     F keeps its scale and integer weights mean repeated samples; None when all are equal (no weights)."""
@@ -256,6 +261,13 @@ class LinearData:
     sharing: concurrent.futures.Future | None = dataclasses.field(default=None, repr=False, compare=False)
     # each sample's weight in F = (1/n) sum_i w_i f_i + h (n,), of mean 1 (`sample_weights`); None: all 1
     weights: torch.Tensor | None = None
+    # heavy rows drawn k_i times an epoch (proxsgd/row_splits.py, `set_draws`): the rows an epoch
+    # draws (n_draws of them; the coordinator's, not the workers'), r_i = (n_draws / n) / k_i (n,),
+    # and a draw's weight in its batch w_i r_i (n,), so that a batch's mean stays unbiased for F's
+    # gradient; None: each row drawn once, with its weight
+    draws: np.ndarray | None = None
+    draw_factors: torch.Tensor | None = None
+    draw_weights: torch.Tensor | None = None
 
     @classmethod
     def from_array(
@@ -402,7 +414,7 @@ class LinearData:
         return self.Y.device
 
     def _worker_fields(self) -> dict[str, torch.Tensor]:
-        names = ("Y", "dense", "indptr", "indices", "values", "weights")
+        names = ("Y", "dense", "indptr", "indices", "values", "weights", "draw_factors", "draw_weights")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def share_memory(self) -> None:
@@ -428,6 +440,8 @@ class LinearData:
             self.t_values,
             self.product_indptr,
             self.weights,
+            self.draw_factors,
+            self.draw_weights,
         )
         return [t for t in fields if t is not None]
 
@@ -435,8 +449,9 @@ class LinearData:
         """What a worker reads (the minibatches' rows): X^T and the products' row pointers serve the
         coordinator's full passes only, so they are neither shared nor sent to worker processes."""
         return dataclasses.replace(
-            self, t_indptr=None, t_indices=None, t_values=None, product_indptr=None, transposing=None, sharing=None
-        )
+            self, t_indptr=None, t_indices=None, t_values=None, product_indptr=None, transposing=None, sharing=None,
+            draws=None,
+        )  # fmt: skip
 
     def worker_tensors(self) -> list[torch.Tensor]:
         return self.for_workers().tensors()
@@ -570,7 +585,7 @@ class LinearData:
             vec = np.ascontiguousarray(v.numpy()[:, 0], dtype=out.dtype)
             indptr, indices = self._product_index()
             arrays = (_unsigned(indptr.numpy()), _unsigned(indices.numpy()), self.values.numpy())
-            arrays += (self.weights_array(),)
+            arrays += (_float64_or_empty(self.weights),)
             row_list = self._row_list(rows)
             if not self._without_transpose() or len(row_list) < 2:
                 total = fast.csr_gram_product(*arrays, row_list, vec, shift, out)
@@ -586,11 +601,30 @@ class LinearData:
             u = u * self.weights.unsqueeze(1)
         return self.transpose_product(u, serial=True), float(u.sum())
 
-    def weights_array(self) -> np.ndarray:
-        """The sample weights as the compiled kernels take them: float64, empty when all are 1."""
-        if self.weights is None:
-            return np.zeros(0, dtype=np.float64)
-        return self.weights.cpu().numpy().astype(np.float64, copy=False)
+    @property
+    def n_draws(self) -> int:
+        """Rows an epoch draws: n, or more where heavy rows are drawn more than once (`draws`)."""
+        return self.n if self.draws is None else len(self.draws)
+
+    def set_draws(self, draws: np.ndarray, counts: np.ndarray) -> None:
+        """Draw row i counts[i] times an epoch (`draws`: those rows), each draw weighted w_i r_i."""
+        factors = (len(draws) / self.n) / counts.astype(np.float64)
+        self.draws = draws
+        self.draw_factors = torch.as_tensor(factors, dtype=self.dtype, device=self.device)
+        self.draw_weights = self.weighted(self.draw_factors)
+
+    @property
+    def batch_weights(self) -> torch.Tensor | None:
+        """A draw's weight in its batch (n,): w_i r_i, w_i without draws; None when all are 1."""
+        return self.draw_weights if self.draw_weights is not None else self.weights
+
+    def draw_weights_array(self) -> np.ndarray:
+        """`batch_weights` as the compiled kernels take them: float64, empty when all are 1."""
+        return _float64_or_empty(self.batch_weights)
+
+    def draw_factored(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-sample values (n,) times the draws' factors r_i (the values themselves without them)."""
+        return values if self.draw_factors is None else values * self.draw_factors.to(values.dtype)
 
     def weighted(self, values: torch.Tensor) -> torch.Tensor:
         """Per-sample values (n, ...) times the sample weights (the values themselves when all are 1)."""

@@ -110,8 +110,9 @@ class LinearProblem:
         return self.loss.derivative(z, y), float(z.sum())
 
     def batch_weighted(self, D: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """A batch's per-sample derivatives D (N x k) times the samples' weights (D itself without weights)."""
-        w = self.data.weights
+        """A batch's per-sample derivatives D (N x k) times the draws' weights (LinearData.draw_weighted;
+        D itself when every weight is 1)."""
+        w = self.data.batch_weights
         return D if w is None else D * w[rows.to(w.device)].to(D.dtype).unsqueeze(1)
 
     # -- full-data measures (evaluation points) --------------------------------------------

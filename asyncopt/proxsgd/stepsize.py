@@ -59,6 +59,7 @@ def estimate_smoothness(
     seed: int = 0,
     rtol: float = 1e-3,
     sample_rows: int = POWER_ITERATION_ROWS,
+    row_sq_norms: torch.Tensor | None = None,
 ) -> Smoothness:
     """Power iteration on A^T A / n (A with the intercept column when fitted): at most `iterations`
     pairs of sparse products, fewer once the Rayleigh quotient moves by less than `rtol` (relative;
@@ -75,18 +76,25 @@ def estimate_smoothness(
     (3e-6); the shipped sets stop after 3 either way.
     Its products are serial, from X's rows (read in place): they run while another thread builds X^T
     where it is built (LinearData). Beyond `sample_rows` samples it runs on that many drawn at random
-    (POWER_ITERATION_ROWS); beta, the largest row norm, is always taken over all of them."""
+    (POWER_ITERATION_ROWS); beta, the largest row norm, is always taken over all of them (from
+    `row_sq_norms`, data.row_sq_norms(), where the caller has them)."""
     with one_torch_thread():
         gen = torch.Generator(device="cpu").manual_seed(seed)
         sample = None  # (all rows)
         if data.n > sample_rows:
             sample = torch.randperm(data.n, generator=gen)[:sample_rows].sort().values
         lam, v = _top_eigenpair(data, sample, fit_intercept, iterations, gen, rtol)
-        rows = data.row_sq_norms()
-    # (a weighted sample's smoothness: w_i (||a_i||^2 + 1 with an intercept))
-    beta = float(data.weighted(rows + (1.0 if fit_intercept else 0.0)).max()) if data.n else 0.0
+        rows = data.row_sq_norms() if row_sq_norms is None else row_sq_norms
     # the Rayleigh quotient approaches lambda_1 from below: a 5% margin keeps the step safe
-    return Smoothness(1.05 * max(lam, 0.0), beta, v, rows)
+    return Smoothness(1.05 * max(lam, 0.0), largest_draw(data, rows, fit_intercept), v, rows)
+
+
+def largest_draw(data: LinearData, row_sq_norms: torch.Tensor, fit_intercept: bool) -> float:
+    """beta: the largest smoothness of one draw, its weight in the batch (w_i, times r_i where heavy
+    rows are drawn more often: LinearData.draw_factors) times ||a_i||^2 (+ 1 with an intercept)."""
+    if not data.n:
+        return 0.0
+    return float(data.draw_factored(data.weighted(row_sq_norms + (1.0 if fit_intercept else 0.0))).max())
 
 
 def _top_eigenpair(
@@ -168,7 +176,7 @@ def local_smoothness(
             w /= n
         lam, v = float((v * w).sum()), w
     rows = (data.row_sq_norms() if row_sq_norms is None else row_sq_norms) + (1.0 if fit_intercept else 0.0)
-    beta = float((c.squeeze(1) * rows).max()) if n else 0.0
+    beta = float(data.draw_factored(c.squeeze(1) * rows).max()) if n else 0.0  # (c: weighted; r_i: the draws')
     # a few warm iterations approach lambda_1 from below: the same 5% margin as the global estimate
     return Smoothness(1.05 * max(lam, 0.0), beta), v
 

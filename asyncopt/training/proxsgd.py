@@ -190,7 +190,7 @@ def run_proxsgd(
         run.start_objective = start if math.isfinite(start) else math.inf
     monitor = Monitor(evaluate, stop, started, refresh)
     continue_monitor(monitor, resume, ProxHistoryEntry)
-    schedule = Schedule(n, algo.batch_size, settings.epochs, settings.evals_per_epoch)
+    schedule = Schedule(n, algo.batch_size, settings.epochs, settings.evals_per_epoch, getattr(algo, "draws", None))
     params, telemetry = launch(
         algo, schedule, rng, monitor, engine=engine, time_limit=settings.time_limit, progress=progress,
         params=params, resume=resume, checkpointing=checkpointing, run_state=run.as_dict,

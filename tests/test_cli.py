@@ -138,6 +138,28 @@ def test_fit_says_which_columns_the_run_rescaled(tmp_path, capsys):
     assert "rescaled" not in capsys.readouterr().err
 
 
+def test_fit_says_when_heavy_rows_are_drawn_more_often_and_takes_class_weights_by_label(tmp_path, capsys):
+    from sklearn.datasets import dump_svmlight_file
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 6))
+    X[5] *= 300.0  # (one row that would set the batch: drawn more often)
+    y = np.where(X[:, 0] + 0.3 * rng.normal(size=3000) > 0.8, 1, -1)  # (imbalanced classes -1 / 1)
+    data = tmp_path / "rows.svm"
+    dump_svmlight_file(X, y, str(data))
+    model = str(tmp_path / "m.model")
+    argv = ["fit", "--model", "proxsgd", "--data", str(data), "--output", model, "--max-epochs", "3"]
+    assert main([*argv, "--class-weight", '{"1": 3}']) == 0
+    assert "rows: the heaviest drawn more often" in capsys.readouterr().err
+    from asyncopt import load
+
+    assert load(model).class_weight == {1.0: 3}  # (the JSON key named the label 1)
+    assert main([*argv, "--row-splitting", "none"]) == 0
+    assert "drawn more often" not in capsys.readouterr().err
+    assert main([*argv, "--class-weight", '{"2": 3}']) == 2
+    assert "--class-weight names '2', not a label of the data" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "status", "says"), BAD, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _, _) in enumerate(BAD)]
 )

@@ -104,7 +104,7 @@ def test_an_epochs_batch_gradients_average_to_the_full_gradient(compiled, weight
     assert algo.n_samples == data.n_draws == counts.sum()
 
 
-@pytest.mark.parametrize("backend", ["serial", "threads"])
+@pytest.mark.parametrize("backend", ["serial", "threads", "processes"])
 def test_an_outlier_row_no_longer_sets_the_batch_and_the_fit_reaches_the_lasso_optimum(backend):
     X, y = _with_an_outlier_row()
     alpha = 1e-2
@@ -181,3 +181,13 @@ def test_uci_elevators_lasso_gets_enough_updates_an_epoch_with_the_defaults():
     assert first["auto"] <= 3 and first["none"] >= 8, first
     gaps = {s: (F(m.coef_, m.intercept_) - f_star) / f_star for s, m in fits.items()}
     assert gaps["auto"] < 1e-3 < gaps["none"], gaps
+
+
+def test_heavy_rows_on_ray_are_drawn_as_on_the_serial_engine(ray_session):
+    X, y = _with_an_outlier_row(n=1500)
+    X = sp.csr_matrix(X)  # (Ray's sample bundles: sparse data)
+    kw = dict(penalty="l1", alpha=1e-2, random_state=0, tol=None, max_epochs=15)
+    serial = _quietly(ProxSGDRegressor(**kw), X, y)
+    ray = _quietly(ProxSGDRegressor(backend="ray", n_workers=1, **kw), X, y)
+    assert ray.draws_per_epoch_ == serial.draws_per_epoch_ > 1500
+    assert ray.history_[-1]["objective"] == pytest.approx(serial.history_[-1]["objective"], rel=1e-6)

@@ -103,9 +103,27 @@ def make_estimator(args, y: np.ndarray, **fixed):
         raise UsageError(f"--task regression needs numeric labels; the labels are names such as {y[0]!r}")
     classifier, regressor = _estimators(args.model)
     cls = classifier if task == "classification" else regressor
+    if isinstance(params.get("class_weight"), dict):
+        params["class_weight"] = _labelled_weights(params["class_weight"], y)
     est = cls(**{**params, **fixed})
     est._validate_params()
     return est, task
+
+
+def _labelled_weights(weights: dict, y: np.ndarray) -> dict:
+    """--class-weight's JSON keys (always strings) as the labels they name: '{"1": 2}' for label 1."""
+    names = {}
+    for label in np.unique(y).tolist():
+        names[str(label)] = label
+        if isinstance(label, float) and label.is_integer():
+            names[str(int(label))] = label
+    unknown = [key for key in weights if str(key) not in names]
+    if unknown:
+        raise UsageError(
+            f"--class-weight names {', '.join(map(repr, unknown))}, not a label of the data "
+            f"(labels: {', '.join(sorted(set(map(str, np.unique(y).tolist()))))})"
+        )
+    return {names[str(key)]: value for key, value in weights.items()}
 
 
 def _data_options(parser, fitting: bool = True) -> None:

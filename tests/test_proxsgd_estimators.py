@@ -230,28 +230,51 @@ def test_wide_sparse_data_uses_lazy_updates_and_matches_eager_ones(monkeypatch):
     assert abs(f_threads - f_eager) / f_eager < 0.02
 
 
+@pytest.mark.parametrize("penalty", ["l1", "elasticnet"])
 @pytest.mark.parametrize("backend", ["threads", "processes"])
 @pytest.mark.parametrize("push", ["block", "auto"])
-def test_dense_data_takes_the_python_servers_path_and_agrees_with_serial(backend, push):
-    """Dense data has no compiled task loop: the workers push through ServerGroup (each part under
-    its server's Python lock, clocks in the shared words). The fit ends near the serial one, and
-    every server's clock counts the updates routed to it."""
+def test_dense_data_agrees_with_serial_on_the_compiled_and_the_python_servers_path(backend, push, penalty):
+    """Dense data with L1 runs the compiled task loop as dense rows (fast.py); elastic net has no
+    compiled server rule, so the workers push through ServerGroup (each part under its server's Python
+    lock, clocks in the shared words). Either fit ends near the serial one, and every server's clock
+    counts the updates routed to it."""
     from asyncopt import ProxSGDRegressor
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 12))
     y = X @ (rng.normal(size=12) * (rng.random(12) < 0.5)) + 0.3 + 0.05 * rng.normal(size=600)
-    common = dict(penalty="l1", alpha=1e-3, n_blocks=3, push=push, max_epochs=20, random_state=0, tol=0.0)
+    common = dict(penalty=penalty, alpha=1e-3, n_blocks=3, push=push, max_epochs=20, random_state=0, tol=0.0)
     serial = ProxSGDRegressor(**common).fit(X, y)
     parallel = ProxSGDRegressor(backend=backend, n_workers=2, threads_per_worker=1, **common).fit(X, y)
+    ratio = 1.0 if penalty == "l1" else 0.15  # (l1_ratio's default)
 
     def objective(est):
         residual = X @ est.coef_ + est.intercept_ - y
-        return 0.5 * np.mean(residual**2) + 1e-3 * np.abs(est.coef_).sum()
+        penalty_value = ratio * np.abs(est.coef_).sum() + 0.5 * (1 - ratio) * (est.coef_**2).sum()
+        return 0.5 * np.mean(residual**2) + 1e-3 * penalty_value
 
     start = 0.5 * np.mean(y**2)  # the objective at zero
     assert abs(objective(parallel) - objective(serial)) < 1e-3 * (start - objective(serial))  # of the decrease
+    assert serial.history_[-1]["objective"] == pytest.approx(objective(serial), rel=1e-9)
     clocks = parallel.telemetry_["server_updates"]
     updates = parallel.telemetry_["updates"]
     assert len(clocks) == 4 and clocks[3] == updates  # blocks, intercept
     assert sum(clocks[:3]) == updates if push == "block" else clocks[:3] == [updates] * 3
+
+
+@pytest.mark.parametrize("batch_size", [300, 5000])
+def test_the_serial_engines_compiled_tasks_draw_the_batches_of_the_batch_by_batch_path(batch_size, monkeypatch):
+    # tasks of whole batches: with TASK_SAMPLES (4,096) samples a task, a batch of 300 was cut short at
+    # each task's end, and dense data (which took the batch-by-batch torch step until session 32) then
+    # followed another trajectory (MNIST standardized: F 2-3% apart after an epoch)
+    from asyncopt import ProxSGDClassifier
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(9000, 20))
+    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=9000) > 0).astype(int)
+    kw = dict(penalty="l1", alpha=1e-3, batch_size=batch_size, max_epochs=2, tol=None, random_state=0)
+    compiled = ProxSGDClassifier(**kw).fit(X, y)
+    monkeypatch.setenv("ASYNCOPT_DENSE_ROWS", "off")  # (dense data batch by batch, the torch step)
+    stepwise = ProxSGDClassifier(**kw).fit(X, y)
+    np.testing.assert_allclose(compiled.coef_, stepwise.coef_, rtol=1e-9, atol=1e-12)
+    assert compiled.history_[-1]["objective"] == pytest.approx(stepwise.history_[-1]["objective"], rel=1e-12)

@@ -308,16 +308,18 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
     assert not torch.equal(results[0], start)
 
 
+@pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("scaled", [False, True])
 @pytest.mark.parametrize("blocks", [1, 3, 4])
 @pytest.mark.parametrize("lazy", [False, True])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
-def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr, lazy, blocks, scaled, weighted):
+def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr, lazy, blocks, scaled, weighted, dense):
     """The engine's compiled task loop (the servers-in-workers fast path: no torch per step) against
-    the step-by-step eager rule, with an intercept, 3 outputs and a task of 7 batches, eager or lazy (then flushed); the
-    version counter counts every update."""
+    the step-by-step rule (torch's, use_compiled=False), with an intercept, 3 outputs and a task of 7
+    batches, eager or lazy (then flushed), sparse X or dense rows; the version counter counts every
+    update."""
     import scipy.sparse as sp
 
     from asyncopt.engines import atomics, compiled
@@ -326,7 +328,8 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
 
     rng = np.random.default_rng(8)
     n, d, k = 50, 12, 3
-    X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4))
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4)
+    X = X if dense else sp.csr_matrix(X)
     problem = LinearProblem(
         LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k)), weights=_weights(n, weighted)),
         LOSSES["logistic"],
@@ -335,8 +338,11 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
         True,
         block_bounds(d, blocks),
     )
-    algo = ProxSGDAlgorithm(problem, 5, 0.4, push, variance_reduction=vr)
+    algo = ProxSGDAlgorithm(problem, 5, 0.4, push, variance_reduction=vr, use_compiled=False)
     fused_algo = ProxSGDAlgorithm(problem, 5, 0.4, push, variance_reduction=vr, lazy="on" if lazy else "off")
+    if dense and lazy:  # (lazy updates are for sparse data only)
+        assert fused_algo.fused and not fused_algo.lazy_active
+        return
     start = torch.tensor(rng.normal(size=(d + 1, k)))
     if vr:
         algo.refresh_snapshot(start * 0.5)

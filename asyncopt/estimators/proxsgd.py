@@ -632,7 +632,7 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
         step and leave the automatic batch with fewer than 64 updates an epoch, those rows are drawn
         several times an epoch, each draw weighted down to match (importance sampling:
         proxsgd/row_splits.py). The problem is unchanged. uci-elevators' lasso: batch 3,249 -> 251,
-        1.4-2.4x faster to 1e-2 of the optimum. An epoch is then ``draws_per_epoch_`` draws (at most
+        3.0-5.7x faster to 1e-2 of the optimum. An epoch is then ``draws_per_epoch_`` draws (at most
         n / 8 more than n). "none": each row drawn once.
     schedule : {"plateau", "constant"}
         "plateau" halves the step when the objective has not reached a new best for two evaluations

@@ -307,7 +307,9 @@ class LinearData:
         Yt = torch.as_tensor(_writable(Y), dtype=dtype, device=device)
         if not sp.issparse(X):
             X = X if column_order is None else np.asarray(X)[:, column_order]
-            return cls(n, d, Yt, torch.as_tensor(_writable(X), dtype=dtype, device=device)), None
+            # (C order: the compiled kernels read its rows as one run of values, `row_arrays`)
+            X = np.ascontiguousarray(_writable(X))
+            return cls(n, d, Yt, torch.as_tensor(X, dtype=dtype, device=device)), None
         X = sp.csr_matrix(X)  # CSC arrives as CSR: a format change, still sparse
         narrow = np.int32 if max(X.nnz, n, d) <= np.iinfo(np.int32).max else np.int64
         if column_order is not None and torch.device(device).type == "cpu":
@@ -600,6 +602,17 @@ class LinearData:
         if self.weights is not None:
             u = u * self.weights.unsqueeze(1)
         return self.transpose_product(u, serial=True), float(u.sum())
+
+    def row_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, indices, values) of X's rows for the compiled kernels (CPU): the CSR arrays, or for
+        dense X its values as rows of d, with row pointers and no column indices (fast.py: dense rows)."""
+        if self.sparse:
+            return self.indptr.numpy(), self.indices.numpy(), self.values.numpy()
+        dense = self.dense.numpy()
+        if not dense.flags.c_contiguous:
+            raise ValueError("dense data must be C-ordered for the compiled kernels")
+        indptr = np.arange(self.n + 1, dtype=np.int64) * self.d
+        return indptr, np.zeros(0, dtype=np.int32), dense.reshape(-1)
 
     @property
     def n_draws(self) -> int:

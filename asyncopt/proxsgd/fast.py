@@ -43,15 +43,27 @@ def prefetch_row(typingctx, array, row):
     return numba_types.void(array, row), codegen
 
 
+# Dense X runs through the same kernels as "dense rows": row i's entries are values[indptr[i]:indptr[i + 1]]
+# for columns 0, 1, ..., with no column indices (an empty `indices`: LinearData.row_arrays), so the
+# compiled task loop serves dense data without a copy of X. Only the worker-side kernels that read X
+# (csr_batch_margins, csr_block_gradient) take them; the servers see (row, value) pairs either way.
+
+
+@njit(cache=True, nogil=True, inline="always")
+def entry_column(indices, p, start):
+    """The column of entry p of a row starting at `start`: indices[p], or p - start for dense rows."""
+    return indices[p] if indices.shape[0] > 0 else p - start
+
+
 @njit(cache=True, nogil=True)
 def csr_batch_margins(indptr, indices, values, rows, W):
-    """Z = X[rows] @ W for CSR X; reads only the rows of W the batch touches (the pull)."""
+    """Z = X[rows] @ W for CSR X (or dense rows); reads only the rows of W the batch touches (the pull)."""
     k = W.shape[1]
     Z = np.zeros((rows.shape[0], k), dtype=W.dtype)
     for r in range(rows.shape[0]):
         i = rows[r]
         for p in range(indptr[i], indptr[i + 1]):
-            c = indices[p]
+            c = entry_column(indices, p, indptr[i])
             v = values[p]
             for j in range(k):
                 Z[r, j] += v * W[c, j]
@@ -87,7 +99,10 @@ def csr_columns_read(indptr, indices, rows, mark, d, with_last):
 
 @njit(cache=True, nogil=True)
 def csr_block_gradient(indptr, indices, values, rows, D, lo, hi):
-    """The entries of X[rows][:, lo:hi]^T @ D as (parameter row, value) pairs (duplicates add up)."""
+    """The entries of X[rows][:, lo:hi]^T @ D as (parameter row, value) pairs (duplicates add up); for
+    dense rows one pair per column lo..hi-1, summed over the batch."""
+    if indices.shape[0] == 0:
+        return _dense_block_gradient(indptr, values, rows, D, lo, hi)
     count = 0
     for r in range(rows.shape[0]):
         i = rows[r]
@@ -107,6 +122,27 @@ def csr_block_gradient(indptr, indices, values, rows, D, lo, hi):
                 for j in range(k):
                     out[q, j] = values[p] * D[r, j]
                 q += 1
+    return index, out
+
+
+@njit(cache=True, nogil=True)
+def _dense_block_gradient(indptr, values, rows, D, lo, hi):
+    """csr_block_gradient for dense rows: X[rows][:, lo:hi]^T @ D as the pairs (c, its sum), c = lo..hi-1."""
+    k = D.shape[1]
+    index = np.arange(lo, hi).astype(np.int64)
+    out = np.zeros((hi - lo, k), dtype=D.dtype)
+    width = hi - lo
+    for r in range(rows.shape[0]):
+        start = indptr[rows[r]] + lo
+        if k == 1:  # (one output: an axpy over the row, which LLVM vectorizes)
+            a = D[r, 0]
+            for c in range(width):
+                out[c, 0] += values[start + c] * a
+            continue
+        for c in range(width):
+            v = values[start + c]
+            for j in range(k):
+                out[c, j] += v * D[r, j]
     return index, out
 
 

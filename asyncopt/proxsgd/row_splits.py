@@ -20,11 +20,11 @@ T (`split_threshold`) is no lower than lambda_1 times the batch the run wants: b
 no longer dominates L_N, and splitting further only shrinks the automatic batch. With the automatic
 batch, that is the batch leaving MIN_UPDATES = 64 updates an epoch. Measured
 (benchmarks/results/proxsgd_row_split_times.md, whole fits to a target): on uci-elevators the batch
-becomes 251 (66 updates an epoch, 19 extra draws), 1.44x and 2.37x faster to 1e-2; magic, uci-pol
+becomes 251 (66 updates an epoch, 19 extra draws), 3.0x and 5.7x faster to 1e-2; magic, uci-pol
 and California (largest rows 20-140 times the mean, 67-288 updates an epoch) are not split. Splitting
-down to 512 updates an epoch (batches 33-64) made those 1.4-8x slower: on dense data of a few
-columns a smaller batch costs its per-update overhead, for little progress. T is also at least
-SPLIT_FACTOR = 8 times the mean, which bounds the extra draws by n / 8.
+down to 512 updates an epoch (batches 33-64) was mixed on those (0.70-1.53x), and 1.4-8x slower
+while dense batches took the torch step (a smaller batch cost its per-update overhead). T is also at
+least SPLIT_FACTOR = 8 times the mean, which bounds the extra draws by n / 8.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ class ServerPlacement:
         the same bytes, 8 for the number and 8 a column of the coefficient or value)."""
         if self.bundle_pushes not in ("auto", "samples", "pairs"):
             raise ValueError(f"bundle_pushes={self.bundle_pushes!r}: expected 'auto', 'samples' or 'pairs'")
-        if not self.bundles or self.bundle_pushes == "pairs":
-            return False
+        if not self.bundles or self.bundle_pushes == "pairs" or not self.problem.data.sparse:
+            return False  # (dense rows: a block's pairs are its columns, summed by the worker)
         data = self.problem.data
         per_block = data.nnz / max(1, data.n) / self.problem.n_blocks
         return self.bundle_pushes == "samples" or per_block > 1.0

@@ -30,7 +30,7 @@ def _race(module, updates=20_000, rows=100_000):
         index, values, intercept = np.full(1, P.shape[0] - 2, dtype=np.int64), np.full((1, 1), -1.0), np.zeros(1)
         for _ in range(n):
             if with_scratch:
-                apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False, acc, rw)
+                apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False, acc, rw, 0.0)
             else:  # the kernel before the single write (to show the test fails on it)
                 apply(P, index, values, 1.0, 0.25, False, mu, False, 0, P.shape[0] - 1, intercept, False)
 
@@ -96,6 +96,6 @@ def test_a_scratch_smaller_than_the_block_is_refused_not_overrun():
     P, mu = np.zeros((11, 1)), np.zeros((11, 1))
     index, values, intercept, rw = np.array([9]), np.ones((1, 1)), np.zeros(1), np.zeros(0)
     with pytest.raises(ValueError, match="scratch"):
-        fast.eager_l1_apply(P, index, values, 0.1, 0.0, False, mu, False, 0, 10, intercept, False, np.zeros((5, 1)), rw)
-    fast.eager_l1_apply(P, index, values, 0.1, 0.0, False, mu, False, 0, 10, intercept, False, np.zeros((10, 1)), rw)
+        fast.eager_l1_apply(P, index, values, 0.1, 0.0, False, mu, False, 0, 10, intercept, False, np.zeros((5, 1)), rw, 0.0)  # fmt: skip  # noqa: E501
+    fast.eager_l1_apply(P, index, values, 0.1, 0.0, False, mu, False, 0, 10, intercept, False, np.zeros((10, 1)), rw, 0.0)  # fmt: skip  # noqa: E501
     assert P[9, 0] == -0.1

@@ -268,12 +268,15 @@ def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("loss", ["logistic", "squared", "smoothed_hinge", "sigmoid"])
-@pytest.mark.parametrize("penalty", ["l1", "l1-positive", "none", "l1-rows-scaled"])
+@pytest.mark.parametrize(
+    "penalty", ["l1", "l1-positive", "none", "l1-rows-scaled", "elasticnet", "elasticnet-rows-scaled", "l2-positive"]
+)
 def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, penalty, vr, weighted):
     """The sparse fast path does the whole step in two kernels (fast.sparse_block_step and
     eager_l1_apply), with its own copy of each loss derivative: checked against losses.py. With
     rows scaled (column_scaling on sparse data), each row's threshold is its own: against prox.py's.
-    With sample weights, each sample's derivative is weighted: against problem.batch_weighted."""
+    With sample weights, each sample's derivative is weighted: against problem.batch_weighted. Elastic
+    net and L2: the threshold, then the L2 factor (fast.l2_shrink), against prox.py's."""
     import scipy.sparse as sp
 
     from asyncopt.proxsgd import fast
@@ -284,11 +287,11 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
     n, d = 40, 9
     X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5))
     Y = rng.normal(size=(n, k)) if loss == "squared" else rng.choice([-1.0, 1.0], size=(n, k))
-    name, positive = ("none", False) if penalty == "none" else ("l1", penalty == "l1-positive")
+    name, positive, scaled = penalty.split("-")[0], penalty.endswith("positive"), penalty.endswith("scaled")
     problem = LinearProblem(
         LinearData.from_array(X, Y, weights=_weights(n, weighted)),
         LOSSES[loss],
-        _rows_scaled(make_penalty(name, 0.03, positive=positive), d, penalty == "l1-rows-scaled"),
+        _rows_scaled(make_penalty(name, 0.03, l1_ratio=0.4, positive=positive), d, scaled),
         NonconvexRegularizer(0.0),
         True,
         block_bounds(d, 2),
@@ -378,7 +381,7 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
 @pytest.mark.parametrize("blocks", [1, 3, 4])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("push", ["block", "full"])
-@pytest.mark.parametrize("penalty", ["l1", "positive l1", "none"])
+@pytest.mark.parametrize("penalty", ["l1", "positive l1", "none", "elasticnet"])
 def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(
     penalty, push, vr, blocks, adaptive, kind, weighted
 ):

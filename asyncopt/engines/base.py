@@ -173,6 +173,10 @@ class Checkpointer(Protocol):
     def stop_requested(self) -> int | None:
         """The signal number when a stop was requested, else None."""
 
+    def samples_until_due(self, samples: int) -> int | None:
+        """Samples left until a checkpoint by sample count is due, or None (the serial engine ends its
+        compiled tasks there, as it asks after every batch otherwise)."""
+
     def save(self, params: torch.Tensor, coordinator: dict, telemetry) -> None:
         """Write the run's state: `coordinator` is the engine's part (`BatchStream` position, steps)."""
 

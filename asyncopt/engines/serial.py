@@ -117,6 +117,9 @@ class SerialEngine:
                 # (whole batches: a task cut at TASK_SAMPLES samples would end in a short batch where the
                 # batch-by-batch path has none, and the two paths would draw different batches)
                 per_task = max(1, TASK_SAMPLES // schedule.batch_size)
+                until = checkpointer.samples_until_due(stream.issued) if checkpointer is not None else None
+                if until is not None:  # (a checkpoint by samples: due after the batch that reaches it)
+                    per_task = min(per_task, max(1, -(-until // schedule.batch_size)))
                 task = stream.next_task(eval_at[next_eval] - stream.issued, per_task)
                 stalenesses, samples = compiled.run_task(algo, params, task, sync)
                 steps += len(stalenesses)

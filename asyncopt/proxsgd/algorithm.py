@@ -26,7 +26,7 @@ import torch
 
 from asyncopt.proxsgd import stepsize
 from asyncopt.proxsgd.problem import LinearProblem
-from asyncopt.proxsgd.prox import L1, Penalty
+from asyncopt.proxsgd.prox import L1, ElasticNet, Penalty, SquaredL2
 from asyncopt.proxsgd.server_placement import ServerPlacement
 from asyncopt.proxsgd.step_control import StepControl
 
@@ -99,9 +99,22 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
 
     @property
     def compiled_penalty(self) -> bool:
-        """The penalty is one the compiled kernels apply: L1 (its thresholds weighted per row where it
-        has a row_scale: `_numpy_views`' "rw") or none."""
-        return type(self.problem.penalty) in (L1, Penalty)
+        """The penalty is one the compiled kernels apply: L1, elastic net, L2 (its thresholds and L2
+        factors weighted per row where it has a row_scale: `_numpy_views`' "rw") or none."""
+        return type(self.problem.penalty) in (L1, ElasticNet, SquaredL2, Penalty)
+
+    @property
+    def penalty_weights(self) -> tuple[float, float]:
+        """(L1 weight, L2 weight) of a compiled penalty: alpha (r, (1 - r)) for elastic net (0, alpha)
+        for L2, (alpha, 0) for L1, (0, 0) for none (the kernels' soft threshold and l2_shrink)."""
+        penalty = self.problem.penalty
+        if type(penalty) is L1:
+            return penalty.alpha, 0.0
+        if type(penalty) is ElasticNet:
+            return penalty.alpha * penalty.l1_ratio, penalty.alpha * (1.0 - penalty.l1_ratio)
+        if type(penalty) is SquaredL2:
+            return 0.0, penalty.alpha
+        return 0.0, 0.0
 
     @property
     def lazy_active(self) -> bool:
@@ -113,7 +126,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             self.lazy != "off"
             and self.fast
             and problem.data.sparse
-            and self.compiled_penalty
+            and type(penalty) in (L1, Penalty)  # (the lazy closed form is the L1 prox's)
             and not penalty.positive
             and not problem.regularizer.strength
             and not self.delay_adaptive
@@ -173,8 +186,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
     def _lazy_step(self) -> tuple[float, float]:
         """(eta, eta alpha): the server step of every update until the next flush."""
         eta = self.step_at(self.delay)
-        penalty = self.problem.penalty
-        return eta, eta * (penalty.alpha if type(penalty) is L1 else 0.0)
+        return eta, eta * self.penalty_weights[0]
 
     def flush(self, params: torch.Tensor) -> None:
         """Bring lazily updated rows up to date (call with no update in flight, before the step or
@@ -403,12 +415,13 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
         from asyncopt.proxsgd import fast
 
         v, penalty = self._numpy_views(), self.problem.penalty
+        l1, l2 = self.penalty_weights
         fast.eager_l1_apply(
-            P, index, values, eta, eta * penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive,
+            P, index, values, eta, eta * l1, penalty.positive,
             v["snap_mu"] if self.variance_reduction else v["Y"],  # (unused without SVRG)
             self.variance_reduction, lo, hi,
             intercept if intercept is not None else v["values"], intercept is not None, self._eager_scratch(hi - lo),
-            v["rw"],
+            v["rw"], l2,
         )  # fmt: skip
 
     @property
@@ -468,12 +481,12 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             v["sw"],
         )  # fmt: skip
         server = (
-            P, bounds, penalty.alpha if type(penalty) is L1 else 0.0, penalty.positive, mu, vr,
+            P, bounds, self.penalty_weights[0], penalty.positive, mu, vr,
             problem.fit_intercept, self.step, self.delay_unit, float(self.delay), self.delay_adaptive,
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
             self._eager_scratch(self._largest_block), _eager_marks(self._largest_block), *self._support_views(),
-            v["rw"],
+            v["rw"], self.penalty_weights[1],
         )  # fmt: skip
         return worker, server
 
@@ -539,7 +552,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             # the compiled kernels' per-row threshold weights (fast.row_weight): 1 / s for an L1 penalty
             # on scaled rows, else empty (one threshold)
             penalty = self.problem.penalty
-            scaled = type(penalty) is L1 and penalty.row_scale is not None
+            scaled = self.compiled_penalty and penalty.row_scale is not None
             views["rw"] = (1.0 / penalty.row_scale.double()).numpy() if scaled else np.zeros(0, dtype=np.float64)
             views["sw"] = data.draw_weights_array()  # a draw's weight in its batch (empty: all 1)
             if self.variance_reduction:

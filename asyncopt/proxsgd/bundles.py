@@ -184,7 +184,7 @@ def _compute_samples(worker, server, rows, sizes, keys, staleness):
 
 
 @njit(nogil=True, inline="always")
-def _samples_block_step(P, indptr, indices, values, rows, coefs, eta, thr, positive, mu, has_mu, lo, hi, acc, rw):
+def _samples_block_step(P, indptr, indices, values, rows, coefs, eta, thr, positive, mu, has_mu, lo, hi, acc, rw, l2):
     """fast.eager_l1_apply for the gradient X[rows][:, lo:hi]^T coefs, summed into `acc` straight from
     the columns (the pairs are not formed: ~300k of them a block for a news20 batch of 4,096, formed
     and read again, cost half the server's push). The same products added in the same order as the
@@ -200,9 +200,9 @@ def _samples_block_step(P, indptr, indices, values, rows, coefs, eta, thr, posit
                 for j in range(k):
                     acc[c - lo, j] += values[p] * coefs[r, j]
     if has_mu:  # the anchor's mean, the step and the prox in one pass over the block
-        soft_step_shifted(P[lo:hi], acc[: hi - lo], mu[lo:hi], eta, thr, positive, rw, lo)
-    elif thr > 0.0 or positive:
-        soft_step(P[lo:hi], acc[: hi - lo], eta, thr, positive, rw, lo)
+        soft_step_shifted(P[lo:hi], acc[: hi - lo], mu[lo:hi], eta, thr, positive, rw, lo, l2)
+    elif thr > 0.0 or positive or l2 != 0.0:
+        soft_step(P[lo:hi], acc[: hi - lo], eta, thr, positive, rw, lo, l2)
     else:  # no prox: x - eta * 0 is x, so the untouched rows keep their bits
         for q in range(hi - lo):
             for j in range(k):
@@ -216,7 +216,7 @@ def _apply_samples(server_args, server, indptr, indices, values, blocks, offsets
     the eager prox step (Ray's servers apply eagerly); the intercept server takes the intercept
     gradient."""
     (P, bounds, alpha, positive, mu, has_vr) = server_args[:6]
-    acc, rw = server_args[21], server_args[26]
+    acc, rw, l2 = server_args[21], server_args[26], server_args[27]
     M = bounds.shape[0] - 1
     lo, hi = 0, 0
     if server < M:
@@ -229,7 +229,7 @@ def _apply_samples(server_args, server, indptr, indices, values, blocks, offsets
         if server < M:
             a, b = offsets[t], offsets[t + 1]
             _samples_block_step(P, indptr, indices, values, rows[a:b], coefs[a:b], eta, eta * alpha, positive, mu,
-                                has_vr, lo, hi, acc, rw)  # fmt: skip
+                                has_vr, lo, hi, acc, rw, l2)  # fmt: skip
         else:
             task_server_apply(server_args, server, update, eta)
 

@@ -403,33 +403,43 @@ def row_weight(rw, c):
     return 1.0 if rw.shape[0] == 0 else rw[c]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def l2_shrink(eta, l2, w):
+    """The L2 part's prox factor for a row of threshold weight w: 1 / (1 + eta l2 w^2) (elastic net,
+    L2: prox.ElasticNet, prox.SquaredL2; w = 1 / s on scaled rows), exactly 1 without an L2 part."""
+    return 1.0 if l2 == 0.0 else 1.0 / (1.0 + eta * l2 * w * w)
+
+
 @njit(cache=True, nogil=True)
-def soft_step(v, a, eta, t, positive, rw, lo):
-    """In place: soft(v - eta a, t, positive) on every entry (a: the summed gradient, 0 off the pairs);
-    v holds rows lo.. of the parameters, row r's threshold t * row_weight(rw, lo + r)."""
+def soft_step(v, a, eta, t, positive, rw, lo, l2):
+    """In place: soft(v - eta a, t, positive) (times l2_shrink where the penalty has an L2 part) on
+    every entry (a: the summed gradient, 0 off the pairs); v holds rows lo.. of the parameters, row
+    r's threshold t * row_weight(rw, lo + r)."""
     if rw.shape[0] == 0:  # (the flat loop: one threshold)
         flat, g = v.reshape(-1), a.reshape(-1)
+        shrink = l2_shrink(eta, l2, 1.0)
         for q in range(flat.shape[0]):
-            flat[q] = soft(flat[q] - eta * g[q], t, positive)
+            flat[q] = soft(flat[q] - eta * g[q], t, positive) * shrink
         return
     for r in range(v.shape[0]):
-        tr = t * rw[lo + r]
+        tr, shrink = t * rw[lo + r], l2_shrink(eta, l2, rw[lo + r])
         for j in range(v.shape[1]):
-            v[r, j] = soft(v[r, j] - eta * a[r, j], tr, positive)
+            v[r, j] = soft(v[r, j] - eta * a[r, j], tr, positive) * shrink
 
 
 @njit(cache=True, nogil=True)
-def soft_step_shifted(v, a, mu, eta, t, positive, rw, lo):
-    """In place: soft(v - eta (a + mu), t, positive) on every entry (thresholds as soft_step's)."""
+def soft_step_shifted(v, a, mu, eta, t, positive, rw, lo, l2):
+    """In place: soft(v - eta (a + mu), t, positive) on every entry (thresholds and L2 as soft_step's)."""
     if rw.shape[0] == 0:
         flat, g, m = v.reshape(-1), a.reshape(-1), mu.reshape(-1)
+        shrink = l2_shrink(eta, l2, 1.0)
         for q in range(flat.shape[0]):
-            flat[q] = soft(flat[q] - eta * (g[q] + m[q]), t, positive)
+            flat[q] = soft(flat[q] - eta * (g[q] + m[q]), t, positive) * shrink
         return
     for r in range(v.shape[0]):
-        tr = t * rw[lo + r]
+        tr, shrink = t * rw[lo + r], l2_shrink(eta, l2, rw[lo + r])
         for j in range(v.shape[1]):
-            v[r, j] = soft(v[r, j] - eta * (a[r, j] + mu[r, j]), tr, positive)
+            v[r, j] = soft(v[r, j] - eta * (a[r, j] + mu[r, j]), tr, positive) * shrink
 
 
 # -- lazy (just-in-time) updates for sparse data -----------------------------------------------
@@ -658,9 +668,10 @@ def intercept_step(P, intercept, eta, mu, has_mu):
 
 
 @njit(cache=True, nogil=True)
-def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept, acc, rw):
+def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, intercept, has_intercept, acc, rw, l2):
     """The server's rule on rows lo..hi of P: x <- soft(x - eta (g + mu), thr) (thr = eta alpha; 0
-    for no penalty; row c's times row_weight(rw, c)), g given as (row, value) pairs (those outside
+    for no penalty; row c's times row_weight(rw, c); times l2_shrink with an L2 part, l2 its weight:
+    elastic net, L2), g given as (row, value) pairs (those outside
     lo..hi are skipped; duplicates add up); rows without a pair take only mu and the prox. The
     intercept (the last row, unpenalized) takes eta (its gradient + its mu).
 
@@ -679,9 +690,9 @@ def eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, int
             for j in range(k):
                 acc[c - lo, j] += values[q, j]
     if has_mu:  # the anchor's mean, the step and the prox in one pass over the block
-        soft_step_shifted(P[lo:hi], acc[: hi - lo], mu[lo:hi], eta, thr, positive, rw, lo)
-    elif thr > 0.0 or positive:
-        soft_step(P[lo:hi], acc[: hi - lo], eta, thr, positive, rw, lo)
+        soft_step_shifted(P[lo:hi], acc[: hi - lo], mu[lo:hi], eta, thr, positive, rw, lo, l2)
+    elif thr > 0.0 or positive or l2 != 0.0:
+        soft_step(P[lo:hi], acc[: hi - lo], eta, thr, positive, rw, lo, l2)
     else:  # no prox: only the touched rows change (each written once: later pairs of a row find 0)
         for q in range(index.shape[0]):
             c = index[q]
@@ -727,17 +738,18 @@ def _anchor_moves(mu, c, k, alpha, positive):
 
 @njit(cache=True, nogil=True)
 def eager_support_apply(
-    P, index, values, eta, thr, alpha, positive, mu, has_mu, lo, hi, acc, mark, rows, member, state, rw
+    P, index, values, eta, thr, alpha, positive, mu, has_mu, lo, hi, acc, mark, rows, member, state, rw, l2
 ):
     """eager_l1_apply on rows lo..hi (no intercept) visiting only the block's support (rows, member:
     the block's list and marks; state: its [count, mode] line); the same arithmetic on each row it
-    writes, and each row written once. thr must be eta * alpha (alpha: the L1 weight, 0 for none).
+    writes, and each row written once. thr must be eta * alpha (alpha: the L1 weight, 0 for none); l2
+    the L2 weight (a row at 0 stays at 0 under the L2 factor too, so the support's rule is the L1's).
     mark: the applying worker's scratch beside acc (hi - lo flags, False between updates)."""
     k = P.shape[1]
     mode = state[1]
-    if mode != SUPPORT_SPARSE or not (thr > 0.0 or positive or has_mu):  # (no prox, no mu: pairs' rows only)
+    if mode != SUPPORT_SPARSE or not (thr > 0.0 or positive or has_mu or l2 != 0.0):  # (no prox, no mu: pairs only)
         # (no intercept)
-        eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, acc[0], False, acc, rw)
+        eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, acc[0], False, acc, rw, l2)
         if mode == SUPPORT_REBUILD:
             count = 0
             for c in range(lo, hi):
@@ -765,7 +777,7 @@ def eager_support_apply(
     while i < lo + count:
         c = rows[i]
         w = row_weight(rw, c)
-        nonzero = _support_row_step(P, c, acc, mu, has_mu, eta, thr * w, positive, lo, k)
+        nonzero = _support_row_step(P, c, acc, mu, has_mu, eta, thr * w, positive, lo, k, l2_shrink(eta, l2, w))
         if nonzero or (has_mu and _anchor_moves(mu, c, k, alpha * w, positive)):
             i += 1
         else:  # at 0 and staying there: off the list (the last listed row takes its place)
@@ -775,7 +787,9 @@ def eager_support_apply(
     for t in range(m):  # the pairs' rows off the list: at 0 (or just taken off it, their sum used)
         c = touched[t]
         mark[c - lo] = False
-        if not member[c] and _support_row_step(P, c, acc, mu, has_mu, eta, thr * row_weight(rw, c), positive, lo, k):
+        w = row_weight(rw, c)
+        shrink = l2_shrink(eta, l2, w)
+        if not member[c] and _support_row_step(P, c, acc, mu, has_mu, eta, thr * w, positive, lo, k, shrink):
             member[c] = True
             rows[lo + count] = c
             count += 1
@@ -785,15 +799,15 @@ def eager_support_apply(
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _support_row_step(P, c, acc, mu, has_mu, eta, thr, positive, lo, k):
+def _support_row_step(P, c, acc, mu, has_mu, eta, thr, positive, lo, k, shrink):
     """Row c's eager step (the sweep's expressions, for the same rounding), written where it changes;
     its sum in acc cleared. Whether the row is non-zero now."""
     nonzero = False
     for j in range(k):
         if has_mu:
-            x = soft(P[c, j] - eta * (acc[c - lo, j] + mu[c, j]), thr, positive)
+            x = soft(P[c, j] - eta * (acc[c - lo, j] + mu[c, j]), thr, positive) * shrink
         else:
-            x = soft(P[c, j] - eta * acc[c - lo, j], thr, positive)
+            x = soft(P[c, j] - eta * acc[c - lo, j], thr, positive) * shrink
         if x != P[c, j]:
             P[c, j] = x
         acc[c - lo, j] = 0.0
@@ -901,7 +915,7 @@ def task_server_apply(s, server, update, eta):
     take the constant lazy step); or, for the intercept server (index M), row d."""
     (P, bounds, alpha, positive, mu, has_vr, fit_intercept, step, unit, delay, adaptive, delay_blocks, weight,
      lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot, acc, mark, support_rows, support_member,
-     support_state, rw) = s  # fmt: skip
+     support_state, rw, l2) = s  # fmt: skip
     _, index, grad, intercept = update
     M = bounds.shape[0] - 1
     if server == M:  # row d has one owner: the intercept server
@@ -914,8 +928,9 @@ def task_server_apply(s, server, update, eta):
         # with grad's, and compile the kernel for non-contiguous arrays: 13% slower an update)
         if update[0] < 0 and M >= GROUPED_BLOCKS:  # a full push's pairs come grouped by block (task_worker_step)
             first, stop = _block_pairs(index, lo, hi)
-            eager_support_apply(P, index[first:stop], grad[first:stop], eta, eta * alpha, alpha, positive, mu, has_vr,
-                                lo, hi, acc, mark, support_rows, support_member, support_state[server], rw)  # fmt: skip
+            eager_support_apply(P, index[first:stop], grad[first:stop], eta, eta * alpha, alpha, positive, mu,
+                                has_vr, lo, hi, acc, mark, support_rows, support_member, support_state[server], rw,
+                                l2)  # fmt: skip
         else:
             eager_support_apply(P, index, grad, eta, eta * alpha, alpha, positive, mu, has_vr, lo, hi, acc, mark,
-                                support_rows, support_member, support_state[server], rw)  # fmt: skip
+                                support_rows, support_member, support_state[server], rw, l2)  # fmt: skip

@@ -95,6 +95,12 @@ class RunCheckpointer:
             return samples - self._last_samples >= self.samples_every
         return self.seconds is not None and time.monotonic() - self._last_time >= self.seconds
 
+    def samples_until_due(self, samples: int) -> int | None:
+        """Samples left until a checkpoint by sample count is due (None: none is set by samples)."""
+        if self.config.folder is None or self.samples_every is None:
+            return None
+        return max(0, self.samples_every - (samples - self._last_samples))
+
     def stop_requested(self) -> int | None:
         return None if self.config.signals is None else self.config.signals.signum
 

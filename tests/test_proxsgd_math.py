@@ -267,7 +267,7 @@ def test_compiled_worker_step_matches_the_torch_reference(push, sparse, penalty_
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("vr", [False, True])
 @pytest.mark.parametrize("k", [1, 3])
-@pytest.mark.parametrize("loss", ["logistic", "squared", "smoothed_hinge", "sigmoid"])
+@pytest.mark.parametrize("loss", ["logistic", "squared", "smoothed_hinge", "sigmoid", "multinomial"])
 @pytest.mark.parametrize(
     "penalty", ["l1", "l1-positive", "none", "l1-rows-scaled", "elasticnet", "elasticnet-rows-scaled", "l2-positive"]
 )
@@ -276,7 +276,8 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
     eager_l1_apply), with its own copy of each loss derivative: checked against losses.py. With
     rows scaled (column_scaling on sparse data), each row's threshold is its own: against prox.py's.
     With sample weights, each sample's derivative is weighted: against problem.batch_weighted. Elastic
-    net and L2: the threshold, then the L2 factor (fast.l2_shrink), against prox.py's."""
+    net and L2: the threshold, then the L2 factor (fast.l2_shrink), against prox.py's. The multinomial
+    (softmax over a sample's k margins) with 2 and 3 classes."""
     import scipy.sparse as sp
 
     from asyncopt.proxsgd import fast
@@ -286,7 +287,11 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
     rng = np.random.default_rng(7)
     n, d = 40, 9
     X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.5))
-    Y = rng.normal(size=(n, k)) if loss == "squared" else rng.choice([-1.0, 1.0], size=(n, k))
+    if loss == "multinomial":  # one-hot rows (of 2 classes where k is 1: a softmax over one never moves)
+        k = max(k, 2)
+        Y = np.eye(k)[rng.integers(0, k, size=n)]
+    else:
+        Y = rng.normal(size=(n, k)) if loss == "squared" else rng.choice([-1.0, 1.0], size=(n, k))
     name, positive, scaled = penalty.split("-")[0], penalty.endswith("positive"), penalty.endswith("scaled")
     problem = LinearProblem(
         LinearData.from_array(X, Y, weights=_weights(n, weighted)),
@@ -311,6 +316,24 @@ def test_fused_compiled_step_matches_the_torch_reference_for_each_loss(loss, k, 
     assert not torch.equal(results[0], start)
 
 
+def test_the_compiled_softmax_derivative_is_torchs_at_margins_that_overflow_exp():
+    """The multinomial's coefficients (fast.batch_coefficients, code SOFTMAX) shift each row by its
+    largest margin: margins of +-1000 give torch.softmax's values, finite; a NaN margin is reported."""
+    from asyncopt.proxsgd import fast
+
+    Z = np.array([[1000.0, 999.0, -1000.0], [0.5, -0.25, 2.0], [-1000.0, -1001.0, -999.5]])
+    Y = np.eye(3)[[0, 2, 1]]
+    rows = np.arange(3)
+    D = Z.copy()
+    intercept, finite = fast.batch_coefficients(Y, rows, D, fast.LOSS_CODES["multinomial"], Y, False, np.empty(0))
+    expected = (torch.softmax(torch.tensor(Z), dim=1) - torch.tensor(Y)).numpy() / 3
+    assert finite
+    np.testing.assert_allclose(D, expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(intercept, expected.sum(0), rtol=1e-12, atol=1e-15)
+    Z[1, 1] = np.nan
+    assert not fast.batch_coefficients(Y, rows, Z, fast.LOSS_CODES["multinomial"], Y, False, np.empty(0))[1]
+
+
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("scaled", [False, True])
@@ -323,6 +346,24 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
     the step-by-step rule (torch's, use_compiled=False), with an intercept, 3 outputs and a task of 7
     batches, eager or lazy (then flushed), sparse X or dense rows; the version counter counts every
     update."""
+    _check_compiled_task(push, vr, lazy, blocks, scaled, weighted, dense)
+
+
+@pytest.mark.parametrize("loss", ["logistic", "multinomial"])
+@pytest.mark.parametrize("blocks", [1, 2])
+@pytest.mark.parametrize("vr", [False, True])
+@pytest.mark.parametrize("push", ["block", "full"])
+def test_a_compiled_task_on_wide_dense_rows_multiplies_by_blas_with_the_same_updates(push, vr, blocks, loss):
+    """Dense rows of 96 columns in batches of 24: the margins and the block gradients go through BLAS
+    (fast.DENSE_BLAS_MIN_ENTRIES) on float32 data with float64 parameters; the same updates as torch's
+    step by step, for an elementwise loss and the softmax."""
+    from asyncopt.proxsgd import fast
+
+    assert 24 * 96 // blocks >= fast.DENSE_BLAS_MIN_ENTRIES
+    _check_compiled_task(push, vr, False, blocks, False, False, True, n=120, d=96, batch=24, loss=loss)
+
+
+def _check_compiled_task(push, vr, lazy, blocks, scaled, weighted, dense, n=50, d=12, batch=5, loss="logistic"):
     import scipy.sparse as sp
 
     from asyncopt.engines import atomics, compiled
@@ -330,19 +371,20 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
     from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 
     rng = np.random.default_rng(8)
-    n, d, k = 50, 12, 3
+    k = 3
     X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4)
-    X = X if dense else sp.csr_matrix(X)
+    X = (X.astype(np.float32) if d > 12 else X) if dense else sp.csr_matrix(X)
+    Y = np.eye(k)[rng.integers(0, k, size=n)] if loss == "multinomial" else rng.choice([-1.0, 1.0], size=(n, k))
     problem = LinearProblem(
-        LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k)), weights=_weights(n, weighted)),
-        LOSSES["logistic"],
+        LinearData.from_array(X, Y, weights=_weights(n, weighted)),
+        LOSSES[loss],
         _rows_scaled(make_penalty("l1", 0.02), d, scaled),
         NonconvexRegularizer(0.0),
         True,
         block_bounds(d, blocks),
     )
-    algo = ProxSGDAlgorithm(problem, 5, 0.4, push, variance_reduction=vr, use_compiled=False)
-    fused_algo = ProxSGDAlgorithm(problem, 5, 0.4, push, variance_reduction=vr, lazy="on" if lazy else "off")
+    algo = ProxSGDAlgorithm(problem, batch, 0.4, push, variance_reduction=vr, use_compiled=False)
+    fused_algo = ProxSGDAlgorithm(problem, batch, 0.4, push, variance_reduction=vr, lazy="on" if lazy else "off")
     if dense and lazy:  # (lazy updates are for sparse data only)
         assert fused_algo.fused and not fused_algo.lazy_active
         return
@@ -350,18 +392,18 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
     if vr:
         algo.refresh_snapshot(start * 0.5)
         fused_algo.refresh_snapshot(start * 0.5)
-    rows = np.concatenate([np.random.default_rng(key).choice(n, 5, replace=False) for key in range(7)])
-    task = Task(rows, np.full(7, 5), np.arange(7), 5)
+    rows = np.concatenate([np.random.default_rng(key).choice(n, batch, replace=False) for key in range(7)])
+    task = Task(rows, np.full(7, batch), np.arange(7), batch)
     stepwise = start.clone()
-    for batch, scale, key in task.batches():
-        algo.apply(stepwise, algo.compute(stepwise, torch.as_tensor(batch), scale, key), 0)
+    for rows_of_batch, scale, key in task.batches():
+        algo.apply(stepwise, algo.compute(stepwise, torch.as_tensor(rows_of_batch), scale, key), 0)
     fused, sync = start.clone(), atomics.new_sync(algo.n_locks).numpy()
     if lazy and push == "full" and blocks > 1:  # lazy counts are per block: a full push over 3 is not fused
         assert not fused_algo.fused and not fused_algo.compiled_tasks
         return
     assert fused_algo.fused and fused_algo.lazy_active == lazy
     stalenesses, samples = compiled.run_task(fused_algo, fused, task, sync)
-    assert stalenesses.tolist() == [0] * 7 and samples == 35
+    assert stalenesses.tolist() == [0] * 7 and samples == 7 * batch
     assert sync[atomics.VERSION_WORD] == 7 and sync[atomics.CURSOR_WORD] == 0  # counted
     assert all(sync[atomics.lock_word(b)] == 0 for b in range(algo.n_locks))  # locks free
     clocks = compiled.server_clocks(sync, algo.n_locks)  # updates each server applied
@@ -391,17 +433,35 @@ def test_a_bundled_task_is_the_batches_computed_and_applied_one_by_one(
     copies and the servers' parameters agree; every server gets the updates it owns. Both kinds of
     bundle: gradient pairs, and samples with coefficients (the servers sum the gradient from their
     columns). Each penalty's branch of the server's step: the prox, the positive prox, none."""
+    _check_bundled_task("logistic", penalty, push, vr, blocks, adaptive, kind, weighted)
+
+
+@pytest.mark.parametrize("kind", ["pairs", "samples"])
+@pytest.mark.parametrize("vr", [False, True])
+@pytest.mark.parametrize("push", ["block", "full"])
+def test_a_bundled_multinomial_task_is_its_batches_one_by_one(push, vr, kind):
+    """The same for the multinomial loss (softmax over 3 classes): Ray's bundles take the compiled
+    coefficients too."""
+    _check_bundled_task("multinomial", "l1", push, vr, 3, False, kind, False)
+
+
+def _check_bundled_task(loss, penalty, push, vr, blocks, adaptive, kind, weighted):
     import scipy.sparse as sp
 
     from asyncopt.engines.base import Task
     from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
 
     rng = np.random.default_rng(9)
-    n, d, k = 60, 12, 2
+    n, d = 60, 12
     X = sp.csr_matrix(rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4))
+    if loss == "multinomial":
+        Y = np.eye(3)[rng.integers(0, 3, size=n)]
+    else:
+        Y = rng.choice([-1.0, 1.0], size=(n, 2))
+    k = Y.shape[1]
     problem = LinearProblem(
-        LinearData.from_array(X, rng.choice([-1.0, 1.0], size=(n, k)), weights=_weights(n, weighted)),
-        LOSSES["logistic"], make_penalty(penalty.split()[-1], 0.02, positive=penalty.startswith("positive")),
+        LinearData.from_array(X, Y, weights=_weights(n, weighted)),
+        LOSSES[loss], make_penalty(penalty.split()[-1], 0.02, positive=penalty.startswith("positive")),
         NonconvexRegularizer(0.0), True, block_bounds(d, blocks),
     )  # fmt: skip
     algo = ProxSGDAlgorithm(

@@ -367,6 +367,16 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+def blas_threads(n: int):
+    """Hold the BLAS that compiled kernels call (numba's np.dot: scipy's OpenBLAS) to n threads, until
+    the returned limiter's `restore_original_limits()`. Two worker threads each calling an OpenBLAS of
+    2 threads got 0.76x one caller's throughput, held to 1 thread 1.55x (a scratch run, session 33)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loaded first: threadpoolctl limits the loaded libraries)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=max(1, int(n)), user_api="blas")
+
+
 def begin_run(algo, schedule: Schedule, rng, monitor: Monitor, n_workers: int, params, resume: dict | None):
     """What every engine's run starts with: the parameters (default `algo.init_params()`), the
     batch stream, the step count and the telemetry, continued from the coordinator state `resume`

@@ -381,6 +381,9 @@ class WorkerActor:
         """`hosts`: the server actors, `placement[h]`: the servers host h holds, `rows[b]`: server b's."""
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
+        from asyncopt.engines.base import blas_threads
+
+        blas_threads(threads)
         self.algo, self.hosts, self.rows = algo, list(hosts), rows
         self.placement = [list(servers) for servers in placement]
         self.host_of = {b: h for h, servers in enumerate(self.placement) for b in servers}

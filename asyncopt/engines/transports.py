@@ -27,6 +27,7 @@ from asyncopt.engines.base import (
     WORKER_NAME,
     UnguardedMainScript,
     WorkerFailed,
+    blas_threads,
     exit_if_reimporting_main,
     unguarded_message,
 )
@@ -42,6 +43,7 @@ class ThreadTransport:
         self.workers: list = []
         self.ready = False
         self._saved_threads = torch.get_num_threads()
+        self._blas = None  # the BLAS thread limit while the workers run (blas_threads)
 
     def new_lock(self):
         return threading.Lock()
@@ -53,6 +55,8 @@ class ThreadTransport:
         return WorkerLink(self.tasks, self.results, self.stop, threads, False, **placement)
 
     def start(self, algo, params, links: list[WorkerLink]) -> None:
+        if links and self._blas is None:  # (one process-wide limit: each worker's threads)
+            self._blas = blas_threads(links[0].threads)
         for i, link in enumerate(links):
             w = threading.Thread(
                 target=worker_loop, args=(i, algo, params, link), daemon=True, name=f"{WORKER_NAME}{i}"
@@ -102,6 +106,9 @@ class ThreadTransport:
 
     def _finish(self) -> None:
         torch.set_num_threads(self._saved_threads)
+        if self._blas is not None:
+            self._blas.restore_original_limits()
+            self._blas = None
 
 
 def start_worker_pool(n_workers: int) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from asyncopt.engines import compiled
+from asyncopt.engines.base import blas_threads
 
 POLL_SECONDS = 0.2
 
@@ -116,4 +117,5 @@ def worker_loop(worker: int, algo, params: torch.Tensor, link: WorkerLink) -> No
 
 def process_main(worker: int, algo, params: torch.Tensor, link: WorkerLink) -> None:
     os.environ["OMP_NUM_THREADS"] = str(link.threads)
+    blas_threads(link.threads)  # (this process's own BLAS; the next job sets it again)
     worker_loop(worker, algo, params, link)

@@ -426,10 +426,11 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
 
     @property
     def fused(self) -> bool:
-        """A whole task can run compiled (`run_task`): CPU, an elementwise loss, an L1, elastic net, L2
-        (or no) penalty, no smooth regularizer, eager updates. Dense data too, as dense rows (fast.py):
-        whole fits on magic, uci-pol and California 2.9-8.3x faster than the torch step a batch with
-        one worker, 13-35x with two (benchmarks/results/dense_rows.md)."""
+        """A whole task can run compiled (`run_task`): CPU, a loss of fast.LOSS_CODES (the multinomial
+        too, since session 33), an L1, elastic net, L2 (or no) penalty, no smooth regularizer, eager
+        updates. Dense data too, as dense rows (fast.py): whole fits on magic, uci-pol and California
+        2.9-8.3x faster than the torch step a batch with one worker, 13-35x with two
+        (benchmarks/results/dense_rows.md)."""
         problem = self.problem
         return (
             self.fast

@@ -34,12 +34,20 @@ LARGE_COLUMN_FACTOR = 30.0
 SMALL_COLUMN_MIN_ROWS = 0.01
 
 
+# rows of X centred at a time (a 2,048 x 784 float64 chunk is 12.8 MB)
+CHUNK_ROWS = 2048
+
+
 def dense_scales(X: np.ndarray, centre: bool) -> tuple[np.ndarray | None, np.ndarray] | None:
     """(shift, scale): each column's mean (with `centre`, else None) and its spread about it (standard
     deviation, or root mean square without centring); None when every column is constant 0."""
     shift = X.mean(axis=0, dtype=np.float64) if centre else None
-    centred = X if shift is None else X - shift
-    spread = np.sqrt(np.einsum("ij,ij->j", centred, centred, dtype=np.float64) / X.shape[0])
+    squares = np.zeros(X.shape[1])
+    for lo in range(0, X.shape[0], CHUNK_ROWS):  # (chunks: no n x d temporary, 0.84 s -> ? on MNIST)
+        part = X[lo : lo + CHUNK_ROWS]
+        centred = part if shift is None else part - shift
+        squares += np.einsum("ij,ij->j", centred, centred, dtype=np.float64)
+    spread = np.sqrt(squares / X.shape[0])
     top = float(spread.max())
     if not (top > 0 and np.isfinite(top)):
         return None

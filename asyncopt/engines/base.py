@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import multiprocessing
 import sys
@@ -371,10 +372,16 @@ def blas_threads(n: int):
     """Hold the BLAS that compiled kernels call (numba's np.dot: scipy's OpenBLAS) to n threads, until
     the returned limiter's `restore_original_limits()`. Two worker threads each calling an OpenBLAS of
     2 threads got 0.76x one caller's throughput, held to 1 thread 1.55x (a scratch run, session 33)."""
-    import scipy.linalg.cython_blas  # noqa: F401  (loaded first: threadpoolctl limits the loaded libraries)
-    from threadpoolctl import threadpool_limits
+    return _blas_controller().limit(limits=max(1, int(n)), user_api="blas")
 
-    return threadpool_limits(limits=max(1, int(n)), user_api="blas")
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, found once (a scan: 3-12 ms; a limit: ~0.1)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loaded first: threadpoolctl sees the loaded libraries)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def begin_run(algo, schedule: Schedule, rng, monitor: Monitor, n_workers: int, params, resume: dict | None):

@@ -65,6 +65,8 @@ class WorkerLink:
 def worker_loop(worker: int, algo, params: torch.Tensor, link: WorkerLink) -> None:
     try:
         torch.set_num_threads(link.threads)
+        if link.to_numpy:  # a worker process (a pool's: each job sets it): its BLAS (threads: ThreadTransport)
+            blas_threads(link.threads)
         if link.replica is not None:
             algo, params = link.replica.algo, link.replica.params
         compiled_tasks = link.servers is not None and getattr(algo, "compiled_tasks", False)
@@ -117,5 +119,4 @@ def worker_loop(worker: int, algo, params: torch.Tensor, link: WorkerLink) -> No
 
 def process_main(worker: int, algo, params: torch.Tensor, link: WorkerLink) -> None:
     os.environ["OMP_NUM_THREADS"] = str(link.threads)
-    blas_threads(link.threads)  # (this process's own BLAS; the next job sets it again)
     worker_loop(worker, algo, params, link)

@@ -355,8 +355,8 @@ def test_a_compiled_task_applies_the_same_updates_as_compute_and_apply(push, vr,
 @pytest.mark.parametrize("push", ["block", "full"])
 def test_a_compiled_task_on_wide_dense_rows_multiplies_by_blas_with_the_same_updates(push, vr, blocks, loss):
     """Dense rows of 96 columns in batches of 24: the margins and the block gradients go through BLAS
-    (fast.DENSE_BLAS_MIN_ENTRIES) on float32 data with float64 parameters; the same updates as torch's
-    step by step, for an elementwise loss and the softmax."""
+    (fast.DENSE_BLAS_MIN_ENTRIES, fast.dense_blas_step); the same updates as torch's step by step, for an
+    elementwise loss and the softmax."""
     from asyncopt.proxsgd import fast
 
     assert 24 * 96 // blocks >= fast.DENSE_BLAS_MIN_ENTRIES
@@ -373,7 +373,7 @@ def _check_compiled_task(push, vr, lazy, blocks, scaled, weighted, dense, n=50, 
     rng = np.random.default_rng(8)
     k = 3
     X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.4)
-    X = (X.astype(np.float32) if d > 12 else X) if dense else sp.csr_matrix(X)
+    X = X if dense else sp.csr_matrix(X)
     Y = np.eye(k)[rng.integers(0, k, size=n)] if loss == "multinomial" else rng.choice([-1.0, 1.0], size=(n, k))
     problem = LinearProblem(
         LinearData.from_array(X, Y, weights=_weights(n, weighted)),

@@ -171,10 +171,10 @@ class ServerShard:
         `restarted`: restored after a failure (its reports vouch only for origins seen since), unless
         `aligned`: restored with every other server from one drained point (a whole rollback), so
         that, as at a run's start, a push it has not applied since is one it lacks."""
-        if hasattr(algo, "prepare"):  # load compiled kernels now, not in the first push (~0.2 s)
-            algo.prepare()
-        if getattr(algo, "bundles", False):
+        if getattr(algo, "bundles", False):  # load compiled kernels now, not in the first push (~0.2 s)
             algo.warm_bundles("server")
+        elif hasattr(algo, "prepare"):
+            algo.prepare()
         self.algo, self.index, self.lo, self.hi = algo, index, lo, hi
         self.file, self.save_every = file, save_every
         if rows is None:  # restarted from its file
@@ -388,10 +388,10 @@ class WorkerActor:
         self.placement = [list(servers) for servers in placement]
         self.host_of = {b: h for h, servers in enumerate(self.placement) for b in servers}
         self.n_servers = len(rows)
-        if hasattr(algo, "prepare"):  # load compiled kernels before the first task's clock
-            algo.prepare()
-        if getattr(algo, "bundles", False):
+        if getattr(algo, "bundles", False):  # load compiled kernels before the first task's clock
             algo.warm_bundles("worker")
+        elif hasattr(algo, "prepare"):
+            algo.prepare()
         self.params = algo.init_params()
         self.loading: list = []  # the hosts' rule-state calls to await before the next push
         self.finished = None  # when the last task ended (the idle time before the next one is waiting)

@@ -102,6 +102,8 @@ class SerialEngine:
 
             compiled.warm(algo)  # (loaded or compiled before the clock, as a worker does)
             sync = atomics.new_sync(algo.n_locks).numpy()
+        elif hasattr(algo, "prepare"):  # the per-batch steps' kernels
+            algo.prepare()
         eval_at = schedule.evaluation_points()
         next_eval = int(np.searchsorted(eval_at, stream.issued, side="right"))
         now = time.perf_counter()

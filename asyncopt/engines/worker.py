@@ -70,10 +70,10 @@ def worker_loop(worker: int, algo, params: torch.Tensor, link: WorkerLink) -> No
         if link.replica is not None:
             algo, params = link.replica.algo, link.replica.params
         compiled_tasks = link.servers is not None and getattr(algo, "compiled_tasks", False)
-        if hasattr(algo, "prepare"):  # e.g. load compiled kernels before the clock of the first task
-            algo.prepare()
-        if compiled_tasks:
+        if compiled_tasks:  # load (or compile) what this worker runs before the clock of its first task
             compiled.warm(algo)
+        elif hasattr(algo, "prepare"):
+            algo.prepare()
         link.results.put(("ready", worker))
         while True:
             t0 = time.perf_counter()

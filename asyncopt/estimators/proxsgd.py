@@ -454,8 +454,9 @@ class _ProxSGDBase(AsyncEstimator):
             bound = make_algorithm(False, push)
             algo = bound if bound.lazy_active else algo
         algo.warm_start(smoothness)  # (the local step's first estimate)
-        if self.backend != "processes" or algo.lazy_active:  # (process workers load the kernels themselves,
-            algo.prepare()  # before the clock starts; only lazy updates need them here too, to flush)
+        # the engines load what their workers run (the task loop, Ray's bundles, or the per-batch
+        # kernels); the coordinator's own kernel is the lazy flush of the drained points
+        algo.prepare(per_batch=False)
         self.n_blocks_, self.push_ = len(bounds) - 1, push
         self.batch_size_, self.step_size_ = N, eta
         self.smoothness_ = {"top_eigenvalue": smoothness.top_eigenvalue, "max_row_sq_norm": smoothness.max_row_sq_norm}

@@ -29,7 +29,7 @@ if model == "eigenpro":
     est = EigenProClassifier(bandwidth=10.0, epochs=4, evals_per_epoch=8, random_state=0, backend=backend,
                              n_workers=2, threads_per_worker=1, checkpoint_dir=folder, checkpoint_every=None,
                              callback=training)
-    est.fit(X[:10_000], y[:10_000])
+    est.fit(X[:5_000], y[:5_000])
 else:
     from asyncopt import ProxSGDClassifier
     from asyncopt.datasets import load_a9a
@@ -73,16 +73,16 @@ def test_sigterm_leaves_a_checkpoint_and_the_resumed_eigenpro_run_matches(backen
     assert code == 128 + signal.SIGTERM, err[-3000:]
     assert "finished" not in out and "checkpoint written to" in err
     state = TrainingState.read(latest_checkpoint(tmp_path))
-    assert 0 < state.samples < 40_000
+    assert 0 < state.samples < 20_000
     X, y, Xt, yt = mnist
     params = dict(bandwidth=10.0, epochs=4, evals_per_epoch=8, random_state=0, checkpoint_every=None)
     resumed = EigenProClassifier(
         backend=backend, n_workers=2, threads_per_worker=1, checkpoint_dir=tmp_path, **params
-    ).fit(X[:10_000], y[:10_000], resume=True)
-    whole = EigenProClassifier(**params).fit(X[:10_000], y[:10_000])
-    assert resumed.history_[-1]["samples"] == whole.history_[-1]["samples"] == 40_000
+    ).fit(X[:5_000], y[:5_000], resume=True)
+    whole = EigenProClassifier(**params).fit(X[:5_000], y[:5_000])
+    assert resumed.history_[-1]["samples"] == whole.history_[-1]["samples"] == 20_000
     assert len(resumed.history_) == len(whole.history_)
-    assert resumed.score(X[:10_000], y[:10_000]) >= 0.999
+    assert resumed.score(X[:5_000], y[:5_000]) >= 0.999
     assert abs(resumed.score(Xt[:5000], yt[:5000]) - whole.score(Xt[:5000], yt[:5000])) <= 0.005
     print(f"{backend}: stopped {seconds:.1f} s after SIGTERM at sample {state.samples}")
 

@@ -281,3 +281,36 @@ def test_the_serial_engines_compiled_tasks_draw_the_batches_of_the_batch_by_batc
     stepwise = ProxSGDClassifier(**kw).fit(X, y)
     np.testing.assert_allclose(compiled.coef_, stepwise.coef_, rtol=1e-9, atol=1e-12)
     assert compiled.history_[-1]["objective"] == pytest.approx(stepwise.history_[-1]["objective"], rel=1e-12)
+
+
+LOADED_KERNELS_SCRIPT = """
+import sys, warnings
+import numpy as np, scipy.sparse as sp
+from asyncopt import ProxSGDClassifier
+from asyncopt.proxsgd import fast
+warnings.simplefilter("ignore")
+backend, workers, delay = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+X = sp.random(400, 60, density=0.1, format="csr", random_state=np.random.default_rng(0))
+y = np.arange(400) % 2
+ProxSGDClassifier(backend=backend, n_workers=workers, max_delay=delay, max_epochs=1, tol=None, random_state=0).fit(X, y)
+per_batch = (fast.csr_batch_margins, fast.sparse_block_step, fast.eager_l1_apply)
+print(sum(len(kernel.signatures) for kernel in per_batch))
+"""
+
+
+@pytest.mark.parametrize(
+    ("backend", "workers", "delay", "loads"),
+    [("serial", 1, 0, False), ("threads", 2, 0, False), ("serial", 1, 2, True)],
+)
+def test_the_per_batch_kernels_are_loaded_only_by_runs_that_step_per_batch(backend, workers, delay, loads):
+    """The engines load what their workers run: a fit whose steps all go through the compiled task
+    loop loads none of the per-batch kernels (on a cold numba cache they took 17 of the first a9a
+    fit's 47 s to compile, never to be called); the delay simulator, which steps batch by batch,
+    loads them (in a fresh process: this one's other tests load them)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", LOADED_KERNELS_SCRIPT, backend, str(workers), str(delay)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (int(done.stdout.split()[-1]) > 0) == loads

@@ -314,3 +314,29 @@ def test_the_per_batch_kernels_are_loaded_only_by_runs_that_step_per_batch(backe
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert (int(done.stdout.split()[-1]) > 0) == loads
+
+
+ONE_LOOP_SCRIPT = """
+import warnings
+import numpy as np, scipy.sparse as sp
+from asyncopt import ProxSGDClassifier
+from asyncopt.engines import compiled
+warnings.simplefilter("ignore")
+X, y = sp.random(400, 60, density=0.1, format="csr", random_state=np.random.default_rng(0)), np.arange(400) % 2
+wide = sp.random(2000, 200_000, density=2e-4, format="csr", random_state=np.random.default_rng(0))
+yw = np.arange(2000) % 2
+eager = ProxSGDClassifier(penalty="l1", max_epochs=1, tol=None, random_state=0).fit(X, y)
+lazy = ProxSGDClassifier(penalty="l1", max_epochs=1, tol=None, batch_size=8, random_state=0).fit(wide, yw)
+print(sum(len(loop.signatures) for loop in compiled._RUNNERS.values()))
+"""
+
+
+def test_eager_and_lazy_fits_share_one_compiled_task_loop():
+    """The lazy state's unused arrays have its dtypes in an eager run, so numba compiles the task
+    loop once for both (~30 s on a cold cache here; before, a second specialisation)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ONE_LOOP_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "1"

@@ -470,11 +470,14 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             lazy_eta, lazy_thr = self._lazy_step()
             if weight != 1.0 and n_batches:  # (lazy updates need one constant step: rounds of one batch)
                 raise RuntimeError(f"lazy updates need the constant step {lazy_eta:g}, got weight {weight:g}")
-        else:
+        else:  # (unused: of the lazy state's dtypes, so that lazy and eager runs share one compiled loop)
             unused = np.zeros(1, dtype=np.int64)
-            st = {"mu": v["Y"], "ticks": unused, "last": unused, "block_of": unused}
+            st = {"mu": v["Y"], "ticks": unused, "last": unused.astype(np.int32), "block_of": unused.astype(np.int16)}
             lazy_eta = lazy_thr = 0.0
-        bounds = np.asarray(problem.bounds, dtype=np.int64)
+        # read-only, as Ray's actors receive it: numba compiles one kernel for read-only arrays and
+        # one for writable ones, so the bundle kernels compiled here and in Ray's actors are the same
+        bounds = np.asarray(problem.bounds, dtype=np.int64).view()
+        bounds.flags.writeable = False
         snap_D, mu = (v["snap_D"], v["snap_mu"]) if vr else (v["Y"], v["Y"])  # (unused without SVRG)
         worker = (
             v["indptr"], v["indices"], v["values"], v["Y"], P, self._loss_code, snap_D, vr, bounds,
@@ -492,8 +495,8 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
         return worker, server
 
     def _support_views(self) -> tuple:
-        if self._support is None:  # (lazy updates: unused)
-            return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.bool_), np.zeros((1, 8), dtype=np.int64)
+        if self._support is None:  # (lazy updates: unused; the dtypes of _make_support's, as above)
+            return np.zeros(1, dtype=np.int32), np.zeros(1, dtype=np.bool_), np.zeros((1, 8), dtype=np.int64)
         return tuple(self._support[name].numpy() for name in ("rows", "member", "state"))
 
     def _eager_scratch(self, rows: int) -> np.ndarray:

@@ -230,20 +230,24 @@ def test_wide_sparse_data_uses_lazy_updates_and_matches_eager_ones(monkeypatch):
     assert abs(f_threads - f_eager) / f_eager < 0.02
 
 
-@pytest.mark.parametrize("penalty", ["l1", "elasticnet", "l1 + smooth"])
+@pytest.mark.parametrize("penalty", ["l1", "elasticnet", "l1 + smooth", "l1 + smooth, torch step"])
 @pytest.mark.parametrize("backend", ["threads", "processes"])
 @pytest.mark.parametrize("push", ["block", "auto"])
-def test_dense_data_agrees_with_serial_on_the_compiled_and_the_python_servers_path(backend, push, penalty):
-    """Dense data with L1 or elastic net runs the compiled task loop as dense rows (fast.py); with a
-    smooth regularizer (nonconvex_strength, here tiny) there is no compiled step, so the workers push
-    through ServerGroup (each part under its server's Python lock, clocks in the shared words). Either
-    fit ends near the serial one, and every server's clock counts the updates routed to it."""
+def test_dense_data_agrees_with_serial_on_the_compiled_and_the_python_servers_path(backend, push, penalty, monkeypatch):
+    """Dense data with L1 or elastic net runs the compiled task loop as dense rows (fast.py), and with
+    a smooth regularizer (nonconvex_strength, here tiny) too (block_prox.py's sweep); with the
+    regularizer and ASYNCOPT_COMPILED_PROX=off there is no compiled step, so the workers push through
+    ServerGroup (each part under its server's Python lock, clocks in the shared words). Each fit ends
+    near the serial one, and every server's clock counts the updates routed to it."""
     from asyncopt import ProxSGDRegressor
+
+    if penalty.endswith("torch step"):
+        monkeypatch.setenv("ASYNCOPT_COMPILED_PROX", "off")
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 12))
     y = X @ (rng.normal(size=12) * (rng.random(12) < 0.5)) + 0.3 + 0.05 * rng.normal(size=600)
-    smooth = 1e-12 if penalty == "l1 + smooth" else 0.0  # (its term: far below the tolerances here)
+    smooth = 1e-12 if "smooth" in penalty else 0.0  # (its term: far below the tolerances here)
     penalty = penalty.split()[0]
     common = dict(penalty=penalty, alpha=1e-3, n_blocks=3, push=push, max_epochs=20, random_state=0, tol=0.0,
                   nonconvex_strength=smooth)  # fmt: skip

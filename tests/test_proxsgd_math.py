@@ -363,7 +363,49 @@ def test_a_compiled_task_on_wide_dense_rows_multiplies_by_blas_with_the_same_upd
     _check_compiled_task(push, vr, False, blocks, False, False, True, n=120, d=96, batch=24, loss=loss)
 
 
-def _check_compiled_task(push, vr, lazy, blocks, scaled, weighted, dense, n=50, d=12, batch=5, loss="logistic"):
+GROUPS = torch.as_tensor(np.repeat(np.arange(5), [3, 1, 4, 2, 2]))  # (12 rows)
+SWEPT_PENALTIES = {
+    "box": (("box", dict(bounds=(-0.3, 0.2))), 0.0, False),
+    "box, positive, scaled rows": (("box", dict(bounds=(-0.3, 0.2), positive=True)), 0.0, True),
+    "group L1": (("group_l1", dict(alpha=0.05, group_of_row=GROUPS)), 0.0, False),
+    "group L1, positive": (("group_l1", dict(alpha=0.05, group_of_row=GROUPS, positive=True)), 0.0, False),
+    "L1 + smooth": (("l1", dict(alpha=0.02)), 0.3, False),
+    "elastic net + smooth, scaled rows": (("elasticnet", dict(alpha=0.02)), 0.3, True),
+    "box + smooth": (("box", dict(bounds=(-0.3, 0.2))), 0.3, False),
+}
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("blocks", [1, 2])
+@pytest.mark.parametrize("vr", [False, True])
+@pytest.mark.parametrize("push", ["block", "full"])
+@pytest.mark.parametrize("case", list(SWEPT_PENALTIES))
+def test_box_group_l1_and_the_smooth_regularizer_run_compiled_with_the_torch_steps_updates(
+    case, push, vr, blocks, dense
+):
+    """The penalties without a listed support (box, group L1) and the smooth regularizer run the
+    compiled task loop (block_prox.py's sweep of the block), with the same updates as torch's step
+    by step: the regularizer's gradient is taken at the server's value of the row, which in a task of
+    one worker is the worker's read."""
+    penalty, reg, scaled = SWEPT_PENALTIES[case]
+    _check_compiled_task(push, vr, False, blocks, scaled, False, dense, penalty=penalty, reg=reg)
+
+
+def _check_compiled_task(
+    push,
+    vr,
+    lazy,
+    blocks,
+    scaled,
+    weighted,
+    dense,
+    n=50,
+    d=12,
+    batch=5,
+    loss="logistic",
+    penalty=("l1", dict(alpha=0.02)),
+    reg=0.0,
+):
     import scipy.sparse as sp
 
     from asyncopt.engines import atomics, compiled
@@ -378,10 +420,10 @@ def _check_compiled_task(push, vr, lazy, blocks, scaled, weighted, dense, n=50, 
     problem = LinearProblem(
         LinearData.from_array(X, Y, weights=_weights(n, weighted)),
         LOSSES[loss],
-        _rows_scaled(make_penalty("l1", 0.02), d, scaled),
-        NonconvexRegularizer(0.0),
+        _rows_scaled(make_penalty(penalty[0], **penalty[1]), d, scaled),
+        NonconvexRegularizer(reg),
         True,
-        block_bounds(d, blocks),
+        block_bounds(d, blocks, None if "group_of_row" not in penalty[1] else penalty[1]["group_of_row"].numpy()),
     )
     algo = ProxSGDAlgorithm(problem, batch, 0.4, push, variance_reduction=vr, use_compiled=False)
     fused_algo = ProxSGDAlgorithm(problem, batch, 0.4, push, variance_reduction=vr, lazy="on" if lazy else "off")

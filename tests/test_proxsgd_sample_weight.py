@@ -79,14 +79,17 @@ def test_weighted_sparse_logistic_reaches_the_weighted_optimum_and_repeated_rows
     assert (f_repeated - f_star) / f_star < 1e-7
 
 
-def test_weights_reach_the_torch_step_dense_data_and_the_smooth_regularizer_path():
-    # dense data takes the compiled margins with torch's loss; a smooth regularizer takes the torch
-    # step on sparse data: both against the weighted optimum of the same problem
+@pytest.mark.parametrize("compiled_prox", ["on", "off"])
+def test_weights_reach_the_torch_step_dense_data_and_the_smooth_regularizer_path(compiled_prox, monkeypatch):
+    # a smooth regularizer runs block_prox.py's compiled sweep, or (ASYNCOPT_COMPILED_PROX=off) the
+    # torch step, where dense data takes the compiled margins with torch's loss: each against the
+    # weighted optimum of the same problem
+    monkeypatch.setenv("ASYNCOPT_COMPILED_PROX", compiled_prox)
     X, y, w = _regression()
     ref = Lasso(alpha=1e-2, tol=1e-12, max_iter=100_000).fit(X, y, sample_weight=w)
     for data in (X, sp.csr_matrix(X)):
         model = ProxSGDRegressor(penalty="l1", alpha=1e-2, random_state=0, tol=None, max_epochs=60)
-        model.set_params(nonconvex_strength=1e-12)  # (the torch step; its term is far below the tolerance)
+        model.set_params(nonconvex_strength=1e-12)  # (its term is far below the tolerance)
         _quietly(model, data, y, sample_weight=w)
         np.testing.assert_allclose(model.coef_, ref.coef_, atol=1e-5)
 

@@ -43,22 +43,35 @@ def test_proxsgd_on_ray_agrees_with_serial_on_small_sparse_data(ray_session):
     assert sum(t["server_updates"][:2]) == t["updates"] and t["server_updates"][2] == t["updates"]
 
 
-@pytest.mark.parametrize("layout", ["sparse", "dense", "sparse-large-column"])
-def test_a_ray_task_of_several_batches_reads_its_own_updates(ray_session, layout):
+@pytest.mark.parametrize(
+    "layout, penalty",
+    [("sparse", "l1"), ("dense", "l1"), ("sparse-large-column", "l1"), ("sparse", "box"),
+     ("sparse-large-column", "box"), ("sparse, pair bundles", "group_l1"), ("sparse", "l1 + smooth")],
+)  # fmt: skip
+def test_a_ray_task_of_several_batches_reads_its_own_updates(ray_session, layout, penalty, monkeypatch):
     """One worker, tasks of 10 batches: each batch reads the task's earlier updates (the worker
     applies them to its copy with the servers' rule), so the run is sequential SGD, the serial
     engine's, and no update is stale. (Read from the pull alone, batches 2-10 of a task would
     take other steps.) Sparse data runs a task in one compiled call and pushes bundles
     (proxsgd/bundles.py; tests/test_proxsgd_math.py), dense data batch by batch; a sparse column far
-    larger than the rest is scaled down (column_scaling), its row's L1 threshold its own in both."""
+    larger than the rest is scaled down (column_scaling), its row's L1 threshold (or box) its own in
+    both. Box, group L1 and the smooth regularizer take block_prox.py's sweep, with bundles of
+    samples or (ASYNCOPT_BUNDLES=pairs) of gradient pairs."""
+    if layout.endswith("pair bundles"):
+        monkeypatch.setenv("ASYNCOPT_BUNDLES", "pairs")
     rng = np.random.default_rng(1)
     X = sp.random(400, 40, density=0.15, random_state=1, format="csr")
     y = np.where(X @ rng.normal(size=40) > 0, 1, 0)
     if layout == "sparse-large-column":
         X = sp.hstack([X, X[:, :1] * 1000.0]).tocsr()
     X = X.toarray() if layout == "dense" else X
-    common = dict(penalty="l1", alpha=1e-3, max_epochs=4, tol=None, n_blocks=2, push="block", batch_size=16,
-                  random_state=0)  # fmt: skip
+    rule = {
+        "l1": dict(penalty="l1", alpha=1e-3),
+        "box": dict(penalty="box", bounds=(-0.3, 0.2)),
+        "group_l1": dict(penalty="group_l1", alpha=1e-2, groups=np.arange(X.shape[1]) // 4),
+        "l1 + smooth": dict(penalty="l1", alpha=1e-3, nonconvex_strength=0.05),
+    }[penalty]
+    common = dict(max_epochs=4, tol=None, n_blocks=2, push="block", batch_size=16, random_state=0, **rule)
     serial = ProxSGDClassifier(**common).fit(X, y)
     one = dict(backend="ray", n_workers=1, threads_per_worker=1)
     on_ray = ProxSGDClassifier(**one, task_samples=160, **common).fit(X, y)

@@ -26,7 +26,7 @@ import torch
 
 from asyncopt.proxsgd import stepsize
 from asyncopt.proxsgd.problem import LinearProblem
-from asyncopt.proxsgd.prox import L1, ElasticNet, Penalty, SquaredL2
+from asyncopt.proxsgd.prox import L1, Box, ElasticNet, GroupL1, Penalty, SquaredL2
 from asyncopt.proxsgd.server_placement import ServerPlacement
 from asyncopt.proxsgd.step_control import StepControl
 
@@ -69,6 +69,12 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
     # columns of X, `for_server`), or "auto" (samples where a sample has more than one entry in a
     # server's rows on average). The environment's ASYNCOPT_BUNDLES sets it for benchmarks' A/B runs.
     bundle_pushes: str = dataclasses.field(default_factory=lambda: os.environ.get("ASYNCOPT_BUNDLES", "auto"))
+    # box, group L1 and the smooth regularizer in the compiled task loop (block_prox.py); the
+    # environment's ASYNCOPT_COMPILED_PROX=off gives their torch step a batch (benchmarks' A/B runs, the
+    # tests of the Python servers' path). A field, so that it travels to the workers with the algorithm.
+    compiled_prox: bool = dataclasses.field(
+        default_factory=lambda: os.environ.get("ASYNCOPT_COMPILED_PROX", "on") != "off"
+    )
 
     def __post_init__(self):
         # the servers' step lives in a one-element tensor: shared with worker processes that apply
@@ -102,6 +108,32 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
         """The penalty is one the compiled kernels apply: L1, elastic net, L2 (its thresholds and L2
         factors weighted per row where it has a row_scale: `_numpy_views`' "rw") or none."""
         return type(self.problem.penalty) in (L1, ElasticNet, SquaredL2, Penalty)
+
+    @property
+    def task_penalty(self) -> bool:
+        """The compiled task loop applies the penalty and the regularizer: a compiled_penalty without
+        the regularizer (over the block's support), or (compiled_prox) any penalty with or without it
+        (block_prox.py: a sweep of the block)."""
+        if self.compiled_penalty and not self.problem.regularizer.strength:
+            return True
+        return self.compiled_prox and type(self.problem.penalty) in (L1, ElasticNet, SquaredL2, Penalty, Box, GroupL1)
+
+    def _prox_args(self) -> tuple:
+        """block_prox.py's penalty tuple for the task kernels."""
+        from asyncopt.proxsgd import block_prox
+
+        penalty, rw = self.problem.penalty, self._numpy_views()["rw"]
+        reg, dtype = self.problem.regularizer.strength, self._scratch_layout[1]
+        if type(penalty) is Box:
+            scale = None if penalty.row_scale is None else penalty.row_scale.numpy()
+            return block_prox.prox_args(block_prox.PROX_BOX, 0.0, 0.0, penalty.positive, rw, dtype,
+                                        (penalty.lower, penalty.upper), scale, reg=reg)  # fmt: skip
+        if type(penalty) is GroupL1:
+            return block_prox.prox_args(block_prox.PROX_GROUP, penalty.alpha, 0.0, penalty.positive, rw, dtype,
+                                        group_of_row=penalty.group_of_row.numpy(), group_weight=penalty.weights.numpy(),
+                                        reg=reg)  # fmt: skip
+        l1, l2 = self.penalty_weights
+        return block_prox.prox_args(block_prox.PROX_SEPARABLE, l1, l2, penalty.positive, rw, dtype, reg=reg)
 
     @property
     def penalty_weights(self) -> tuple[float, float]:
@@ -427,17 +459,16 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
     @property
     def fused(self) -> bool:
         """A whole task can run compiled (`run_task`): CPU, a loss of fast.LOSS_CODES (the multinomial
-        too, since session 33), an L1, elastic net, L2 (or no) penalty, no smooth regularizer, eager
-        updates. Dense data too, as dense rows (fast.py): whole fits on magic, uci-pol and California
-        2.9-8.3x faster than the torch step a batch with one worker, 13-35x with two
-        (benchmarks/results/dense_rows.md)."""
+        too, since session 33), a penalty and regularizer the task kernels apply (`task_penalty`: every
+        penalty since session 35), eager updates. Dense data too, as dense rows (fast.py): whole fits
+        on magic, uci-pol and California 2.9-8.3x faster than the torch step a batch with one worker,
+        13-35x with two (benchmarks/results/dense_rows.md)."""
         problem = self.problem
         return (
             self.fast
             and (problem.data.sparse or os.environ.get("ASYNCOPT_DENSE_ROWS", "on") != "off")  # (the A/B switch)
             and self._loss_code is not None
-            and self.compiled_penalty
-            and not problem.regularizer.strength
+            and self.task_penalty
             # lazy counts are per block: a full push over several blocks goes part by part (compute / apply)
             and (self._lazy_state is None or self.push == "block" or problem.n_blocks == 1)
         )
@@ -490,7 +521,7 @@ class ProxSGDAlgorithm(StepControl, ServerPlacement):
             problem.n_blocks if self.push == "block" else 1, weight,
             lazy, st["mu"], lazy_eta, lazy_thr, st["ticks"], st["last"], st["block_of"], self._slot.numpy(),
             self._eager_scratch(self._largest_block), _eager_marks(self._largest_block), *self._support_views(),
-            v["rw"], self.penalty_weights[1],
+            v["rw"], self.penalty_weights[1], self._prox_args(),
         )  # fmt: skip
         return worker, server
 

@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 from numba.typed import List
 
+from asyncopt.proxsgd.block_prox import general_sweep, sweeps
 from asyncopt.proxsgd.fast import (
     GROUPED_BLOCKS,
     STEP_NOT_FINITE,
@@ -184,7 +185,9 @@ def _compute_samples(worker, server, rows, sizes, keys, staleness):
 
 
 @njit(nogil=True, inline="always")
-def _samples_block_step(P, indptr, indices, values, rows, coefs, eta, thr, positive, mu, has_mu, lo, hi, acc, rw, l2):
+def _samples_block_step(
+    P, indptr, indices, values, rows, coefs, eta, thr, positive, mu, has_mu, lo, hi, acc, rw, l2, prox
+):
     """fast.eager_l1_apply for the gradient X[rows][:, lo:hi]^T coefs, summed into `acc` straight from
     the columns (the pairs are not formed: ~300k of them a block for a news20 batch of 4,096, formed
     and read again, cost half the server's push). The same products added in the same order as the
@@ -199,6 +202,9 @@ def _samples_block_step(P, indptr, indices, values, rows, coefs, eta, thr, posit
             if lo <= c < hi:
                 for j in range(k):
                     acc[c - lo, j] += values[p] * coefs[r, j]
+    if sweeps(prox):  # box, group L1, the smooth regularizer (block_prox.py; it clears acc)
+        general_sweep(P, acc, mu, has_mu, eta, lo, hi, prox)
+        return
     if has_mu:  # the anchor's mean, the step and the prox in one pass over the block
         soft_step_shifted(P[lo:hi], acc[: hi - lo], mu[lo:hi], eta, thr, positive, rw, lo, l2)
     elif thr > 0.0 or positive or l2 != 0.0:
@@ -216,7 +222,7 @@ def _apply_samples(server_args, server, indptr, indices, values, blocks, offsets
     the eager prox step (Ray's servers apply eagerly); the intercept server takes the intercept
     gradient."""
     (P, bounds, alpha, positive, mu, has_vr) = server_args[:6]
-    acc, rw, l2 = server_args[21], server_args[26], server_args[27]
+    acc, rw, l2, prox = server_args[21], server_args[26], server_args[27], server_args[28]
     M = bounds.shape[0] - 1
     lo, hi = 0, 0
     if server < M:
@@ -229,7 +235,7 @@ def _apply_samples(server_args, server, indptr, indices, values, blocks, offsets
         if server < M:
             a, b = offsets[t], offsets[t + 1]
             _samples_block_step(P, indptr, indices, values, rows[a:b], coefs[a:b], eta, eta * alpha, positive, mu,
-                                has_vr, lo, hi, acc, rw, l2)  # fmt: skip
+                                has_vr, lo, hi, acc, rw, l2, prox)  # fmt: skip
         else:
             task_server_apply(server_args, server, update, eta)
 

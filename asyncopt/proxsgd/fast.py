@@ -880,6 +880,9 @@ def invalidate_support(state) -> None:
     state[:, 1] = SUPPORT_REBUILD
 
 
+# (box, group L1 and the smooth regularizer's rule: block_prox.py, which reads the kernels above)
+from asyncopt.proxsgd.block_prox import general_apply, sweeps  # noqa: E402
+
 # -- the kernels of the engine's compiled task loop (engines/compiled.py) ------------------------
 # The engine's loop reads the version, calls task_worker_step (the pull, margins, loss derivative,
 # SVRG correction, block gradient: a pure function of the parameters as read), then for each server
@@ -977,13 +980,15 @@ def task_server_apply(s, server, update, eta):
     take the constant lazy step); or, for the intercept server (index M), row d."""
     (P, bounds, alpha, positive, mu, has_vr, fit_intercept, step, unit, delay, adaptive, delay_blocks, weight,
      lazy, lazy_mu, lazy_eta, lazy_thr, ticks, last, block_of, slot, acc, mark, support_rows, support_member,
-     support_state, rw, l2) = s  # fmt: skip
+     support_state, rw, l2, prox) = s  # fmt: skip
     _, index, grad, intercept = update
     M = bounds.shape[0] - 1
     if server == M:  # row d has one owner: the intercept server
         intercept_step(P, intercept, eta, lazy_mu if lazy else mu, lazy or has_vr)
     elif lazy:
         _lazy_apply(P, index, grad, eta, lazy_thr, lazy_mu, ticks, last, block_of, server, server, slot, rw)
+    elif sweeps(prox):  # box, group L1, the smooth regularizer: the whole block (block_prox.py)
+        general_apply(P, index, grad, eta, mu, has_vr, bounds[server], bounds[server + 1], acc, prox)
     else:
         lo, hi = bounds[server], bounds[server + 1]
         # (two calls, not the slices rebound to index / grad: numba would unify the 2-d slice's layout

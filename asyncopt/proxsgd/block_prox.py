@@ -1,0 +1,134 @@
+"""The compiled server rule for the penalties without a listed support: box, group L1, and any
+penalty with the smooth nonconvex regularizer (fast.py's task loop and Ray's bundles).
+
+fast.eager_support_apply visits only a block's support because a row at 0 stays at 0 under the L1
+prox. A box's projection moves every row the anchor's mean moves, and group L1 zeroes or scales a
+whole group from its norm, so these penalties sweep their block on every update: the rows' new
+values x - eta (g + mu + r'(x)) computed and projected (box), thresholded (L1, elastic net, L2, the
+rule of fast.soft_step) or scaled by their group's norm (group L1), each row written once. Until
+session 35 they took the torch step a batch (prox.py, which stays the reference): 12-13x slower
+fits on a9a.
+
+r'(x) is the regularizer's gradient at the server's current value of the row, not at the worker's
+read: the server holds the row under its lock, so that part of the gradient has no delay (the
+torch step adds it in the worker, at the read).
+
+`prox` is the tuple of `prox_args`: (kind, alpha, l2, positive, rw, box, scale, group_of_row,
+group_weight, reg); arrays a kind does not use are empty. The box's bounds and row scales s are in
+the parameters' precision, multiplied there as prox.Box does: a bound times s rounded otherwise
+lies outside the box by an ulp, where the objective is infinite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from asyncopt.proxsgd.fast import l2_shrink, row_weight, soft
+
+PROX_SEPARABLE, PROX_BOX, PROX_GROUP = 0, 1, 2
+
+
+def prox_args(
+    kind, alpha, l2, positive, rw, dtype, box=None, scale=None, group_of_row=None, group_weight=None, reg=0.0
+) -> tuple:
+    """The kernels' penalty tuple, of one set of types for every penalty of a precision (one
+    compile): the arrays read-only, as Ray's actors would receive them (numba compiles writable and
+    read-only arrays apart)."""
+    return (
+        int(kind), float(alpha), float(l2), bool(positive), rw,
+        _read_only((-np.inf, np.inf) if box is None else box, dtype),
+        _read_only(() if scale is None else scale, dtype),
+        _read_only(() if group_of_row is None else group_of_row, np.int64),
+        _read_only(() if group_weight is None else group_weight, np.float64),
+        float(reg),
+    )  # fmt: skip
+
+
+def _read_only(values, dtype) -> np.ndarray:
+    view = np.asarray(values, dtype=dtype).view()
+    view.flags.writeable = False
+    return view
+
+
+@njit(cache=True, nogil=True, inline="always")
+def sweeps(prox) -> bool:
+    """The update takes general_sweep (not the separable rule over a listed support)."""
+    return prox[0] != PROX_SEPARABLE or prox[9] != 0.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _stepped(P, acc, mu, has_mu, eta, reg, lo, c, j):
+    """x - eta (g + mu + r'(x)) of row c, column j: g the pairs' sum in acc, r' the regularizer's
+    gradient 2 r x / (1 + x^2)^2 (losses.NonconvexRegularizer)."""
+    x = P[c, j]
+    g = acc[c - lo, j]
+    if has_mu:
+        g += mu[c, j]
+    if reg != 0.0:
+        q = 1.0 + x * x
+        g += 2.0 * reg * x / (q * q)
+    return x - eta * g
+
+
+@njit(cache=True, nogil=True)
+def general_sweep(P, acc, mu, has_mu, eta, lo, hi, prox):
+    """In place on rows lo..hi of P: the step with acc's sums (cleared after), the anchor's mean and
+    the regularizer, then the penalty's prox; each row written once (a lock-free reader sees a row
+    as it was or as it is after the update)."""
+    kind, alpha, l2, positive, rw, box, scale, group_of_row, group_weight, reg = prox
+    k = P.shape[1]
+    if kind == PROX_GROUP:  # prox.GroupL1: (clipped at 0 with positive) times max(0, 1 - eta alpha w_g / ||v_g||)
+        r = lo
+        while r < hi:
+            g = group_of_row[r]
+            e = r + 1
+            while e < hi and group_of_row[e] == g:
+                e += 1
+            sq = 0.0
+            for c in range(r, e):  # (the group's norm first; the rows are written in the second pass)
+                for j in range(k):
+                    v = _stepped(P, acc, mu, has_mu, eta, reg, lo, c, j)
+                    if positive and v < 0.0:
+                        v = 0.0
+                    sq += v * v
+            t, norm = eta * alpha * group_weight[g], np.sqrt(sq)
+            scale = 1.0 - t / norm if norm > t else 0.0
+            for c in range(r, e):
+                for j in range(k):
+                    v = _stepped(P, acc, mu, has_mu, eta, reg, lo, c, j)
+                    if positive and v < 0.0:
+                        v = 0.0
+                    P[c, j] = v * scale
+                    acc[c - lo, j] = 0.0
+            r = e
+        return
+    lower, upper = box[0], box[1]
+    if positive and lower < 0.0:
+        lower = box[0] * 0.0  # (0 in the box's precision)
+    for c in range(lo, hi):
+        w = row_weight(rw, c)
+        t, shrink = eta * alpha * w, l2_shrink(eta, l2, w)
+        lo_c, hi_c = (lower, upper) if scale.shape[0] == 0 else (lower * scale[c], upper * scale[c])
+        for j in range(k):
+            v = _stepped(P, acc, mu, has_mu, eta, reg, lo, c, j)
+            if kind == PROX_BOX:  # prox.Box: the projection
+                P[c, j] = min(max(v, lo_c), hi_c)
+            else:
+                P[c, j] = soft(v, t, positive) * shrink
+            acc[c - lo, j] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def general_apply(P, index, values, eta, mu, has_mu, lo, hi, acc, prox):
+    """The server's rule on rows lo..hi (no intercept) from (row, value) pairs (those outside lo..hi
+    skipped; duplicates add up), summed aside in acc (at least hi - lo rows, zero between updates)."""
+    k = P.shape[1]
+    if acc.shape[0] < hi - lo or acc.shape[1] != k:  # (numba does not check bounds)
+        raise ValueError("general_apply: the scratch has fewer rows than the block")
+    for q in range(index.shape[0]):
+        c = index[q]
+        if lo <= c < hi:
+            for j in range(k):
+                acc[c - lo, j] += values[q, j]
+    general_sweep(P, acc, mu, has_mu, eta, lo, hi, prox)

@@ -202,10 +202,9 @@ def _samples_block_step(
             if lo <= c < hi:
                 for j in range(k):
                     acc[c - lo, j] += values[p] * coefs[r, j]
-    if sweeps(prox):  # box, group L1, the smooth regularizer (block_prox.py; it clears acc)
+    if sweeps(prox):  # box, group L1, the smooth regularizer (block_prox.py)
         general_sweep(P, acc, mu, has_mu, eta, lo, hi, prox)
-        return
-    if has_mu:  # the anchor's mean, the step and the prox in one pass over the block
+    elif has_mu:  # the anchor's mean, the step and the prox in one pass over the block
         soft_step_shifted(P[lo:hi], acc[: hi - lo], mu[lo:hi], eta, thr, positive, rw, lo, l2)
     elif thr > 0.0 or positive or l2 != 0.0:
         soft_step(P[lo:hi], acc[: hi - lo], eta, thr, positive, rw, lo, l2)

@@ -18,6 +18,8 @@ from numba import types as numba_types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from asyncopt.proxsgd.block_prox import general_apply, sweeps
+from asyncopt.proxsgd.scalar_prox import l2_shrink, row_weight, soft
 from asyncopt.proxsgd.stepsize import delay_factor
 
 
@@ -406,32 +408,6 @@ def csr_gram_product(indptr, indices, values, sw, rows, v, shift, out):
             out[indices[p]] += u * values[p]
         total += u
     return total
-
-
-@njit(cache=True, nogil=True, inline="always")
-def soft(x, t, positive):
-    """sign(x) max(|x| - t, 0), or max(x - t, 0) with positive."""
-    if positive:
-        return x - t if x > t else 0.0
-    if x > t:
-        return x - t
-    if x < -t:
-        return x + t
-    return 0.0
-
-
-@njit(cache=True, nogil=True, inline="always")
-def row_weight(rw, c):
-    """Row c's threshold weight: rw[c], or 1 where rw is empty (one threshold for every row). rw holds
-    1 / s for the penalty's row_scale s (prox.Penalty.row_scale: L1 on u / s thresholds at eta alpha / s)."""
-    return 1.0 if rw.shape[0] == 0 else rw[c]
-
-
-@njit(cache=True, nogil=True, inline="always")
-def l2_shrink(eta, l2, w):
-    """The L2 part's prox factor for a row of threshold weight w: 1 / (1 + eta l2 w^2) (elastic net,
-    L2: prox.ElasticNet, prox.SquaredL2; w = 1 / s on scaled rows), exactly 1 without an L2 part."""
-    return 1.0 if l2 == 0.0 else 1.0 / (1.0 + eta * l2 * w * w)
 
 
 @njit(cache=True, nogil=True)
@@ -879,9 +855,6 @@ def invalidate_support(state) -> None:
     outside the kernels: at drained points)."""
     state[:, 1] = SUPPORT_REBUILD
 
-
-# (box, group L1 and the smooth regularizer's rule: block_prox.py, which reads the kernels above)
-from asyncopt.proxsgd.block_prox import general_apply, sweeps  # noqa: E402
 
 # -- the kernels of the engine's compiled task loop (engines/compiled.py) ------------------------
 # The engine's loop reads the version, calls task_worker_step (the pull, margins, loss derivative,

@@ -1,13 +1,15 @@
-"""The compiled server rule for the penalties without a listed support: box, group L1, and any
-penalty with the smooth nonconvex regularizer (fast.py's task loop and Ray's bundles).
+"""The compiled server rule for box, group L1 and the smooth nonconvex regularizer (fast.py's task
+loop and Ray's bundles).
 
 fast.eager_support_apply visits only a block's support because a row at 0 stays at 0 under the L1
 prox. A box's projection moves every row the anchor's mean moves, and group L1 zeroes or scales a
 whole group from its norm, so these penalties sweep their block on every update: the rows' new
-values x - eta (g + mu + r'(x)) computed and projected (box), thresholded (L1, elastic net, L2, the
-rule of fast.soft_step) or scaled by their group's norm (group L1), each row written once. Until
-session 35 they took the torch step a batch (prox.py, which stays the reference): 12-13x slower
-fits on a9a.
+values x - eta (g + mu + r'(x)) computed and projected (box) or scaled by their group's norm (group
+L1), each row written once. The separable penalties (L1, elastic net, L2, none) with the regularizer
+keep the listed support (r'(0) = 0: a row at 0 stays there under the same rule); their passes over a
+whole block (the support's rebuild, a dense support, Ray's bundles) are general_sweep's too. Until
+session 35 all of these took the torch step a batch (prox.py, which stays the reference): 4-12x
+slower whole fits with one worker on a9a and California.
 
 r'(x) is the regularizer's gradient at the server's current value of the row, not at the worker's
 read: the server holds the row under its lock, so that part of the gradient has no delay (the
@@ -53,12 +55,20 @@ def _read_only(values, dtype) -> np.ndarray:
 
 @njit(cache=True, nogil=True, inline="always")
 def sweeps(prox) -> bool:
-    """The update takes general_sweep (not the separable rule over a listed support)."""
+    """A pass over the whole block takes general_sweep (not fast.soft_step's separable rule)."""
     return prox[0] != PROX_SEPARABLE or prox[9] != 0.0
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _stepped(x, g, eta, reg):
+def listed(prox) -> bool:
+    """The rule keeps a row at 0 that no pair touches and the anchor's mean does not move
+    (fast.eager_support_apply's listed support): the separable penalties, with the regularizer too
+    (its gradient is 0 at 0)."""
+    return prox[0] == PROX_SEPARABLE
+
+
+@njit(cache=True, nogil=True, inline="always")
+def stepped(x, g, eta, reg):
     """x - eta (g + r'(x)): g the pairs' sum and the anchor's mean, r' the regularizer's gradient
     2 r x / (1 + x^2)^2 (losses.NonconvexRegularizer)."""
     if reg != 0.0:
@@ -99,14 +109,14 @@ def general_sweep(P, acc, mu, has_mu, eta, lo, hi, prox):
                 e += 1
             sq = 0.0
             for q in range((r - lo) * k, (e - lo) * k):  # (the group's norm first, then its rows written)
-                x = _stepped(v[q], a[q] + with_mu * m[q], eta, reg)
+                x = stepped(v[q], a[q] + with_mu * m[q], eta, reg)
                 if positive:
                     x = max(x, 0.0)
                 sq += x * x
             t, norm = eta * alpha * group_weight[g], np.sqrt(sq)
             factor = 1.0 - t / norm if norm > t else 0.0
             for q in range((r - lo) * k, (e - lo) * k):
-                x = _stepped(v[q], a[q] + with_mu * m[q], eta, reg)
+                x = stepped(v[q], a[q] + with_mu * m[q], eta, reg)
                 if positive:
                     x = max(x, 0.0)
                 v[q] = x * factor
@@ -118,23 +128,23 @@ def general_sweep(P, acc, mu, has_mu, eta, lo, hi, prox):
             lower = box[0] * 0.0  # (0 in the box's precision)
         if scale.shape[0] == 0:
             for q in range(v.shape[0]):
-                v[q] = min(max(_stepped(v[q], a[q] + with_mu * m[q], eta, reg), lower), upper)
+                v[q] = min(max(stepped(v[q], a[q] + with_mu * m[q], eta, reg), lower), upper)
             return
         for r in range(hi - lo):
             low, high = lower * scale[lo + r], upper * scale[lo + r]
             for q in range(r * k, (r + 1) * k):
-                v[q] = min(max(_stepped(v[q], a[q] + with_mu * m[q], eta, reg), low), high)
+                v[q] = min(max(stepped(v[q], a[q] + with_mu * m[q], eta, reg), low), high)
         return
     if rw.shape[0] == 0:  # the soft threshold (times the L2 factor) of fast.soft_step, one for every row
         t, shrink = eta * alpha, l2_shrink(eta, l2, 1.0)
         for q in range(v.shape[0]):
-            v[q] = _soft(_stepped(v[q], a[q] + with_mu * m[q], eta, reg), t, positive) * shrink
+            v[q] = _soft(stepped(v[q], a[q] + with_mu * m[q], eta, reg), t, positive) * shrink
         return
     for r in range(hi - lo):
         w = row_weight(rw, lo + r)
         t, shrink = eta * alpha * w, l2_shrink(eta, l2, w)
         for q in range(r * k, (r + 1) * k):
-            v[q] = _soft(_stepped(v[q], a[q] + with_mu * m[q], eta, reg), t, positive) * shrink
+            v[q] = _soft(stepped(v[q], a[q] + with_mu * m[q], eta, reg), t, positive) * shrink
 
 
 @njit(cache=True, nogil=True)

@@ -18,7 +18,7 @@ from numba import types as numba_types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from asyncopt.proxsgd.block_prox import general_apply, sweeps
+from asyncopt.proxsgd.block_prox import general_apply, listed, stepped
 from asyncopt.proxsgd.scalar_prox import l2_shrink, row_weight, soft
 from asyncopt.proxsgd.stepsize import delay_factor
 
@@ -773,18 +773,23 @@ def _anchor_moves(mu, c, k, alpha, positive):
 
 @njit(cache=True, nogil=True)
 def eager_support_apply(
-    P, index, values, eta, thr, alpha, positive, mu, has_mu, lo, hi, acc, mark, rows, member, state, rw, l2
+    P, index, values, eta, thr, alpha, positive, mu, has_mu, lo, hi, acc, mark, rows, member, state, rw, l2, prox
 ):
     """eager_l1_apply on rows lo..hi (no intercept) visiting only the block's support (rows, member:
     the block's list and marks; state: its [count, mode] line); the same arithmetic on each row it
     writes, and each row written once. thr must be eta * alpha (alpha: the L1 weight, 0 for none); l2
     the L2 weight (a row at 0 stays at 0 under the L2 factor too, so the support's rule is the L1's).
-    mark: the applying worker's scratch beside acc (hi - lo flags, False between updates)."""
+    mark: the applying worker's scratch beside acc (hi - lo flags, False between updates). prox:
+    block_prox.py's tuple, for its smooth regularizer r (its gradient is 0 at 0: the same rule; its
+    sweeps are block_prox.general_apply's)."""
     k = P.shape[1]
-    mode = state[1]
-    if mode != SUPPORT_SPARSE or not (thr > 0.0 or positive or has_mu or l2 != 0.0):  # (no prox, no mu: pairs only)
-        # (no intercept)
-        eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, acc[0], False, acc, rw, l2)
+    mode, reg = state[1], prox[9]
+    if mode != SUPPORT_SPARSE or not (thr > 0.0 or positive or has_mu or l2 != 0.0 or reg != 0.0):
+        # (no prox, no mu: pairs only; no intercept)
+        if reg != 0.0:
+            general_apply(P, index, values, eta, mu, has_mu, lo, hi, acc, prox)
+        else:
+            eager_l1_apply(P, index, values, eta, thr, positive, mu, has_mu, lo, hi, acc[0], False, acc, rw, l2)
         if mode == SUPPORT_REBUILD:
             count = 0
             for c in range(lo, hi):
@@ -812,7 +817,7 @@ def eager_support_apply(
     while i < lo + count:
         c = rows[i]
         w = row_weight(rw, c)
-        nonzero = _support_row_step(P, c, acc, mu, has_mu, eta, thr * w, positive, lo, k, l2_shrink(eta, l2, w))
+        nonzero = _support_row_step(P, c, acc, mu, has_mu, eta, thr * w, positive, lo, k, l2_shrink(eta, l2, w), reg)
         if nonzero or (has_mu and _anchor_moves(mu, c, k, alpha * w, positive)):
             i += 1
         else:  # at 0 and staying there: off the list (the last listed row takes its place)
@@ -824,7 +829,7 @@ def eager_support_apply(
         mark[c - lo] = False
         w = row_weight(rw, c)
         shrink = l2_shrink(eta, l2, w)
-        if not member[c] and _support_row_step(P, c, acc, mu, has_mu, eta, thr * w, positive, lo, k, shrink):
+        if not member[c] and _support_row_step(P, c, acc, mu, has_mu, eta, thr * w, positive, lo, k, shrink, reg):
             member[c] = True
             rows[lo + count] = c
             count += 1
@@ -834,12 +839,14 @@ def eager_support_apply(
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _support_row_step(P, c, acc, mu, has_mu, eta, thr, positive, lo, k, shrink):
+def _support_row_step(P, c, acc, mu, has_mu, eta, thr, positive, lo, k, shrink, reg):
     """Row c's eager step (the sweep's expressions, for the same rounding), written where it changes;
     its sum in acc cleared. Whether the row is non-zero now."""
     nonzero = False
     for j in range(k):
-        if has_mu:
+        if reg != 0.0:  # (block_prox.general_sweep's expression)
+            x = soft(stepped(P[c, j], acc[c - lo, j] + (mu[c, j] if has_mu else 0.0), eta, reg), thr, positive) * shrink
+        elif has_mu:
             x = soft(P[c, j] - eta * (acc[c - lo, j] + mu[c, j]), thr, positive) * shrink
         else:
             x = soft(P[c, j] - eta * acc[c - lo, j], thr, positive) * shrink
@@ -960,7 +967,7 @@ def task_server_apply(s, server, update, eta):
         intercept_step(P, intercept, eta, lazy_mu if lazy else mu, lazy or has_vr)
     elif lazy:
         _lazy_apply(P, index, grad, eta, lazy_thr, lazy_mu, ticks, last, block_of, server, server, slot, rw)
-    elif sweeps(prox):  # box, group L1, the smooth regularizer: the whole block (block_prox.py)
+    elif not listed(prox):  # box, group L1: the whole block (block_prox.py)
         general_apply(P, index, grad, eta, mu, has_vr, bounds[server], bounds[server + 1], acc, prox)
     else:
         lo, hi = bounds[server], bounds[server + 1]
@@ -970,7 +977,7 @@ def task_server_apply(s, server, update, eta):
             first, stop = _block_pairs(index, lo, hi)
             eager_support_apply(P, index[first:stop], grad[first:stop], eta, eta * alpha, alpha, positive, mu,
                                 has_vr, lo, hi, acc, mark, support_rows, support_member, support_state[server], rw,
-                                l2)  # fmt: skip
+                                l2, prox)  # fmt: skip
         else:
             eager_support_apply(P, index, grad, eta, eta * alpha, alpha, positive, mu, has_vr, lo, hi, acc, mark,
-                                support_rows, support_member, support_state[server], rw, l2)  # fmt: skip
+                                support_rows, support_member, support_state[server], rw, l2, prox)  # fmt: skip

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ab_fits import ab_row, timed_fit  # noqa: E402
 
 
 def cases():
@@ -46,12 +44,7 @@ def fit(task, X, y, alpha, workers, path):
     kw = dict(penalty="l1", alpha=alpha, random_state=0, max_epochs=10 if X.shape[1] > 100 else 100)
     if workers > 1:
         kw.update(backend="threads", n_workers=workers, threads_per_worker=1)
-    model = ProxSGDRegressor(**kw) if task == "lasso" else ProxSGDClassifier(**kw)
-    t = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(X, y)
-    return time.perf_counter() - t, model
+    return timed_fit(ProxSGDRegressor(**kw) if task == "lasso" else ProxSGDClassifier(**kw), X, y)
 
 
 def main(argv=None):
@@ -75,19 +68,11 @@ def main(argv=None):
     ]
     for name, task, X, y, alpha in cases():
         for workers in (1, 2):
-            fit(task, X, y, alpha, workers, "on")  # (warm-up: compiled kernels loaded)
-            times = {"on": [], "off": []}
-            models = {}
-            for _ in range(args.rounds):
-                for path in ("on", "off"):
-                    seconds, models[path] = fit(task, X, y, alpha, workers, path)
-                    times[path].append(seconds)
-            on, off = statistics.median(times["on"]), statistics.median(times["off"])
-            h = {p: m.history_[-1] for p, m in models.items()}
-            row = (
-                f"| {name} | {X.shape[0]:,} x {X.shape[1]} | {workers} | {models['on'].batch_size_} "
-                f"| {h['on']['epoch']:g} / {h['off']['epoch']:g} "
-                f"| {h['on']['objective']:.6g} / {h['off']['objective']:.6g} | {on:.3f} | {off:.3f} | {off / on:.2f} |"
+            row = ab_row(
+                (name, f"{X.shape[0]:,} x {X.shape[1]}", workers),
+                lambda path: fit(task, X, y, alpha, workers, path),  # noqa: B023 (called at once)
+                ("on", "off"),
+                args.rounds,
             )
             print(row, flush=True)
             lines.append(row)

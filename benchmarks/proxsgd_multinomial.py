@@ -16,15 +16,13 @@ paths draw the same batches and should agree to rounding).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ab_fits import ab_row, timed_fit  # noqa: E402
 
 
 def cases():
@@ -51,12 +49,7 @@ def fit(X, y, params, workers, path):
     kw = dict(penalty="l1", multi_class="multinomial", random_state=0, **params)
     if workers > 1:
         kw.update(backend="threads", n_workers=workers, threads_per_worker=1)
-    model = ProxSGDClassifier(**kw)
-    t = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(X, y)
-    return time.perf_counter() - t, model
+    return timed_fit(ProxSGDClassifier(**kw), X, y)
 
 
 def main(argv=None):
@@ -83,20 +76,12 @@ def main(argv=None):
     try:
         for name, X, y, params in cases():
             for workers in (1, 2):
-                fit(X, y, params, workers, "compiled")  # (warm-up: compiled kernels loaded)
-                times = {"compiled": [], "torch": []}
-                models = {}
-                for _ in range(args.rounds):
-                    for path in ("compiled", "torch"):
-                        seconds, models[path] = fit(X, y, params, workers, path)
-                        times[path].append(seconds)
-                on, off = statistics.median(times["compiled"]), statistics.median(times["torch"])
-                h = {p: m.history_[-1] for p, m in models.items()}
-                row = (
-                    f"| {name} | {workers} | {models['compiled'].batch_size_} "
-                    f"| {h['compiled']['epoch']:g} / {h['torch']['epoch']:g} "
-                    f"| {h['compiled']['objective']:.8g} / {h['torch']['objective']:.8g} "
-                    f"| {on:.3f} | {off:.3f} | {off / on:.2f} |"
+                row = ab_row(
+                    (name, workers),
+                    lambda path: fit(X, y, params, workers, path),  # noqa: B023 (called at once)
+                    ("compiled", "torch"),
+                    args.rounds,
+                    digits=8,
                 )
                 print(row, flush=True)
                 lines.append(row)

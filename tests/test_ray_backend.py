@@ -35,7 +35,9 @@ def test_proxsgd_on_ray_agrees_with_serial_on_small_sparse_data(ray_session):
     y = np.where(X @ w + 0.05 * rng.normal(size=600) > 0, 1, 0)
     common = dict(penalty="l1", alpha=1e-3, max_epochs=20, tol=None, n_blocks=2, push="block", random_state=0)
     serial = ProxSGDClassifier(**common).fit(X, y)
-    on_ray = ProxSGDClassifier(**RAY, **common).fit(X, y)
+    # one batch a task: the staleness of the serial engine's neighbourhood (with "auto", a task is a
+    # quarter of these 600 samples, and 20 epochs end 6% above the serial run's F)
+    on_ray = ProxSGDClassifier(**RAY, task_samples=None, **common).fit(X, y)
     assert abs(on_ray.history_[-1]["objective"] - serial.history_[-1]["objective"]) < 0.02
     t = on_ray.telemetry_
     assert t["updates"] == serial.telemetry_["updates"]
@@ -100,7 +102,8 @@ def test_a_ray_call_of_several_tasks_runs_them_in_order(ray_session, monkeypatch
     common = dict(penalty="l1", alpha=1e-3, max_epochs=3, tol=None, n_blocks=2, push="block", batch_size=8,
                   random_state=0)  # fmt: skip
     serial = ProxSGDClassifier(**common).fit(X, y)
-    on_ray = ProxSGDClassifier(backend="ray", n_workers=1, threads_per_worker=1, **common).fit(X, y)
+    one = dict(backend="ray", n_workers=1, threads_per_worker=1, task_samples=None)  # (one batch a task)
+    on_ray = ProxSGDClassifier(**one, **common).fit(X, y)
     assert max(calls) > 1 and sum(calls) == serial.telemetry_["updates"]
     assert on_ray.telemetry_["updates"] == serial.telemetry_["updates"]
     np.testing.assert_allclose(on_ray.coef_, serial.coef_, rtol=1e-9, atol=1e-12)
@@ -109,6 +112,26 @@ def test_a_ray_call_of_several_tasks_runs_them_in_order(ray_session, monkeypatch
 def test_task_samples_is_for_ray_only():
     with pytest.raises(ValueError, match="task_samples=64 sets the size of a Ray task"):
         ProxSGDClassifier(task_samples=64, backend="processes", n_workers=2).fit(np.eye(4), [0, 1, 0, 1])
+    # "auto" (the default) is every backend's
+    ProxSGDClassifier(task_samples="auto", backend="threads", n_workers=2, tol=None, max_epochs=2).fit(
+        np.eye(4), [0, 1, 0, 1]
+    )
+
+
+@pytest.mark.parametrize(
+    "task_samples, n_workers, segment, batch, batches",
+    [("auto", 2, 32_561, 32, 128),  # a9a's epoch: 4,096 samples a task
+     ("auto", 2, 8_000, 32, 63),  # a short segment: two tasks a worker (2,000 samples)
+     ("auto", 2, 32_561, 8_192, 1),  # batches larger than 4,096: one a task
+     (None, 2, 32_561, 32, 1),
+     (1_000, 4, 32_561, 32, 32)],
+)  # fmt: skip
+def test_the_ray_task_size(task_samples, n_workers, segment, batch, batches):
+    from asyncopt.engines.ray_engine import RayEngine
+
+    engine = RayEngine(n_workers=n_workers, task_samples=task_samples)
+    engine._size_tasks(segment, batch)
+    assert engine._task_batches == batches
 
 
 def test_proxsgd_on_ray_matches_processes_on_a9a(ray_session, a9a):

@@ -45,12 +45,13 @@ def make_engine(
     servers_in_workers: bool = False,
     ray_address: str | None = None,
     resources_per_worker: dict | None = None,
-    task_samples: int | None = None,
+    task_samples: int | str | None = None,
     server_folder=None,
 ):
     """The engine for an estimator's `backend` parameter (`task_samples`: Ray's task size, None for
-    one batch a task; `server_folder`: where Ray's server actors save their state, for restarts)."""
-    if task_samples is not None and backend != "ray":
+    one batch a task, "auto" for Ray's choice; `server_folder`: where Ray's server actors save their
+    state, for restarts)."""
+    if task_samples not in (None, "auto") and backend != "ray":
         raise ValueError(f"task_samples={task_samples} sets the size of a Ray task: use it with backend='ray'")
     if backend == "serial":
         return SerialEngine(max_delay=max_delay, delay=delay, inconsistent_reads=inconsistent_reads)

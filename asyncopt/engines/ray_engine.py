@@ -5,8 +5,8 @@ the caller's process.
   AsyB-ProxSGD's block servers and its intercept server, AsyncEigenPro's `n_servers` row shards;
   one actor each, or as `algo.server_placement()` groups them (ProxSGD's intercept with block 0).
 - Worker actors (`resources_per_worker`) run tasks: pull, compute, push (ray_actors.WorkerActor).
-  A task is one batch by default (`task_samples` makes larger ones): a Ray call costs about a
-  millisecond, so a batch must carry milliseconds of compute. A call carries several tasks when
+  A task carries `task_samples` samples ("auto": AUTO_TASK_SAMPLES; None: one batch): a task costs
+  a call, a pull and a push, milliseconds, so it must carry milliseconds of compute. A call carries several tasks when
   the segment to the next evaluation point is long (`_size_tasks`), each with its own pull and push.
 - Staleness is counted by the servers' clocks: the number of updates a server applied between
   the worker's pull and this update.
@@ -60,6 +60,10 @@ from asyncopt.errors import ActorFailureWarning
 REPLACEMENT_ROUNDS = 20
 
 TASKS_PER_WORKER = 2  # tasks per worker between two evaluation points, at least (with task_samples)
+# task_samples="auto": samples of a task. Against one batch of 32 a task, 4,096 reached 1e-2 2.2-3.2x
+# sooner on a9a, news20 and penbased (2 workers), as soon as or sooner than 256 or 1,024, though
+# its staleness (50-85 updates) costs epochs (benchmarks/results/ray_task_size.md)
+AUTO_TASK_SAMPLES = 4096
 CALLS_PER_SLOT = 4  # calls per worker and in-flight slot between two evaluation points, at least
 MAX_TASKS_PER_CALL = 16  # (a call's tasks run one after the other; the drain waits for the last call)
 
@@ -130,7 +134,7 @@ class RayEngine:
     threads_per_worker: int | None = None
     ray_address: str | None = None  # None: start or reuse a local Ray; else join that cluster
     resources_per_worker: dict | None = None  # Ray resources of a worker actor, e.g. {"num_cpus": 1, "num_gpus": 1}
-    task_samples: int | None = None  # samples of a task (None: one batch)
+    task_samples: int | str | None = None  # samples of a task (None: one batch; "auto": AUTO_TASK_SAMPLES)
     tasks_in_flight: int = 2  # tasks queued per worker, so that none idles while the coordinator replies
     timeout: float = 300.0  # longest wait for any one task before the run is declared hung
     max_failures: int = 10  # actor deaths the run survives; one more stops it
@@ -623,7 +627,8 @@ class RayEngine:
         if self.task_samples is None:
             self._task_batches = 1
         else:
-            samples = min(self.task_samples, -(-segment // (TASKS_PER_WORKER * self.n_workers)))
+            wanted = AUTO_TASK_SAMPLES if self.task_samples == "auto" else self.task_samples
+            samples = min(wanted, -(-segment // (TASKS_PER_WORKER * self.n_workers)))
             self._task_batches = max(1, -(-samples // batch_size))
         tasks = segment // (self._task_batches * batch_size)
         calls = CALLS_PER_SLOT * self.n_workers * self.tasks_in_flight

@@ -165,7 +165,7 @@ class _ProxSGDBase(AsyncEstimator):
         "inconsistent_reads": ["boolean"],
         "delay_adaptive": ["boolean", StrOptions({"auto"})],
         "synchronous": ["boolean"],
-        "task_samples": [Interval(Integral, 1, None, closed="left"), None],
+        "task_samples": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
         "fit_intercept": ["boolean"],
         "dtype": [StrOptions({"float32", "float64"})],
         "device": [str, torch.device],
@@ -209,7 +209,7 @@ class _ProxSGDBase(AsyncEstimator):
         synchronous=False,
         ray_address=None,
         resources_per_worker=None,
-        task_samples=None,
+        task_samples="auto",
         fit_intercept=True,
         dtype="float64",
         device="cpu",
@@ -682,12 +682,18 @@ class ProxSGDRegressor(RegressorMixin, _ProxSGDBase):
     ray_address, resources_per_worker : str or None, dict or None
         backend="ray": the cluster to join (None: start or reuse a local Ray) and each worker
         actor's Ray resources (default ``{"num_cpus": threads_per_worker}``).
-    task_samples : int or None
+    task_samples : int, "auto" or None
         backend="ray": samples a worker takes per round trip of messages (one pull from each
         server, one push to each; None: one batch). A task's batches read its own earlier updates
         (the worker applies them to its copy); the other workers' updates it misses raise the
         staleness, and with it the delay-adaptive step's cut. Larger tasks carry more compute per
-        message (benchmarks/results/ray_vs_processes.md).
+        message. "auto": 4,096 samples (one batch where the batch is larger), fewer where an
+        evaluation segment is short, so that every worker gets two tasks of it. With 2 workers,
+        whole fits reached 1e-2 2.2-3.2x sooner than with one batch a task on a9a, news20 and
+        penbased (California: 1.06x, its batch of 306 already carries compute); but on penbased
+        the staleness kept the fit from 1e-3 in 100 epochs, which one batch a task reached: set
+        None for tight tolerances on small dense data (benchmarks/results/ray_task_size.md).
+        Ignored by the other backends.
     fit_intercept : bool
         Fit an unpenalized intercept (it travels with every push).
     dtype, device : str
@@ -848,7 +854,7 @@ class ProxSGDClassifier(ClassifierMixin, _ProxSGDBase):
         synchronous=False,
         ray_address=None,
         resources_per_worker=None,
-        task_samples=None,
+        task_samples="auto",
         fit_intercept=True,
         dtype="float64",
         device="cpu",

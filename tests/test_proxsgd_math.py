@@ -596,6 +596,69 @@ def test_the_servers_copy_holds_no_samples_and_applies_the_same_steps(sparse, vr
 
 
 @pytest.mark.parametrize("sparse", [True, False])
+def test_the_object_stores_copy_carries_the_data_as_arrays_and_computes_the_same_steps(sparse):
+    """ProxSGDAlgorithm.for_object_store (Ray's workers' copy): pickled (protocol 5, as Ray does), the
+    data's arrays travel as out-of-band buffers, which Ray's object store holds once and its actors
+    map in place (a pickled tensor is copied into each); read back, the copy computes the same
+    updates. Without it the same pickle carries the data in-band."""
+    import pickle
+
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd.algorithm import ProxSGDAlgorithm
+
+    rng = np.random.default_rng(5)
+    n, d = 400, 30
+    X = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.3)
+    problem = LinearProblem(
+        LinearData.from_array(sp.csr_matrix(X) if sparse else X, rng.choice([-1.0, 1.0], size=(n, 1)),
+                              weights=rng.uniform(0.5, 1.5, n)),
+        LOSSES["logistic"], make_penalty("l1", 0.02), NonconvexRegularizer(0.0), True, block_bounds(d, 2),
+    )  # fmt: skip
+    algo = ProxSGDAlgorithm(problem, 8, 0.3, "full", variance_reduction=True)
+    algo.refresh_snapshot(torch.tensor(rng.normal(size=(d + 1, 1))) * 0.1)
+    data = problem.data.for_workers()
+    data_bytes = sum(t.numel() * t.element_size() for t in data.tensors())
+    buffers = []
+    payload = pickle.dumps(algo.for_object_store(), protocol=5, buffer_callback=buffers.append)
+    assert sum(b.raw().nbytes for b in buffers) >= data_bytes
+    assert len(payload) < len(pickle.dumps(algo, protocol=5)) - data_bytes / 2  # (in-band: the data)
+    copy = pickle.loads(payload, buffers=buffers)
+    assert not copy.problem.data.pickled_as_arrays and not algo.problem.data.pickled_as_arrays
+    start = torch.tensor(rng.normal(size=(d + 1, 1)))
+    for key in range(4):
+        batch = torch.as_tensor(rng.choice(n, 8, replace=False))
+        ours, theirs = algo.compute(start, batch, 1.0, key), copy.compute(start, batch, 1.0, key)
+        np.testing.assert_array_equal(theirs.values.numpy(), ours.values.numpy())
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_a_block_servers_columns_are_xs_columns_in_its_rows_order(index_dtype):
+    """fast.csr_column_range (ProxSGD's `for_server`: a Ray block server's columns of X): X[:, lo:hi]
+    over every row, X's column numbers, each row's entries in X's order (unsorted rows included:
+    the pairs a server forms must come in the worker's order)."""
+    import scipy.sparse as sp
+
+    from asyncopt.proxsgd import fast
+
+    rng = np.random.default_rng(7)
+    X = sp.random(40, 30, density=0.3, random_state=7, format="csr")
+    order = np.concatenate([rng.permutation(np.arange(a, b)) for a, b in zip(X.indptr[:-1], X.indptr[1:], strict=True)])
+    indices, values = X.indices[order].astype(index_dtype), X.data[order]  # (each row's entries shuffled)
+    for lo, hi in [(0, 30), (0, 10), (10, 25), (29, 30), (12, 12)]:
+        ptr, idx, val = fast.csr_column_range(X.indptr.astype(np.int64), indices, values, lo, hi)
+        assert ptr.dtype == np.int64 and idx.dtype == index_dtype and len(ptr) == 41
+        for i in range(40):
+            row = slice(X.indptr[i], X.indptr[i + 1])
+            keep = (indices[row] >= lo) & (indices[row] < hi)
+            np.testing.assert_array_equal(idx[ptr[i] : ptr[i + 1]], indices[row][keep])
+            np.testing.assert_array_equal(val[ptr[i] : ptr[i + 1]], values[row][keep])
+        block = sp.csr_matrix((val, idx, ptr), shape=(40, 30)).toarray()
+        np.testing.assert_array_equal(block[:, lo:hi], X.toarray()[:, lo:hi])
+        assert not block[:, :lo].any() and not block[:, hi:].any()
+
+
+@pytest.mark.parametrize("sparse", [True, False])
 def test_full_push_split_into_server_parts_equals_one_full_step(sparse):
     import scipy.sparse as sp
 

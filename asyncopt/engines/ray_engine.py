@@ -150,7 +150,9 @@ class RayEngine:
     # -- actors --------------------------------------------------------------------------
     def _start(self, ray, algo, params: torch.Tensor, servers_state: dict | None) -> None:
         self._run = uuid.uuid4().hex[:8]  # names the actors (`ray list actors`, the chaos test)
-        self._algo_ref = ray.put(algo)  # the read-only data, once, in the object store
+        # the read-only data, once, in the object store (as numpy arrays where the algorithm can: the
+        # actors of a node then read one copy in place)
+        self._algo_ref = ray.put(algo.for_object_store() if hasattr(algo, "for_object_store") else algo)
         # servers get only what their rule needs when the algorithm can say so: one copy for all
         # (`for_servers`: EigenPro's additive rule, no data), or each its own (`for_server(b)`:
         # ProxSGD's rule with the block's columns of X, from which it forms the pairs of the

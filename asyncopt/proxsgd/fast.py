@@ -254,6 +254,33 @@ def csr_column_counts(indices, out):
 
 
 @njit(cache=True, nogil=True)
+def csr_column_range(indptr, indices, values, lo, hi):
+    """X[:, lo:hi] of a CSR X as CSR over every row, with X's column numbers and each row's entries
+    in X's order: a count pass, then a copy pass. (A Ray block server's columns: on 99M entries,
+    numpy's masks and cumulative sums took 4.7 s a block.)"""
+    n = indptr.shape[0] - 1
+    out_ptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        kept = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            c = indices[p]
+            if c >= lo and c < hi:
+                kept += 1
+        out_ptr[i + 1] = out_ptr[i] + kept
+    out_indices = np.empty(out_ptr[n], dtype=indices.dtype)
+    out_values = np.empty(out_ptr[n], dtype=values.dtype)
+    for i in range(n):
+        q = out_ptr[i]
+        for p in range(indptr[i], indptr[i + 1]):
+            c = indices[p]
+            if c >= lo and c < hi:
+                out_indices[q] = c
+                out_values[q] = values[p]
+                q += 1
+    return out_ptr, out_indices, out_values
+
+
+@njit(cache=True, nogil=True)
 def csr_column_square_sums(indices, values, counts, out):
     """counts[c] += column c's stored entries, out[c] += the sum of their squares (CSR indices, values)."""
     for p in range(indices.shape[0]):

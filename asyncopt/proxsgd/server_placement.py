@@ -52,6 +52,15 @@ class ServerPlacement:
             self.task_failed(status)
         return bundle
 
+    def for_object_store(self) -> ProxSGDAlgorithm:
+        """What Ray's object store holds for the workers: this algorithm (pickled as for any worker),
+        its data's arrays as numpy arrays, which the worker actors of a node read in place
+        (LinearData.for_object_store)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.problem = dataclasses.replace(self.problem, data=self.problem.data.for_object_store())
+        return copy
+
     def for_servers(self) -> ProxSGDAlgorithm:
         """What a parameter server needs (engines that place servers apart: Ray): the rule (step,
         penalty, blocks, SVRG mean) over data of no rows, of the same width, precision and layout
@@ -83,11 +92,10 @@ class ServerPlacement:
     def _block_columns(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indptr, indices, values) of X[:, lo:hi] as CSR over every sample, columns numbered as in X,
         each row's entries in X's order (so the pairs formed from it come in the worker's order)."""
+        from asyncopt.proxsgd import fast
+
         v = self._numpy_views()
-        indptr, indices, values = v["indptr"], v["indices"], v["values"]
-        keep = (indices >= lo) & (indices < hi)
-        kept = np.concatenate([[0], np.cumsum(keep)]).astype(np.int64)
-        return kept[indptr], indices[keep].copy(), values[keep].copy()
+        return fast.csr_column_range(v["indptr"], v["indices"], v["values"], lo, hi)
 
     def _columns_of(self, server: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The columns a server's sample bundles are formed from: its own (`for_server`), or X itself."""

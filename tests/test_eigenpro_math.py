@@ -121,6 +121,32 @@ def test_the_servers_rule_holds_no_data_and_adds_what_the_algorithm_adds(problem
     assert rule.init_params().shape == algo.init_params().shape and rule.additive
 
 
+def test_the_object_stores_copy_carries_the_data_as_arrays_and_takes_the_same_step(problem):
+    """EigenProAlgorithm.for_object_store (Ray's workers' copy): pickled (protocol 5, as Ray does),
+    the kernel data, targets and preconditioner travel as out-of-band buffers, which Ray's object
+    store holds once and its actors map in place (a pickled tensor is copied into each); read back,
+    the copy takes the same step. Without it the same pickle carries them in-band."""
+    import pickle
+
+    from asyncopt.eigenpro.algorithm import EigenProAlgorithm
+
+    pre = nystrom_preconditioner(problem.data, 100, 10, 1000, np.random.default_rng(1))
+    algo = EigenProAlgorithm(problem, pre, 5.0, 2**24, n_servers=2)
+    buffers = []
+    payload = pickle.dumps(algo.for_object_store(), protocol=5, buffer_callback=buffers.append)
+    data_bytes = sum(t.numel() * t.element_size() for t in (problem.data.X, problem.Y, pre.V))
+    assert sum(b.raw().nbytes for b in buffers) >= data_bytes
+    assert len(payload) < len(pickle.dumps(algo, protocol=5)) - data_bytes / 2
+    copy = pickle.loads(payload, buffers=buffers)
+    assert isinstance(copy.problem.data.X, torch.Tensor) and isinstance(copy.precond.V, torch.Tensor)
+    assert isinstance(algo.problem.Y, torch.Tensor)  # (the original keeps its tensors)
+    rng = np.random.default_rng(4)
+    alpha = torch.as_tensor(rng.normal(size=(400, 2)) * 1e-2)
+    batch = torch.as_tensor(rng.choice(400, 32, replace=False))
+    ours, theirs = algo.compute(alpha, batch, 1.0), copy.compute(alpha, batch, 1.0)
+    assert torch.equal(theirs.rows_delta, ours.rows_delta) and torch.equal(theirs.subsample_delta, ours.subsample_delta)
+
+
 def test_the_randomized_eigensolver_matches_eigh_on_the_top_eigenpairs():
     """Above EXACT_EIGH_MAX the preconditioner takes only the top eigenpairs (randomized subspace
     iteration). On a real kernel matrix (digits, Laplacian) they agree with the exact eigh, and

@@ -10,6 +10,7 @@ import torch
 from asyncopt.eigenpro.preconditioner import Preconditioner
 from asyncopt.eigenpro.step import KernelProblem, Update, apply_update, eigenpro_step, split_update
 from asyncopt.errors import TrainingDiverged
+from asyncopt.pickling import arrays_of
 
 
 @dataclasses.dataclass
@@ -76,6 +77,15 @@ class EigenProAlgorithm:
         and the additive rule, not the kernel data (n x d) the workers compute with."""
         Y = self.problem.Y
         return EigenProServerRule(tuple(Y.shape), Y.dtype, self.precond.indices.cpu())
+
+    def for_object_store(self) -> EigenProAlgorithm:
+        """What Ray's object store holds for the workers: the kernel data, targets and preconditioner
+        as numpy arrays, which the worker actors of a node read in place (pickling.py), where
+        pickled tensors are copied into each. Read-only there: a step writes only its update."""
+        data = arrays_of(self.problem.data, ("X", "sqnorm", "kept_columns", "dropped_values"))
+        problem = arrays_of(dataclasses.replace(self.problem, data=data), ("Y",))
+        precond = arrays_of(self.precond, ("indices", "V", "D"))
+        return dataclasses.replace(self, problem=problem, precond=precond)
 
     def check(self, update: Update, step: int, samples: int) -> None:
         if not math.isfinite(update.residual_sq_sum):

@@ -21,6 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from asyncopt.pickling import arrays_of
+
 
 @contextlib.contextmanager
 def one_torch_thread():
@@ -96,14 +98,6 @@ def _rows_product(
     for job in jobs:
         job.result()
     return torch.from_numpy(out)
-
-
-def _data_from_arrays(fields: dict, tensors: list) -> LinearData:
-    """LinearData.for_object_store's data read back: tensors over the arrays as they arrive (Ray's
-    are read-only views of its object store, which torch warns about: nothing writes into them)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return LinearData(**{k: torch.from_numpy(v) if k in tensors else v for k, v in fields.items()})
 
 
 def _unsigned(index: np.ndarray) -> np.ndarray:
@@ -276,8 +270,6 @@ class LinearData:
     draws: np.ndarray | None = None
     draw_factors: torch.Tensor | None = None
     draw_weights: torch.Tensor | None = None
-    # pickled with its CPU tensors as numpy arrays (`for_object_store`), read back as tensors over them
-    pickled_as_arrays: bool = dataclasses.field(default=False, repr=False, compare=False)
 
     @classmethod
     def from_array(
@@ -469,21 +461,11 @@ class LinearData:
         return self.for_workers().tensors()
 
     def for_object_store(self) -> LinearData:
-        """This data, pickled with its CPU tensors as numpy arrays: Ray's object store holds numpy
-        arrays once, and the actors of a node read them in place, where a pickled tensor is copied
-        into every actor (on 99M entries: 1.1 GB and seconds a worker). Read-only there: nothing
-        writes into the data after the setup. Other pickling (worker processes' shared memory) is
-        unchanged."""
-        return dataclasses.replace(self, pickled_as_arrays=True)
-
-    def __reduce_ex__(self, protocol):
-        if not self.pickled_as_arrays:
-            return super().__reduce_ex__(protocol)
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "pickled_as_arrays"}
-        tensors = [k for k, v in fields.items() if isinstance(v, torch.Tensor) and v.device.type == "cpu"]
-        for k in tensors:
-            fields[k] = fields[k].numpy()
-        return _data_from_arrays, (fields, tensors)
+        """This data for pickling into Ray's object store: its CPU tensors travel as numpy arrays,
+        which the actors of a node read in place (pickling.py). Read-only there: nothing writes
+        into the data after the setup."""
+        names = [f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), torch.Tensor)]
+        return arrays_of(self, names)
 
     def rows_subset(self, rows: torch.Tensor) -> LinearData:
         """Samples `rows` as data of their own (X's and Y's rows; no X^T): the power iteration's sample
